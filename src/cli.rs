@@ -1,0 +1,70 @@
+//! The command line (clap derive): `serve`, `list`, `check`.
+//!
+//! Flags are kept close to their text here and turned into [`Overrides`]
+//! for `config.rs`, which applies them in one place and validates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// Authoritative DNS for a cloud fleet: every EC2 instance gets a name.
+#[derive(Debug, Parser)]
+#[command(name = "fleetdns", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer DNS for the zone until SIGTERM (SIGHUP refreshes now).
+    Serve(Common),
+    /// Print every name with its addresses, and what naming rewrote or skipped.
+    List {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and read the source once; non-zero exit on any problem.
+    Check(Common),
+}
+
+/// Options every subcommand takes; flags override the config file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Common {
+    /// TOML configuration file (see deploy/fleetdns.example.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to answer DNS on, UDP and TCP (repeatable; replaces `listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Zone to serve, e.g. fleet.internal.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Inventory source: file:PATH (a describe-instances JSON file).
+    #[arg(long, value_name = "SPEC")]
+    pub source: Option<String>,
+    /// Resolver for names outside the zone, IP or IP:PORT (repeatable; replaces `upstreams`).
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: Vec<String>,
+}
+
+impl Common {
+    /// The flags as config overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            zone: self.zone.clone(),
+            source: self.source.clone(),
+            upstreams: self.upstream.clone(),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `fleetdns list` and `fleetdns check`: one fetch, one snapshot, a report.
+//!
+//! Both read the same snapshot the daemon would serve, so what `list`
+//! prints is what `dig` would answer. Tag values are untrusted: the table
+//! prints them with Rust's `{:?}` escaping, JSON escapes them by itself.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::naming::{Rewrite, Rule, Skip};
+use crate::refresh::Refresher;
+use crate::serve::build_source;
+use crate::snapshot::{new_store, Snapshot};
+
+/// Fetches once and returns the snapshot; any failed unit is an error,
+/// since a one-shot report of partial data would mislead.
+pub async fn snapshot_once(settings: &Settings) -> anyhow::Result<std::sync::Arc<Snapshot>> {
+    let source = build_source(&settings.source);
+    for unit in source.fetch().await {
+        if let Err(error) = unit.result {
+            anyhow::bail!("{}: {error}", unit.unit);
+        }
+    }
+    let store = new_store();
+    let mut refresher = Refresher::new(
+        source,
+        settings.naming.clone(),
+        settings.zone.zone.clone(),
+        store.clone(),
+    );
+    refresher.refresh_once().await?;
+    store
+        .load_full()
+        .ok_or_else(|| anyhow::anyhow!("no snapshot was built"))
+}
+
+/// One name in `list --json`.
+#[derive(Serialize)]
+struct ListedName {
+    name: String,
+    addresses: Vec<String>,
+    instances: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+/// The whole `list --json` document.
+#[derive(Serialize)]
+struct Listing<'a> {
+    zone: String,
+    serial: u32,
+    instances: usize,
+    names: Vec<ListedName>,
+    rewritten: &'a [Rewrite],
+    skipped: &'a [Skip],
+    not_running: usize,
+    bad_ids: &'a [String],
+}
+
+fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
+    snapshot
+        .entries_sorted()
+        .into_iter()
+        .map(|e| {
+            let mut rules: Vec<Rule> = e.owners.iter().map(|o| o.rule.clone()).collect();
+            rules.sort();
+            rules.dedup();
+            ListedName {
+                name: e.name.to_ascii(),
+                addresses: e
+                    .ipv4
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(e.ipv6.iter().map(ToString::to_string))
+                    .collect(),
+                instances: e.owners.iter().map(|o| o.instance_id.clone()).collect(),
+                rules,
+            }
+        })
+        .collect()
+}
+
+/// Writes the listing as a table or JSON.
+pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let report = snapshot.report();
+    let names = listed_names(snapshot);
+    if json {
+        let listing = Listing {
+            zone: snapshot.zone().to_string(),
+            serial: snapshot.serial(),
+            instances: snapshot.instance_count(),
+            names,
+            rewritten: &report.rewrites,
+            skipped: &report.skips,
+            not_running: report.not_running,
+            bad_ids: &report.bad_ids,
+        };
+        serde_json::to_writer_pretty(&mut *out, &listing)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+
+    let width = names.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    writeln!(
+        out,
+        "{:width$}  {:<40}  {:<40}  RULE",
+        "NAME", "ADDRESSES", "INSTANCES"
+    )?;
+    for n in &names {
+        let rules: Vec<String> = n.rules.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "{:width$}  {:<40}  {:<40}  {}",
+            n.name,
+            n.addresses.join(","),
+            n.instances.join(","),
+            rules.join(",")
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{} instances served, {} names, {} not running",
+        snapshot.instance_count(),
+        names.len(),
+        report.not_running
+    )?;
+    if !report.rewrites.is_empty() {
+        writeln!(out, "\nrewritten ({}):", report.rewrites.len())?;
+        for r in &report.rewrites {
+            writeln!(
+                out,
+                "  {} {} {:?} -> {}",
+                r.instance_id, r.rule, r.value, r.name
+            )?;
+        }
+    }
+    if !report.skips.is_empty() {
+        writeln!(out, "\nskipped ({}):", report.skips.len())?;
+        for s in &report.skips {
+            writeln!(
+                out,
+                "  {} {} {:?}: {}",
+                s.instance_id, s.rule, s.value, s.reason
+            )?;
+        }
+    }
+    if !report.bad_ids.is_empty() {
+        writeln!(out, "\nignored, not an instance id: {:?}", report.bad_ids)?;
+    }
+    Ok(())
+}
+
+/// `check`: the configuration is valid and the source reads; prints a summary.
+pub async fn check(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
+    let snapshot = snapshot_once(settings).await?;
+    let report = snapshot.report();
+    writeln!(
+        out,
+        "ok: zone {} from {}: {} instances, {} names, {} rewritten, {} skipped, {} not running",
+        snapshot.zone(),
+        build_source(&settings.source).describe(),
+        snapshot.instance_count(),
+        snapshot.name_count(),
+        report.rewrites.len(),
+        report.skips.len(),
+        report.not_running
+    )?;
+    Ok(())
+}

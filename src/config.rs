@@ -1,0 +1,626 @@
+//! Configuration: the TOML file, command-line overrides, and validation.
+//!
+//! Parsing happens in two steps (as ripgrep does): [`Config`] mirrors the
+//! file, with `deny_unknown_fields` so a typo is an error rather than a
+//! silently ignored option; [`Overrides`] are the flags; [`Config::validate`]
+//! applies the flags in one place and turns strings into the real objects
+//! ([`Settings`]), naming the option in every error. `read_config` parses a
+//! string, so tests feed strings. Every option is documented, with its
+//! default, in `deploy/fleetdns.example.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+
+use crate::naming::{Naming, Rule};
+
+/// A configuration problem, reported as one line naming the file or option.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The config file (or `<string>`).
+        path: String,
+        /// What is wrong, with the line when known.
+        message: String,
+    },
+    /// An option has a value that cannot work.
+    #[error("invalid {option}: {message}")]
+    Invalid {
+        /// The option, as written in the file (`zone`, `forward.timeout_ms`, `--listen`).
+        option: String,
+        /// Why the value cannot work.
+        message: String,
+    },
+}
+
+fn invalid(option: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option: option.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The zone served, e.g. `fleet.internal.`.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Addresses to answer DNS on, UDP and TCP each.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Resolvers for names outside the zone (`IP` or `IP:PORT`); none means REFUSED.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Seconds between inventory refreshes.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// TTL in seconds of A, AAAA, PTR, TXT, NS and SOA answers.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// How long in seconds resolvers may cache NXDOMAIN and NODATA (SOA MINIMUM).
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: u32,
+    /// The name in the apex NS record and the SOA MNAME field.
+    #[serde(default = "default_nameserver")]
+    pub nameserver: String,
+    /// The SOA RNAME (mailbox as a name); default `hostmaster.<zone>`.
+    #[serde(default)]
+    pub hostmaster: Option<String>,
+    /// How instances get their names.
+    #[serde(default)]
+    pub naming: NamingConfig,
+    /// Where the inventory comes from.
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    /// Forwarding of names outside the zone.
+    #[serde(default)]
+    pub forward: ForwardConfig,
+    /// Limits on DNS over TCP.
+    #[serde(default)]
+    pub tcp: TcpConfig,
+}
+
+/// `[naming]`: the preference list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamingConfig {
+    /// Rules in order: `tag:KEY` or `security-group`.
+    #[serde(default = "default_prefer")]
+    pub prefer: Vec<String>,
+}
+
+impl Default for NamingConfig {
+    fn default() -> Self {
+        Self {
+            prefer: default_prefer(),
+        }
+    }
+}
+
+/// `[source.*]`: exactly one inventory source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// `[source.file]`: a describe-instances JSON file.
+    File(FileSourceConfig),
+}
+
+/// `[source.file]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Path of the JSON printed by `aws ec2 describe-instances`.
+    pub path: PathBuf,
+}
+
+/// `[forward]`: how names outside the zone are forwarded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// How long to wait for one upstream before trying the next, in milliseconds.
+    #[serde(default = "default_forward_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Forwarded queries waiting for an upstream at once; more get SERVFAIL.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Answers kept in the cache; 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+    /// Longest time an answer stays cached, in seconds, whatever its TTL.
+    #[serde(default = "default_max_cache_ttl")]
+    pub max_cache_ttl: u32,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_forward_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
+            cache_entries: default_cache_entries(),
+            max_cache_ttl: default_max_cache_ttl(),
+        }
+    }
+}
+
+/// `[tcp]`: limits on DNS over TCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Connections served at once per listener; more are closed at accept.
+    #[serde(default = "default_tcp_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection may stay idle (no complete query) before it is closed.
+    #[serde(default = "default_tcp_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_tcp_max_connections(),
+            idle_timeout_secs: default_tcp_idle_timeout_secs(),
+        }
+    }
+}
+
+fn default_zone() -> String {
+    "fleet.internal.".to_string()
+}
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+}
+fn default_interval() -> u64 {
+    60
+}
+fn default_ttl() -> u32 {
+    30
+}
+fn default_negative_ttl() -> u32 {
+    10
+}
+fn default_nameserver() -> String {
+    "localhost.".to_string()
+}
+fn default_prefer() -> Vec<String> {
+    vec!["tag:Name".to_string(), "security-group".to_string()]
+}
+fn default_forward_timeout_ms() -> u64 {
+    2000
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_max_cache_ttl() -> u32 {
+    3600
+}
+fn default_tcp_max_connections() -> usize {
+    128
+}
+fn default_tcp_idle_timeout_secs() -> u64 {
+    10
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty document takes every default, so there is one source of truth.
+        read_config("", "<defaults>").unwrap_or_else(|e| unreachable!("defaults parse: {e}"))
+    }
+}
+
+/// Parses a configuration document; `origin` names it in errors.
+pub fn read_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        message: one_line_toml_error(&e, text),
+    })
+}
+
+/// Reads and parses a configuration file.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_config(&text, &path.display().to_string())
+}
+
+/// toml's errors span several lines with a snippet; logs and exit messages
+/// want one line with the position.
+fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Command-line flags that override the file; applied in one place.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`, replaces `listen` when given.
+    pub listen: Vec<SocketAddr>,
+    /// `--zone`.
+    pub zone: Option<String>,
+    /// `--source`, e.g. `file:PATH`.
+    pub source: Option<String>,
+    /// `--upstream`, replaces `upstreams` when given.
+    pub upstreams: Vec<String>,
+}
+
+/// The zone's own records' parameters.
+#[derive(Debug, Clone)]
+pub struct ZoneSettings {
+    /// The apex, lowercase and fully qualified.
+    pub zone: Name,
+    /// TTL of positive answers.
+    pub ttl: u32,
+    /// SOA MINIMUM: how long negative answers may be cached.
+    pub negative_ttl: u32,
+    /// NS target and SOA MNAME.
+    pub nameserver: Name,
+    /// SOA RNAME.
+    pub hostmaster: Name,
+}
+
+/// Forwarding, validated.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// Upstream resolvers in order of preference; empty means REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    /// Wait per upstream.
+    pub timeout: Duration,
+    /// Forwarded queries outstanding at once.
+    pub max_in_flight: usize,
+    /// Cache size in answers.
+    pub cache_entries: usize,
+    /// Cap on cached TTLs.
+    pub max_cache_ttl: u32,
+}
+
+/// TCP limits, validated.
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Connections at once per listener.
+    pub max_connections: usize,
+    /// Idle time before a connection is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Which source to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A describe-instances JSON file.
+    File(PathBuf),
+}
+
+/// Everything validated and ready to build objects from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The zone's parameters.
+    pub zone: ZoneSettings,
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The naming policy.
+    pub naming: Naming,
+    /// The inventory source.
+    pub source: SourceSpec,
+    /// Refresh period.
+    pub interval: Duration,
+    /// Forwarding.
+    pub forward: ForwardSettings,
+    /// TCP limits.
+    pub tcp: TcpSettings,
+}
+
+impl Config {
+    /// Applies `overrides` and validates everything, naming the option at fault.
+    pub fn validate(mut self, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        if !overrides.listen.is_empty() {
+            self.listen = overrides.listen.clone();
+        }
+        if let Some(zone) = &overrides.zone {
+            self.zone = zone.clone();
+        }
+        if !overrides.upstreams.is_empty() {
+            self.upstreams = overrides.upstreams.clone();
+        }
+        if let Some(source) = &overrides.source {
+            self.source = Some(parse_source_flag(source)?);
+        }
+
+        let zone = parse_zone(&self.zone).map_err(|m| invalid("zone", m))?;
+        let zone_text = zone.to_ascii();
+        let nameserver = parse_name(&self.nameserver).map_err(|m| invalid("nameserver", m))?;
+        let hostmaster = match &self.hostmaster {
+            Some(h) => parse_name(h).map_err(|m| invalid("hostmaster", m))?,
+            None => Name::from_ascii("hostmaster")
+                .and_then(|h| h.append_domain(&zone))
+                .map_err(|e| invalid("hostmaster", e.to_string()))?,
+        };
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "needs at least one address"));
+        }
+        if self.interval_secs == 0 {
+            return Err(invalid("interval_secs", "must be at least 1"));
+        }
+
+        let mut rules = Vec::with_capacity(self.naming.prefer.len());
+        for text in &self.naming.prefer {
+            rules.push(
+                text.parse::<Rule>()
+                    .map_err(|m| invalid("naming.prefer", m))?,
+            );
+        }
+        if rules.is_empty() {
+            // Not an error: every instance still has its instance-id name.
+            tracing::info!("naming.prefer is empty: instances are named by instance id only");
+        }
+
+        let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        for text in &self.upstreams {
+            let addr = parse_upstream(text).map_err(|m| invalid("upstreams", m))?;
+            if self.listen.iter().any(|l| same_endpoint(*l, addr)) {
+                return Err(invalid(
+                    "upstreams",
+                    format!("{addr} is one of fleetdns's own listen addresses (a forwarding loop)"),
+                ));
+            }
+            upstreams.push(addr);
+        }
+        if self.forward.timeout_ms == 0 {
+            return Err(invalid("forward.timeout_ms", "must be at least 1"));
+        }
+        if self.forward.max_in_flight == 0 {
+            return Err(invalid("forward.max_in_flight", "must be at least 1"));
+        }
+        if self.tcp.max_connections == 0 {
+            return Err(invalid("tcp.max_connections", "must be at least 1"));
+        }
+        if self.tcp.idle_timeout_secs == 0 {
+            return Err(invalid("tcp.idle_timeout_secs", "must be at least 1"));
+        }
+
+        let source = match self.source {
+            Some(SourceConfig::File(f)) => SourceSpec::File(f.path),
+            None => return Err(invalid(
+                "source",
+                "no inventory source: set [source.file] path = \"...\" or pass --source file:PATH",
+            )),
+        };
+
+        Ok(Settings {
+            naming: Naming::new(rules, &zone_text),
+            zone: ZoneSettings {
+                zone,
+                ttl: self.ttl,
+                negative_ttl: self.negative_ttl,
+                nameserver,
+                hostmaster,
+            },
+            listen: self.listen,
+            source,
+            interval: Duration::from_secs(self.interval_secs),
+            forward: ForwardSettings {
+                upstreams,
+                timeout: Duration::from_millis(self.forward.timeout_ms),
+                max_in_flight: self.forward.max_in_flight,
+                cache_entries: self.forward.cache_entries,
+                max_cache_ttl: self.forward.max_cache_ttl,
+            },
+            tcp: TcpSettings {
+                max_connections: self.tcp.max_connections,
+                idle_timeout: Duration::from_secs(self.tcp.idle_timeout_secs),
+            },
+        })
+    }
+}
+
+/// `file:PATH` -> a file source.
+pub fn parse_source_flag(text: &str) -> Result<SourceConfig, ConfigError> {
+    match text.split_once(':') {
+        Some(("file", path)) if !path.is_empty() => Ok(SourceConfig::File(FileSourceConfig {
+            path: PathBuf::from(path),
+        })),
+        _ => Err(invalid("--source", format!("{text:?}: expected file:PATH"))),
+    }
+}
+
+/// A zone must be a valid, non-root name of LDH labels; it is kept lowercase.
+fn parse_zone(text: &str) -> Result<Name, String> {
+    let name = parse_name(text)?;
+    if name.is_root() {
+        return Err("the root zone cannot be served".to_string());
+    }
+    for label in name.iter() {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with(b"-")
+            && !label.ends_with(b"-")
+            && label
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        if !ok {
+            return Err(format!(
+                "{text:?}: labels must be letters, digits and inner dashes"
+            ));
+        }
+    }
+    Ok(name)
+}
+
+/// A fully qualified, lowercase name from presentation text.
+fn parse_name(text: &str) -> Result<Name, String> {
+    if text.trim().is_empty() {
+        return Err("empty name".to_string());
+    }
+    let mut name = Name::from_ascii(text).map_err(|e| format!("{text:?}: {e}"))?;
+    name.set_fqdn(true);
+    if name.len() > 255 {
+        return Err(format!("{text:?}: longer than 255 octets"));
+    }
+    Ok(name.to_lowercase())
+}
+
+/// `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!("{text:?}: expected IP or IP:PORT"))
+}
+
+/// Whether an upstream would send queries back to one of our listeners.
+fn same_endpoint(listen: SocketAddr, upstream: SocketAddr) -> bool {
+    listen.port() == upstream.port()
+        && (listen.ip() == upstream.ip()
+            || (listen.ip().is_unspecified() && upstream.ip().is_loopback()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_source(extra: &str) -> String {
+        format!("{extra}\n[source.file]\npath = \"fleet.json\"\n")
+    }
+
+    #[test]
+    fn empty_file_takes_every_default() {
+        let c = read_config("", "t").unwrap();
+        assert_eq!(c.zone, "fleet.internal.");
+        assert_eq!(c.listen, [SocketAddr::from(([127, 0, 0, 1], 53))]);
+        assert_eq!(c.naming.prefer, ["tag:Name", "security-group"]);
+        assert_eq!(c.ttl, 30);
+        assert!(c.source.is_none());
+    }
+
+    #[test]
+    fn full_example_parses_and_validates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/fleetdns.example.toml"
+        ))
+        .unwrap();
+        let c = read_config(&text, "example").unwrap();
+        let s = c.validate(&Overrides::default()).unwrap();
+        assert_eq!(s.zone.zone.to_ascii(), "fleet.internal.");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_line() {
+        let err = read_config("zone = \"a.b.\"\nlisten_on = []\n", "f.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("config f.toml: line 2: unknown field `listen_on`"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+        let err = read_config(&with_source("[tcp]\nmax_conn = 3\n"), "f.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `max_conn`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_zone_names_the_option() {
+        for zone in ["", ".", "a..b", "bad_zone.", "-a.b."] {
+            let c = read_config(&with_source(&format!("zone = {zone:?}")), "t");
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => panic!("{zone}: {e}"),
+            };
+            let err = c.validate(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.starts_with("invalid zone:"), "{zone}: {err}");
+        }
+    }
+
+    #[test]
+    fn zone_is_normalised() {
+        let c = read_config(&with_source("zone = \"Corp.Example\""), "t").unwrap();
+        let s = c.validate(&Overrides::default()).unwrap();
+        assert_eq!(s.zone.zone.to_ascii(), "corp.example.");
+        assert_eq!(s.zone.hostmaster.to_ascii(), "hostmaster.corp.example.");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let c = read_config(&with_source("listen = [\"127.0.0.1:53\"]"), "t").unwrap();
+        let o = Overrides {
+            listen: vec!["127.0.0.1:5353".parse().unwrap()],
+            zone: Some("x.test".into()),
+            source: Some("file:/tmp/f.json".into()),
+            upstreams: vec!["127.0.0.2".into()],
+        };
+        let s = c.validate(&o).unwrap();
+        assert_eq!(s.listen, ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.zone.zone.to_ascii(), "x.test.");
+        assert_eq!(s.source, SourceSpec::File("/tmp/f.json".into()));
+        assert_eq!(
+            s.forward.upstreams,
+            ["127.0.0.2:53".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn missing_source_is_a_clear_error() {
+        let err = Config::default()
+            .validate(&Overrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("no inventory source"), "{err}");
+        let err = parse_source_flag("s3:bucket").unwrap_err();
+        assert!(err.to_string().starts_with("invalid --source:"), "{err}");
+    }
+
+    #[test]
+    fn upstream_pointing_at_ourselves_is_refused() {
+        let c = read_config(
+            &with_source("listen = [\"0.0.0.0:53\"]\nupstreams = [\"127.0.0.1\"]"),
+            "t",
+        )
+        .unwrap();
+        let err = c.validate(&Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("forwarding loop"), "{err}");
+        let c = read_config(&with_source("upstreams = [\"nonsense\"]"), "t").unwrap();
+        assert!(c
+            .validate(&Overrides::default())
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid upstreams:"));
+    }
+
+    #[test]
+    fn bad_naming_rule_names_the_option() {
+        let c = read_config(&with_source("[naming]\nprefer = [\"Name\"]"), "t").unwrap();
+        let err = c.validate(&Overrides::default()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid naming.prefer: unknown naming rule"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! The authoritative handler: answers zone names from the current snapshot.
+//!
+//! Every request loads the snapshot `Arc` once, so a swap in the middle of
+//! a request cannot mix two versions. Decisions, in order:
+//!
+//! - not a standard query: NOTIMP; not exactly one question: FORMERR;
+//!   EDNS version above 0: BADVERS (RFC 6891);
+//! - a name in the zone: authoritative answer (AA), NXDOMAIN or NODATA with
+//!   the SOA in the authority section, its TTL min(SOA TTL, MINIMUM)
+//!   (RFC 2308); SERVFAIL while no inventory has loaded yet;
+//! - a PTR query for an address of a known instance: authoritative answer;
+//! - anything else: forwarded when upstreams are configured, else REFUSED.
+//!
+//! Answers use the question's name as sent (so compression points at the
+//! question and the case matches); the question is echoed byte for byte.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, TXT};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::debug;
+
+use crate::config::ZoneSettings;
+use crate::dns::forward::Forwarder;
+use crate::dns::wire::response_edns;
+use crate::snapshot::{Entry, Lookup, Snapshot, Store};
+
+/// SOA timers for secondaries (not used by fleetdns itself): refresh, retry, expire.
+const SOA_REFRESH: i32 = 300;
+const SOA_RETRY: i32 = 60;
+const SOA_EXPIRE: i32 = 1_209_600;
+
+/// Answers queries for the zone from the snapshot store, and forwards or
+/// refuses the rest.
+pub struct ZoneHandler {
+    /// The current snapshot.
+    store: Store,
+    /// The zone's own parameters (TTLs, SOA names).
+    zone: ZoneSettings,
+    /// Where names outside the zone go; `None` means REFUSED.
+    forwarder: Option<Arc<Forwarder>>,
+}
+
+/// A reply under construction: its code, flags and sections.
+#[derive(Default)]
+struct Reply {
+    rcode: ResponseCode,
+    authoritative: bool,
+    recursion_available: bool,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Reply {
+    fn code(rcode: ResponseCode) -> Self {
+        Reply {
+            rcode,
+            ..Reply::default()
+        }
+    }
+}
+
+impl ZoneHandler {
+    /// A handler for `zone` answering from `store`, forwarding through `forwarder`.
+    pub fn new(store: Store, zone: ZoneSettings, forwarder: Option<Arc<Forwarder>>) -> Self {
+        Self {
+            store,
+            zone,
+            forwarder,
+        }
+    }
+
+    /// Decides the reply to a request (everything but encoding).
+    async fn reply(&self, request: &Request) -> Reply {
+        if request.metadata.op_code != OpCode::Query {
+            return Reply::code(ResponseCode::NotImp);
+        }
+        let queries = request.queries.queries();
+        if queries.len() != 1 {
+            return Reply::code(ResponseCode::FormErr);
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return Reply::code(ResponseCode::BADVERS);
+        }
+        let query = &queries[0];
+        let name = query.name();
+        let qtype = query.query_type();
+        let owner = query.original().name();
+        let snapshot = self.store.load();
+
+        let zone_name = snapshot.as_ref().map_or_else(
+            || LowerName::new(&self.zone.zone).zone_of(name),
+            |s| s.in_zone(name),
+        );
+        if zone_name {
+            if query.query_class() != DNSClass::IN {
+                return Reply::code(ResponseCode::Refused);
+            }
+            return match snapshot.as_deref() {
+                Some(snapshot) => self.zone_reply(snapshot, name, owner, qtype),
+                // Nothing loaded yet: SERVFAIL makes clients try the next server.
+                None => Reply::code(ResponseCode::ServFail),
+            };
+        }
+
+        if qtype == RecordType::PTR && query.query_class() == DNSClass::IN {
+            if let (Some(snapshot), Some(address)) = (snapshot.as_deref(), reverse_address(name)) {
+                if let Some(targets) = snapshot.names_of(&address) {
+                    let mut reply = Reply {
+                        authoritative: true,
+                        ..Reply::default()
+                    };
+                    reply.answers = targets
+                        .iter()
+                        .map(|t| record(owner, self.zone.ttl, RData::PTR(PTR(t.clone()))))
+                        .collect();
+                    return reply;
+                }
+            }
+        }
+
+        match &self.forwarder {
+            Some(forwarder) => match forwarder.resolve(name, qtype, query.query_class()).await {
+                Ok(answer) => Reply {
+                    rcode: answer.rcode,
+                    authoritative: false,
+                    recursion_available: true,
+                    answers: answer.answers,
+                    authorities: answer.authorities,
+                    additionals: answer.additionals,
+                },
+                Err(error) => {
+                    debug!(%error, %name, %qtype, "forwarding failed");
+                    Reply {
+                        recursion_available: true,
+                        ..Reply::code(ResponseCode::ServFail)
+                    }
+                }
+            },
+            None => Reply::code(ResponseCode::Refused),
+        }
+    }
+
+    /// The authoritative reply for a name in the zone.
+    fn zone_reply(
+        &self,
+        snapshot: &Snapshot,
+        name: &LowerName,
+        owner: &Name,
+        qtype: RecordType,
+    ) -> Reply {
+        let mut reply = Reply {
+            authoritative: true,
+            ..Reply::default()
+        };
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfer is not offered (yet).
+            reply.rcode = ResponseCode::Refused;
+            return reply;
+        }
+        let ttl = self.zone.ttl;
+        match snapshot.lookup(name) {
+            Lookup::Apex => match qtype {
+                RecordType::SOA | RecordType::ANY => {
+                    reply.answers.push(self.soa(snapshot, owner, ttl));
+                }
+                RecordType::NS => {
+                    let ns = NS(self.zone.nameserver.clone());
+                    reply.answers.push(record(owner, ttl, RData::NS(ns)));
+                }
+                _ => {}
+            },
+            Lookup::Name(entry) => reply.answers = entry_records(entry, owner, qtype, ttl),
+            Lookup::EmptyNonTerminal => {}
+            Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
+        }
+        if reply.answers.is_empty() {
+            // NXDOMAIN or NODATA: the SOA tells resolvers how long to cache that.
+            let negative = self.zone.ttl.min(self.zone.negative_ttl);
+            let apex = Name::from(snapshot.zone().clone());
+            reply.authorities.push(self.soa(snapshot, &apex, negative));
+        }
+        reply
+    }
+
+    /// The zone's SOA record at `owner` with `ttl`.
+    fn soa(&self, snapshot: &Snapshot, owner: &Name, ttl: u32) -> Record {
+        let soa = SOA::new(
+            self.zone.nameserver.clone(),
+            self.zone.hostmaster.clone(),
+            snapshot.serial(),
+            SOA_REFRESH,
+            SOA_RETRY,
+            SOA_EXPIRE,
+            self.zone.negative_ttl,
+        );
+        record(owner, ttl, RData::SOA(soa))
+    }
+}
+
+/// The records of `entry` for `qtype`; ANY gets one RRset (RFC 8482).
+fn entry_records(entry: &Entry, owner: &Name, qtype: RecordType, ttl: u32) -> Vec<Record> {
+    let a = || {
+        entry
+            .ipv4
+            .iter()
+            .map(|ip| record(owner, ttl, RData::A(A(*ip))))
+            .collect::<Vec<_>>()
+    };
+    let aaaa = || {
+        entry
+            .ipv6
+            .iter()
+            .map(|ip| record(owner, ttl, RData::AAAA(AAAA(*ip))))
+            .collect::<Vec<_>>()
+    };
+    match qtype {
+        RecordType::A => a(),
+        RecordType::AAAA => aaaa(),
+        RecordType::TXT => txt_records(entry, owner, ttl),
+        RecordType::ANY if !entry.ipv4.is_empty() => a(),
+        RecordType::ANY if !entry.ipv6.is_empty() => aaaa(),
+        RecordType::ANY => txt_records(entry, owner, ttl),
+        _ => Vec::new(),
+    }
+}
+
+/// One TXT record per instance behind the name: the debugging view.
+fn txt_records(entry: &Entry, owner: &Name, ttl: u32) -> Vec<Record> {
+    entry
+        .owners
+        .iter()
+        .map(|o| {
+            let mut strings = vec![format!("id={}", o.instance_id)];
+            if let Some(az) = &o.availability_zone {
+                strings.push(character_string(format!("az={az}")));
+            }
+            if let Some(t) = &o.instance_type {
+                strings.push(character_string(format!("type={t}")));
+            }
+            strings.push(character_string(format!("rule={}", o.rule)));
+            record(owner, ttl, RData::TXT(TXT::new(strings)))
+        })
+        .collect()
+}
+
+/// A TXT character-string holds at most 255 octets; cut at a char boundary.
+fn character_string(mut s: String) -> String {
+    if s.len() > 255 {
+        let mut end = 255;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn record(owner: &Name, ttl: u32, rdata: RData) -> Record {
+    Record::from_rdata(owner.clone(), ttl, rdata)
+}
+
+/// The address a reverse name stands for: `4.3.2.1.in-addr.arpa.` or the
+/// 32 nibbles of `ip6.arpa.`; `None` for anything else (including partial
+/// names, which fleetdns is not authoritative for).
+pub fn reverse_address(name: &LowerName) -> Option<IpAddr> {
+    let name = Name::from(name.clone());
+    let labels: Vec<&[u8]> = name.iter().collect();
+    match labels.as_slice() {
+        [d, c, b, a, in_addr, arpa] if *in_addr == b"in-addr" && *arpa == b"arpa" => {
+            let octet = |l: &[u8]| -> Option<u8> {
+                let text = std::str::from_utf8(l).ok()?;
+                // No signs or leading zeros: one canonical spelling per address.
+                if text.is_empty() || (text.len() > 1 && text.starts_with('0')) {
+                    return None;
+                }
+                if !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                text.parse().ok()
+            };
+            Some(IpAddr::V4(Ipv4Addr::new(
+                octet(a)?,
+                octet(b)?,
+                octet(c)?,
+                octet(d)?,
+            )))
+        }
+        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && *ip6 == b"ip6" && *arpa == b"arpa" => {
+            let mut value: u128 = 0;
+            for label in nibbles.iter().rev() {
+                let [digit] = label else { return None };
+                let nibble = (*digit as char).to_digit(16)?;
+                value = (value << 4) | u128::from(nibble);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(value)))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for ZoneHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let reply = self.reply(request).await;
+        let edns: Option<Edns> = request.edns.as_ref().map(|_| response_edns());
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = reply.rcode;
+        metadata.authoritative = reply.authoritative;
+        metadata.recursion_available = reply.recursion_available;
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let response = builder.build(
+            metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                debug!(%error, "reply not sent");
+                let mut failed = metadata;
+                failed.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata: failed,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lower(s: &str) -> LowerName {
+        LowerName::new(&Name::from_ascii(s).unwrap())
+    }
+
+    #[test]
+    fn reverse_names_parse_to_addresses() {
+        assert_eq!(
+            reverse_address(&lower("11.1.20.10.in-addr.arpa.")),
+            Some("10.20.1.11".parse().unwrap())
+        );
+        let v6: Ipv6Addr = "2600:1f18:abc:100::11".parse().unwrap();
+        let nibbles: String = format!("{:032x}", u128::from(v6))
+            .chars()
+            .rev()
+            .map(|c| format!("{c}."))
+            .collect();
+        assert_eq!(
+            reverse_address(&lower(&format!("{nibbles}ip6.arpa."))),
+            Some(IpAddr::V6(v6))
+        );
+        for bad in [
+            "1.20.10.in-addr.arpa.",
+            "256.1.20.10.in-addr.arpa.",
+            "01.1.20.10.in-addr.arpa.",
+            "x.1.20.10.in-addr.arpa.",
+            "11.1.20.10.in-addr.example.",
+            "1.ip6.arpa.",
+        ] {
+            assert_eq!(reverse_address(&lower(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn character_strings_are_cut_at_255_octets() {
+        assert_eq!(character_string("é".repeat(200)).len(), 254);
+        assert_eq!(character_string("a".repeat(300)).len(), 255);
+    }
+}

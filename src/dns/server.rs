@@ -1,0 +1,256 @@
+//! Listeners: UDP and TCP on every `listen` address.
+//!
+//! All sockets are bound before anything is served, so a port in use fails
+//! the start with nothing half-started. Each bound address is logged
+//! (`listening for UDP on 127.0.0.1:5353`); tests start the binary on port
+//! 0 and read these lines. TCP connections are bounded in number (more are
+//! closed at accept) and closed when idle.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use crate::config::TcpSettings;
+use crate::dns::wire::{udp_limit, WireResponder};
+
+/// One listen address, bound for UDP and TCP.
+pub struct Bound {
+    /// The UDP socket.
+    pub udp: UdpSocket,
+    /// The TCP listener on the same address and port.
+    pub tcp: TcpListener,
+}
+
+/// Binds UDP and TCP on every address, or fails naming the address.
+///
+/// With port 0 the UDP port is chosen by the kernel and TCP binds the same
+/// port, retrying with a new port if TCP's is taken.
+pub async fn bind_all(addresses: &[SocketAddr]) -> anyhow::Result<Vec<Bound>> {
+    let mut bound = Vec::with_capacity(addresses.len());
+    for &address in addresses {
+        bound.push(bind_one(address).await?);
+    }
+    for b in &bound {
+        info!("listening for UDP on {}", b.udp.local_addr()?);
+        info!("listening for TCP on {}", b.tcp.local_addr()?);
+    }
+    Ok(bound)
+}
+
+async fn bind_one(address: SocketAddr) -> anyhow::Result<Bound> {
+    let attempts = if address.port() == 0 { 20 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for UDP on {address}: {e}"))?;
+        let tcp_address = udp.local_addr()?;
+        match TcpListener::bind(tcp_address).await {
+            Ok(tcp) => return Ok(Bound { udp, tcp }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 1 => {
+                last_error = Some(e);
+            }
+            Err(e) => anyhow::bail!("cannot listen for TCP on {tcp_address}: {e}"),
+        }
+    }
+    let e = last_error.map_or_else(|| "no free port".to_string(), |e| e.to_string());
+    anyhow::bail!("cannot listen for TCP on {address}: {e}")
+}
+
+/// Serves every bound socket until `shutdown` turns true.
+pub async fn serve<H: RequestHandler>(
+    bound: Vec<Bound>,
+    handler: Arc<H>,
+    tcp: TcpSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for b in bound {
+        tasks.spawn(serve_udp(b.udp, handler.clone(), shutdown.clone()));
+        tasks.spawn(serve_tcp(
+            b.tcp,
+            handler.clone(),
+            tcp.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Waits until the shutdown flag is set (or its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn serve_udp<H: RequestHandler>(
+    socket: UdpSocket,
+    handler: Arc<H>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let socket = Arc::new(socket);
+    // The largest datagram there is; DNS queries are far smaller, but a
+    // short buffer would silently cut an odd one.
+    let mut buf = vec![0u8; 65535];
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let (len, src) = tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(error) => {
+                    // ICMP errors from earlier sends surface here; keep serving.
+                    debug!(%error, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        if src.port() == 0 {
+            continue; // cannot be answered
+        }
+        let message = buf[..len].to_vec();
+        let handler = handler.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = process(&*handler, message, src, Protocol::Udp).await {
+                if let Err(error) = socket.send_to(&reply, src).await {
+                    debug!(%error, %src, "UDP send failed");
+                }
+            }
+        });
+    }
+}
+
+async fn serve_tcp<H: RequestHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: TcpSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let stop = stopped(shutdown.clone());
+    tokio::pin!(stop);
+    loop {
+        let (stream, src) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(%error, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%src, max = limits.max_connections, "TCP connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        let idle = limits.idle_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                _ = serve_connection(stream, src, &*handler, idle) => {}
+                _ = stopped(shutdown) => {}
+            }
+        });
+    }
+}
+
+/// Serves length-prefixed queries on one connection, in order, until the
+/// client closes it or stays idle for `idle`.
+async fn serve_connection<H: RequestHandler>(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    handler: &H,
+    idle: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let Ok(Ok(len)) = timeout(idle, stream.read_u16()).await else {
+            return; // idle, closed, or broken
+        };
+        let mut message = vec![0u8; usize::from(len)];
+        if !matches!(
+            timeout(idle, stream.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let Some(reply) = process(handler, message, src, Protocol::Tcp).await else {
+            continue;
+        };
+        let Ok(len) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        if !matches!(timeout(idle, stream.write_all(&framed)).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// Turns one raw message into the bytes of its reply, if it gets one.
+///
+/// Fewer than 12 bytes or a response message: no reply (nothing to answer,
+/// and answering responses invites reflection loops). Undecodable after the
+/// header: FORMERR with the request's id.
+pub async fn process<H: RequestHandler>(
+    handler: &H,
+    message: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(&message)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let request = match Request::from_bytes(message, src, protocol) {
+        Ok(request) => request,
+        Err(error) => {
+            debug!(%error, %src, "malformed query; answering FORMERR");
+            return Some(formerr(&header.metadata));
+        }
+    };
+    let limit = match protocol {
+        Protocol::Udp => udp_limit(request.edns.as_ref()),
+        _ => usize::from(u16::MAX),
+    };
+    let responder = WireResponder::new(limit, request.queries.as_bytes().len());
+    handler
+        .handle_request::<_, TokioTime>(&request, responder.clone())
+        .await;
+    responder.take()
+}
+
+/// A bare FORMERR header echoing the request's id and opcode.
+fn formerr(request: &Metadata) -> Vec<u8> {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = ResponseCode::FormErr;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let mut bytes = Vec::with_capacity(12);
+    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+    bytes
+}

@@ -1,0 +1,161 @@
+//! Encoding replies: size limits and truncation (RFC 6891 section 7).
+//!
+//! A reply that does not fit the UDP limit is sent as header + question +
+//! OPT with TC=1 and no records, so the client retries over TCP. The limit
+//! is the client's EDNS offer, never more than [`MAX_UDP_PAYLOAD`] (the
+//! DNS Flag Day 2020 value, which avoids IP fragmentation), and 512 for
+//! clients without EDNS.
+
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::server::{ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+
+/// The most fleetdns ever sends, and advertises, over UDP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The UDP reply limit for a request with this EDNS (or none).
+pub fn udp_limit(edns: Option<&Edns>) -> usize {
+    match edns {
+        Some(e) => e.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize,
+        None => 512,
+    }
+}
+
+/// The OPT record fleetdns puts in replies to EDNS queries.
+pub fn response_edns() -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(MAX_UDP_PAYLOAD);
+    edns.set_version(0);
+    edns
+}
+
+/// A [`ResponseHandler`] that encodes the reply into bytes, within a size
+/// limit, for the listener to send.
+///
+/// Cloning shares the output slot; the listener keeps one clone and takes
+/// the bytes after the handler returns.
+#[derive(Clone)]
+pub struct WireResponder {
+    /// Most bytes the reply may have (512..=1232 for UDP, 65535 for TCP).
+    limit: usize,
+    /// Length of the request's question section, which the reply repeats
+    /// byte for byte right after the header.
+    question_len: usize,
+    /// The encoded reply, once sent.
+    out: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl WireResponder {
+    /// A responder for a request whose question section is `question_len` bytes.
+    pub fn new(limit: usize, question_len: usize) -> Self {
+        Self {
+            limit,
+            question_len,
+            out: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The encoded reply, if the handler sent one.
+    pub fn take(&self) -> Option<Vec<u8>> {
+        self.out.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for WireResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let metadata = *response.metadata();
+        let has_edns = response.edns().is_some();
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        let emitted = response.destructive_emit(&mut encoder);
+        let (bytes, info) = match emitted {
+            Ok(info) if bytes.len() <= self.limit => (bytes, info),
+            Ok(_) => {
+                let mut truncated = metadata;
+                truncated.truncation = true;
+                minimal_reply(truncated, &bytes, self.question_len, has_edns)
+            }
+            Err(error) => {
+                // Only a reply larger than 64 KiB can fail here.
+                tracing::warn!(%error, "reply could not be encoded; sending SERVFAIL");
+                let mut failed = metadata;
+                failed.response_code = ResponseCode::ServFail;
+                minimal_reply(failed, &bytes, self.question_len, has_edns)
+            }
+        };
+        if let Ok(mut slot) = self.out.lock() {
+            *slot = Some(bytes);
+        }
+        Ok(info)
+    }
+}
+
+/// Header + the question copied from `encoded` + an empty OPT if `edns`.
+///
+/// `encoded` holds at least the header and the question as the full reply
+/// encoded them (the question is written first, so it is complete even when
+/// encoding failed later).
+fn minimal_reply(
+    metadata: Metadata,
+    encoded: &[u8],
+    question_len: usize,
+    edns: bool,
+) -> (Vec<u8>, ResponseInfo) {
+    let question = encoded.get(12..12 + question_len);
+    let header = Header {
+        metadata,
+        counts: HeaderCounts {
+            queries: if question.is_some() { 1 } else { 0 },
+            answers: 0,
+            authorities: 0,
+            additionals: u16::from(edns),
+        },
+    };
+    let mut bytes = Vec::with_capacity(12 + question_len + 11);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    // A 12-byte header into a Vec cannot fail to encode.
+    let _ = header.emit(&mut encoder);
+    if let Some(question) = question {
+        bytes.extend_from_slice(question);
+    }
+    if edns {
+        // OPT: root owner, type 41, class = our UDP size, TTL = extended
+        // rcode 0, version 0, no flags; no options.
+        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
+        bytes.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    }
+    (bytes, ResponseInfo::from(header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_limit_is_capped_both_ways() {
+        assert_eq!(udp_limit(None), 512);
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        assert_eq!(udp_limit(Some(&e)), 1232);
+        e.set_max_payload(100);
+        assert_eq!(udp_limit(Some(&e)), 512);
+        e.set_max_payload(1000);
+        assert_eq!(udp_limit(Some(&e)), 1000);
+    }
+}

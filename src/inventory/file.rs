@@ -1,0 +1,314 @@
+//! The file source: the JSON that `aws ec2 describe-instances` prints.
+//!
+//! This is how fleetdns runs without AWS (the demo, tests, hosts that get
+//! their inventory from elsewhere). Only the fields fleetdns uses are read;
+//! everything else in the document is ignored, as the CLI adds fields over
+//! time. A document that is not JSON or not shaped like the CLI's output is
+//! an error naming the file; a single bad address inside an otherwise good
+//! document is skipped with a warning, so one odd instance cannot hide the
+//! rest of the fleet.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tracing::warn;
+
+use super::{Instance, Source, SourceError, UnitFetch};
+
+/// Reads instances from a describe-instances JSON file, every time it fetches.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// The file to read.
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source that reads `path` on every fetch.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file this source reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and parses the file once.
+    pub fn read(&self) -> Result<Vec<Instance>, SourceError> {
+        let path = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path).map_err(|source| SourceError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parse_describe_instances(&text).map_err(|reason| SourceError::Parse { path, reason })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    async fn fetch(&self) -> Vec<UnitFetch> {
+        // The file is small next to anything the runtime does; reading it on a
+        // blocking thread keeps a slow disk from stalling DNS answers.
+        let this = self.clone();
+        let result = match tokio::task::spawn_blocking(move || this.read()).await {
+            Ok(result) => result,
+            Err(join) => Err(SourceError::Parse {
+                path: self.path.display().to_string(),
+                reason: format!("reader task failed: {join}"),
+            }),
+        };
+        vec![UnitFetch {
+            unit: self.describe(),
+            result,
+        }]
+    }
+}
+
+/// The top of a describe-instances document.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Document {
+    /// Reservations, each holding instances.
+    reservations: Vec<Reservation>,
+}
+
+/// One reservation (one `run-instances` call).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Reservation {
+    /// The instances launched together.
+    #[serde(default)]
+    instances: Vec<RawInstance>,
+}
+
+/// The fields of an instance that fleetdns reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawInstance {
+    instance_id: String,
+    state: RawState,
+    private_ip_address: Option<String>,
+    #[serde(default)]
+    network_interfaces: Vec<RawInterface>,
+    #[serde(default)]
+    tags: Vec<RawTag>,
+    #[serde(default)]
+    security_groups: Vec<RawGroup>,
+    placement: Option<RawPlacement>,
+    instance_type: Option<String>,
+    launch_time: Option<String>,
+    vpc_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawState {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawInterface {
+    #[serde(default)]
+    private_ip_addresses: Vec<RawPrivateIp>,
+    #[serde(default)]
+    ipv6_addresses: Vec<RawIpv6>,
+    attachment: Option<RawAttachment>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawAttachment {
+    device_index: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawPrivateIp {
+    private_ip_address: Option<String>,
+    #[serde(default)]
+    primary: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawIpv6 {
+    ipv6_address: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTag {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawGroup {
+    group_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawPlacement {
+    availability_zone: Option<String>,
+}
+
+/// Parses a describe-instances document into instances, in document order.
+///
+/// Returns the reason as text when the document is not usable at all.
+pub fn parse_describe_instances(text: &str) -> Result<Vec<Instance>, String> {
+    let doc: Document = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(doc
+        .reservations
+        .into_iter()
+        .flat_map(|r| r.instances)
+        .map(into_instance)
+        .collect())
+}
+
+/// Turns the CLI's shape into an [`Instance`], skipping unparsable addresses.
+fn into_instance(raw: RawInstance) -> Instance {
+    let id = raw.instance_id;
+    let mut interfaces = raw.network_interfaces;
+    // The primary interface (device 0) first, so its primary address leads.
+    interfaces.sort_by_key(|i| {
+        i.attachment
+            .as_ref()
+            .and_then(|a| a.device_index)
+            .unwrap_or(u32::MAX)
+    });
+
+    let mut v4: Vec<Ipv4Addr> = Vec::new();
+    let mut v6: Vec<Ipv6Addr> = Vec::new();
+    let mut push_v4 = |text: &str| match text.parse::<Ipv4Addr>() {
+        Ok(ip) if !v4.contains(&ip) => v4.push(ip),
+        Ok(_) => {}
+        Err(_) => warn!(instance = %id, address = ?text, "skipping unparsable IPv4 address"),
+    };
+    if let Some(primary) = &raw.private_ip_address {
+        push_v4(primary);
+    }
+    for iface in &interfaces {
+        let mut addrs: Vec<&RawPrivateIp> = iface.private_ip_addresses.iter().collect();
+        addrs.sort_by_key(|a| !a.primary);
+        for a in addrs {
+            if let Some(text) = &a.private_ip_address {
+                push_v4(text);
+            }
+        }
+    }
+    for iface in &interfaces {
+        for a in &iface.ipv6_addresses {
+            let Some(text) = &a.ipv6_address else {
+                continue;
+            };
+            match text.parse::<Ipv6Addr>() {
+                Ok(ip) if !v6.contains(&ip) => v6.push(ip),
+                Ok(_) => {}
+                Err(_) => {
+                    warn!(instance = %id, address = ?text, "skipping unparsable IPv6 address")
+                }
+            }
+        }
+    }
+
+    let availability_zone = raw.placement.and_then(|p| p.availability_zone);
+    let region = availability_zone.as_deref().and_then(region_of_zone);
+    Instance {
+        state: raw.state.name,
+        private_ipv4: v4,
+        ipv6: v6,
+        tags: raw
+            .tags
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect::<BTreeMap<_, _>>(),
+        security_groups: raw
+            .security_groups
+            .into_iter()
+            .filter_map(|g| g.group_name)
+            .collect(),
+        launch_time: raw.launch_time,
+        region,
+        vpc_id: raw.vpc_id,
+        availability_zone,
+        instance_type: raw.instance_type,
+        id,
+    }
+}
+
+/// `us-east-1a` -> `us-east-1`: a zone name is its region plus one letter.
+fn region_of_zone(zone: &str) -> Option<String> {
+    let trimmed = zone.trim_end_matches(|c: char| c.is_ascii_lowercase());
+    (!trimmed.is_empty() && trimmed.len() < zone.len()).then(|| trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"{"Reservations":[{"Instances":[{
+        "InstanceId":"i-0123456789abcdef0","State":{"Code":16,"Name":"running"},
+        "PrivateIpAddress":"10.0.0.5","InstanceType":"t3.micro",
+        "Placement":{"AvailabilityZone":"eu-west-1b"},
+        "Tags":[{"Key":"Name","Value":"web-1"}],
+        "SecurityGroups":[{"GroupName":"web","GroupId":"sg-1"}],
+        "NetworkInterfaces":[
+          {"Attachment":{"DeviceIndex":1},"PrivateIpAddresses":[{"Primary":true,"PrivateIpAddress":"10.0.1.9"}]},
+          {"Attachment":{"DeviceIndex":0},"PrivateIpAddresses":[
+             {"Primary":false,"PrivateIpAddress":"10.0.0.6"},
+             {"Primary":true,"PrivateIpAddress":"10.0.0.5"}],
+           "Ipv6Addresses":[{"Ipv6Address":"2001:db8::5"},{"Ipv6Address":"not-an-ip"}]}
+        ],
+        "Unknown":{"Fields":"ignored"}}]}]}"#;
+
+    #[test]
+    fn reads_every_address_primary_first() {
+        let instances = parse_describe_instances(ONE).unwrap();
+        assert_eq!(instances.len(), 1);
+        let i = &instances[0];
+        assert_eq!(i.id, "i-0123456789abcdef0");
+        assert!(i.is_running());
+        let v4: Vec<String> = i.private_ipv4.iter().map(|a| a.to_string()).collect();
+        assert_eq!(v4, ["10.0.0.5", "10.0.0.6", "10.0.1.9"]);
+        assert_eq!(i.ipv6, ["2001:db8::5".parse::<Ipv6Addr>().unwrap()]);
+        assert_eq!(i.tags["Name"], "web-1");
+        assert_eq!(i.security_groups, ["web"]);
+        assert_eq!(i.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(i.availability_zone.as_deref(), Some("eu-west-1b"));
+    }
+
+    #[test]
+    fn malformed_document_is_an_error_with_the_reason() {
+        let err = parse_describe_instances("{\"Reservations\": 3}").unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        assert!(parse_describe_instances("not json").is_err());
+        assert!(parse_describe_instances("{}")
+            .unwrap_err()
+            .contains("Reservations"));
+    }
+
+    #[test]
+    fn terminated_instance_without_addresses_parses() {
+        let text = r#"{"Reservations":[{"Instances":[{"InstanceId":"i-1","State":{"Name":"terminated"},
+            "NetworkInterfaces":[],"SecurityGroups":[]}]}]}"#;
+        let i = &parse_describe_instances(text).unwrap()[0];
+        assert!(!i.is_running());
+        assert!(i.private_ipv4.is_empty());
+    }
+
+    #[test]
+    fn region_comes_from_the_zone() {
+        assert_eq!(region_of_zone("us-east-1a").as_deref(), Some("us-east-1"));
+        assert_eq!(region_of_zone("us-east-1").as_deref(), None);
+        assert_eq!(region_of_zone("a").as_deref(), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! The `fleetdns` binary: parse flags, set up logging, run, map errors to
+//! exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fleetdns::cli::{Cli, Command, Common};
+use fleetdns::config::{load_config, Config, ConfigError, Settings};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default. hickory logs every
+/// request at INFO, which costs CPU and floods the journal: WARN for it.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn settings(common: &Common) -> Result<Settings, ConfigError> {
+    let config = match &common.config {
+        Some(path) => load_config(path)?,
+        None => Config::default(),
+    };
+    config.validate(&common.overrides())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(common) => {
+            let settings = settings(&common)?;
+            runtime.block_on(fleetdns::serve::run(settings))
+        }
+        Command::List { common, json } => {
+            let settings = settings(&common)?;
+            let snapshot = runtime.block_on(fleetdns::commands::snapshot_once(&settings))?;
+            fleetdns::commands::write_list(&snapshot, json, &mut std::io::stdout().lock())
+        }
+        Command::Check(common) => {
+            let settings = settings(&common)?;
+            runtime.block_on(fleetdns::commands::check(
+                &settings,
+                &mut std::io::stdout().lock(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Naming: from an instance's tags and security groups to a DNS name.
+//!
+//! Pure code, no I/O. Tag values are untrusted (anyone with `ec2:CreateTags`
+//! writes them), so the rule that turns a value into a name is fixed and
+//! total: whatever the input, the output is a valid LDH name or a reported
+//! skip. The rule, also in the README:
+//!
+//! 1. lowercase ASCII letters;
+//! 2. `.` separates labels; empty labels (from `..` or a leading or trailing
+//!    dot) are dropped;
+//! 3. in each label, every run of characters outside `[a-z0-9-]` becomes one
+//!    `-`;
+//! 4. leading and trailing `-` are trimmed; a label is cut to 63 octets;
+//! 5. a value that leaves no label, a name longer than the zone allows (253
+//!    octets in all), or a single label shaped like an instance id
+//!    (`i-` and hex digits, which would shadow that instance's own name) is
+//!    skipped, and the instance falls through to its next preference.
+//!
+//! Every instance is also named `<instance-id>.<zone>`, which never
+//! collides and never changes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::inventory::Instance;
+
+/// The longest label DNS allows, in octets.
+pub const MAX_LABEL: usize = 63;
+/// The longest name DNS allows in presentation form without the final dot.
+pub const MAX_NAME: usize = 253;
+
+/// Where a name may come from, in the order of the preference list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// The value of the tag with this exact key.
+    Tag(String),
+    /// The name of the instance's first security group.
+    SecurityGroup,
+    /// The instance id; every instance has this name, whatever the list says.
+    InstanceId,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Tag(key) => write!(f, "tag:{key}"),
+            Rule::SecurityGroup => f.write_str("security-group"),
+            Rule::InstanceId => f.write_str("instance-id"),
+        }
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+
+    /// Parses `tag:KEY` or `security-group`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "security-group" {
+            return Ok(Rule::SecurityGroup);
+        }
+        match s.strip_prefix("tag:") {
+            Some(key) if !key.is_empty() => Ok(Rule::Tag(key.to_string())),
+            Some(_) => Err("\"tag:\" needs a tag key, e.g. \"tag:Name\"".to_string()),
+            None => Err(format!(
+                "unknown naming rule {s:?}: expected \"tag:KEY\" or \"security-group\""
+            )),
+        }
+    }
+}
+
+/// Why a value gave no name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// The value is the empty string.
+    Empty,
+    /// Nothing of the value survives sanitising (only dashes, symbols, ...).
+    NothingValid,
+    /// The sanitised name is longer than the zone leaves room for.
+    TooLong {
+        /// Length of the sanitised name.
+        len: usize,
+        /// The most the zone allows.
+        max: usize,
+    },
+    /// A single label shaped like an instance id would shadow that instance.
+    LooksLikeInstanceId,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Empty => f.write_str("empty value"),
+            SkipReason::NothingValid => f.write_str("no letter or digit survives sanitising"),
+            SkipReason::TooLong { len, max } => {
+                write!(
+                    f,
+                    "name of {len} octets is longer than the {max} the zone allows"
+                )
+            }
+            SkipReason::LooksLikeInstanceId => {
+                f.write_str("looks like an instance id, which is reserved for that instance")
+            }
+        }
+    }
+}
+
+/// A value that was changed to become a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// The instance whose value it was.
+    pub instance_id: String,
+    /// Where the value came from.
+    pub rule: Rule,
+    /// The value as found (untrusted; escape before printing).
+    pub value: String,
+    /// The name it became, relative to the zone.
+    pub name: String,
+}
+
+/// A value that gave no name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skip {
+    /// The instance whose value it was.
+    pub instance_id: String,
+    /// Where the value came from.
+    pub rule: Rule,
+    /// The value as found (untrusted; escape before printing).
+    pub value: String,
+    /// Why it gave no name.
+    pub reason: SkipReason,
+}
+
+/// Everything naming changed or refused, for `fleetdns list` and the logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NamingReport {
+    /// Values that became a different-looking name.
+    pub rewrites: Vec<Rewrite>,
+    /// Values that became no name.
+    pub skips: Vec<Skip>,
+    /// Instances not served because they are not running.
+    pub not_running: usize,
+    /// Instances not served because their id is not a valid instance id.
+    pub bad_ids: Vec<String>,
+}
+
+/// The name chosen for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The name relative to the zone, e.g. `web-1` or `db.primary`.
+    pub name: String,
+    /// The rule that gave it.
+    pub rule: Rule,
+}
+
+/// The naming policy: a preference list and the room the zone leaves.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// Rules tried in order; the first that yields a valid name wins.
+    prefer: Vec<Rule>,
+    /// The longest relative name that still fits under the zone.
+    max_len: usize,
+}
+
+impl Naming {
+    /// A policy for names under `zone` (presentation form, with or without
+    /// the final dot).
+    pub fn new(prefer: Vec<Rule>, zone: &str) -> Self {
+        let zone_len = zone.trim_end_matches('.').len();
+        // name + "." + zone must stay within MAX_NAME.
+        let max_len = MAX_NAME.saturating_sub(zone_len + 1);
+        Self { prefer, max_len }
+    }
+
+    /// The default preference list: the `Name` tag, then the first security group.
+    pub fn default_rules() -> Vec<Rule> {
+        vec![Rule::Tag("Name".to_string()), Rule::SecurityGroup]
+    }
+
+    /// The rules in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.prefer
+    }
+
+    /// Chooses the primary name of `instance`, recording rewrites and skips.
+    ///
+    /// `None` means no rule gave a name; the instance still has its
+    /// instance-id name.
+    pub fn choose(&self, instance: &Instance, report: &mut NamingReport) -> Option<Choice> {
+        for rule in &self.prefer {
+            let value = match rule {
+                Rule::Tag(key) => instance.tags.get(key),
+                Rule::SecurityGroup => instance.security_groups.first(),
+                Rule::InstanceId => None,
+            };
+            let Some(value) = value else { continue };
+            match sanitize(value, self.max_len) {
+                Ok(name) => {
+                    if &name != value {
+                        report.rewrites.push(Rewrite {
+                            instance_id: instance.id.clone(),
+                            rule: rule.clone(),
+                            value: value.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    return Some(Choice {
+                        name,
+                        rule: rule.clone(),
+                    });
+                }
+                Err(reason) => report.skips.push(Skip {
+                    instance_id: instance.id.clone(),
+                    rule: rule.clone(),
+                    value: value.clone(),
+                    reason,
+                }),
+            }
+        }
+        None
+    }
+}
+
+/// Turns any string into a relative DNS name of at most `max_len` octets,
+/// or says why it cannot. See the module documentation for the rule.
+pub fn sanitize(value: &str, max_len: usize) -> Result<String, SkipReason> {
+    if value.is_empty() {
+        return Err(SkipReason::Empty);
+    }
+    let mut name = String::with_capacity(value.len().min(MAX_NAME));
+    for raw in value.split('.') {
+        let label = sanitize_label(raw);
+        if label.is_empty() {
+            continue;
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(&label);
+    }
+    if name.is_empty() {
+        return Err(SkipReason::NothingValid);
+    }
+    if name.len() > max_len {
+        return Err(SkipReason::TooLong {
+            len: name.len(),
+            max: max_len,
+        });
+    }
+    if is_instance_id(&name) {
+        return Err(SkipReason::LooksLikeInstanceId);
+    }
+    Ok(name)
+}
+
+/// One label: lowercase, runs of other characters to `-`, trimmed, cut to 63.
+fn sanitize_label(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_LABEL + 1));
+    let mut in_run = false;
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+            out.push(c);
+            in_run = false;
+        } else if !in_run {
+            out.push('-');
+            in_run = true;
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    let cut = &trimmed[..trimmed.len().min(MAX_LABEL)];
+    cut.trim_end_matches('-').to_string()
+}
+
+/// Whether `name` is one label shaped like an EC2 instance id (`i-` + hex).
+pub fn is_instance_id(name: &str) -> bool {
+    match name.strip_prefix("i-") {
+        Some(hex) => !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => false,
+    }
+}
+
+/// Whether `name` is a valid relative LDH name: what every name fleetdns
+/// serves must satisfy. Used by tests and as a last guard when building.
+pub fn is_valid_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= MAX_LABEL
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 253 - 15; // room under "fleet.internal"
+
+    fn ok(value: &str) -> String {
+        sanitize(value, MAX).unwrap()
+    }
+
+    #[test]
+    fn plain_names_pass_unchanged() {
+        assert_eq!(ok("web-1"), "web-1");
+        assert_eq!(ok("db.primary"), "db.primary");
+        assert_eq!(ok("123"), "123");
+    }
+
+    #[test]
+    fn uppercase_is_lowered() {
+        assert_eq!(ok("Web-1"), "web-1");
+        assert_eq!(ok("API"), "api");
+    }
+
+    #[test]
+    fn runs_of_other_characters_become_one_dash() {
+        assert_eq!(ok("Web Server 3"), "web-server-3");
+        assert_eq!(ok("worker_01"), "worker-01");
+        assert_eq!(ok("a  \t b"), "a-b");
+        assert_eq!(ok("a#$%b"), "a-b");
+        // dashes the user wrote are kept as they are
+        assert_eq!(ok("a--b"), "a--b");
+    }
+
+    #[test]
+    fn dots_separate_labels_and_empty_labels_vanish() {
+        assert_eq!(ok("a..b"), "a.b");
+        assert_eq!(ok(".a.b."), "a.b");
+        assert_eq!(ok("a.-.b"), "a.b");
+        assert_eq!(ok("a. .b"), "a.b");
+    }
+
+    #[test]
+    fn leading_and_trailing_dashes_are_trimmed() {
+        assert_eq!(ok("-web-"), "web");
+        assert_eq!(ok("  web  "), "web");
+        assert_eq!(ok("--a.-b-"), "a.b");
+    }
+
+    #[test]
+    fn newline_and_hash_cannot_inject_anything() {
+        let name = ok("evil\nname # injected 127.0.0.1 localhost");
+        assert_eq!(name, "evil-name-injected-127.0.0.1-localhost");
+        assert!(is_valid_name(&name, MAX));
+    }
+
+    #[test]
+    fn unicode_becomes_dashes() {
+        assert_eq!(ok("Ünïcode Büro"), "n-code-b-ro");
+        assert_eq!(sanitize("日本語", MAX), Err(SkipReason::NothingValid));
+    }
+
+    #[test]
+    fn long_labels_are_cut_to_63() {
+        let long = "a".repeat(300);
+        assert_eq!(ok(&long), "a".repeat(63));
+        // a cut that would end in a dash trims it
+        let value = format!("{}-{}", "b".repeat(62), "c".repeat(10));
+        assert_eq!(ok(&value), "b".repeat(62));
+    }
+
+    #[test]
+    fn many_leading_dashes_do_not_hide_the_name() {
+        assert_eq!(ok(&format!("{}abc", "-".repeat(200))), "abc");
+    }
+
+    #[test]
+    fn too_long_names_are_skipped() {
+        let value = vec!["abcdefghi"; 30].join(".");
+        assert_eq!(value.len(), 299);
+        assert_eq!(
+            sanitize(&value, MAX),
+            Err(SkipReason::TooLong { len: 299, max: MAX })
+        );
+        // exactly the maximum fits
+        let exact = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(MAX - 3 * 64)
+        );
+        assert_eq!(exact.len(), MAX);
+        assert_eq!(ok(&exact), exact);
+    }
+
+    #[test]
+    fn values_with_nothing_valid_are_skipped() {
+        assert_eq!(sanitize("", MAX), Err(SkipReason::Empty));
+        assert_eq!(sanitize("---", MAX), Err(SkipReason::NothingValid));
+        assert_eq!(sanitize("...", MAX), Err(SkipReason::NothingValid));
+        assert_eq!(sanitize(" # ", MAX), Err(SkipReason::NothingValid));
+        assert_eq!(sanitize("\n", MAX), Err(SkipReason::NothingValid));
+    }
+
+    #[test]
+    fn instance_id_shaped_values_are_reserved() {
+        assert_eq!(
+            sanitize("i-0123456789abcdef0", MAX),
+            Err(SkipReason::LooksLikeInstanceId)
+        );
+        assert_eq!(
+            sanitize("I-0ABC", MAX),
+            Err(SkipReason::LooksLikeInstanceId)
+        );
+        // only a single label is reserved; other names that start with i- are fine
+        assert_eq!(ok("i-0abc.web"), "i-0abc.web");
+        assert_eq!(ok("i-web"), "i-web");
+    }
+
+    fn instance(tags: &[(&str, &str)], groups: &[&str]) -> Instance {
+        Instance {
+            id: "i-0123456789abcdef0".into(),
+            state: "running".into(),
+            private_ipv4: vec!["10.0.0.1".parse().unwrap()],
+            ipv6: vec![],
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            security_groups: groups.iter().map(|g| g.to_string()).collect(),
+            launch_time: None,
+            region: None,
+            vpc_id: None,
+            availability_zone: None,
+            instance_type: None,
+        }
+    }
+
+    #[test]
+    fn preference_order_and_fall_through() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
+        let mut report = NamingReport::default();
+
+        let c = naming.choose(&instance(&[("Name", "web-1")], &["web"]), &mut report);
+        assert_eq!(
+            c,
+            Some(Choice {
+                name: "web-1".into(),
+                rule: Rule::Tag("Name".into())
+            })
+        );
+
+        let c = naming.choose(
+            &instance(&[("Env", "prod")], &["batch-workers", "default"]),
+            &mut report,
+        );
+        assert_eq!(
+            c,
+            Some(Choice {
+                name: "batch-workers".into(),
+                rule: Rule::SecurityGroup
+            })
+        );
+        assert!(report.skips.is_empty() && report.rewrites.is_empty());
+
+        // a Name that gives nothing falls through to the security group, with a skip
+        let c = naming.choose(&instance(&[("Name", "---")], &["cache"]), &mut report);
+        assert_eq!(c.unwrap().name, "cache");
+        assert_eq!(report.skips.len(), 1);
+        assert_eq!(report.skips[0].reason, SkipReason::NothingValid);
+        assert_eq!(report.skips[0].value, "---");
+
+        // nothing at all: no primary name
+        let c = naming.choose(&instance(&[("Name", "")], &[]), &mut report);
+        assert_eq!(c, None);
+        assert_eq!(report.skips[1].reason, SkipReason::Empty);
+    }
+
+    #[test]
+    fn rewrites_are_reported_with_the_original_value() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal");
+        let mut report = NamingReport::default();
+        naming.choose(&instance(&[("Name", "Web Server 3")], &[]), &mut report);
+        assert_eq!(
+            report.rewrites,
+            [Rewrite {
+                instance_id: "i-0123456789abcdef0".into(),
+                rule: Rule::Tag("Name".into()),
+                value: "Web Server 3".into(),
+                name: "web-server-3".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn custom_tag_rules() {
+        let rules = vec!["tag:Hostname".parse().unwrap(), "tag:Name".parse().unwrap()];
+        let naming = Naming::new(rules, "fleet.internal");
+        let mut report = NamingReport::default();
+        let c = naming.choose(
+            &instance(&[("Name", "n"), ("Hostname", "h")], &["sg"]),
+            &mut report,
+        );
+        assert_eq!(c.unwrap().name, "h");
+        // the security group is not in this list, so it is never used
+        assert_eq!(naming.choose(&instance(&[], &["sg"]), &mut report), None);
+    }
+
+    #[test]
+    fn rule_parsing() {
+        assert_eq!("tag:Name".parse::<Rule>(), Ok(Rule::Tag("Name".into())));
+        assert_eq!("security-group".parse::<Rule>(), Ok(Rule::SecurityGroup));
+        assert!("tag:".parse::<Rule>().is_err());
+        assert!("name"
+            .parse::<Rule>()
+            .unwrap_err()
+            .contains("unknown naming rule"));
+        assert_eq!(Rule::Tag("Env".into()).to_string(), "tag:Env");
+    }
+
+    #[test]
+    fn a_long_zone_leaves_less_room() {
+        let zone = format!("{}.{}.{}.", "z".repeat(63), "y".repeat(63), "x".repeat(63));
+        let naming = Naming::new(Naming::default_rules(), &zone);
+        let mut report = NamingReport::default();
+        let long = format!("{}.{}", "a".repeat(40), "b".repeat(40));
+        assert_eq!(
+            naming.choose(&instance(&[("Name", &long)], &[]), &mut report),
+            None
+        );
+        assert!(matches!(
+            report.skips[0].reason,
+            SkipReason::TooLong { max: 61, .. }
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_gives_a_valid_name_or_a_skip(value in any::<String>()) {
+            if let Ok(name) = sanitize(&value, MAX) {
+                prop_assert!(is_valid_name(&name, MAX), "{name:?}");
+                prop_assert!(!is_instance_id(&name));
+            }
+        }
+
+        #[test]
+        fn hostile_bytes_give_a_valid_name_or_a_skip(
+            value in "[a-zA-Z0-9 \\.\\-_#\n\r\t\u{0}\u{e9}\u{65e5}]{0,400}"
+        ) {
+            if let Ok(name) = sanitize(&value, MAX) {
+                prop_assert!(is_valid_name(&name, MAX), "{name:?}");
+            }
+        }
+
+        #[test]
+        fn sanitising_is_idempotent(value in any::<String>()) {
+            if let Ok(name) = sanitize(&value, MAX) {
+                prop_assert_eq!(sanitize(&name, MAX), Ok(name.clone()));
+            }
+        }
+    }
+}

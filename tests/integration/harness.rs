@@ -1,0 +1,309 @@
+//! Starting the real binary and talking to it.
+//!
+//! `Daemon::start` runs `fleetdns serve` with `--listen 127.0.0.1:0` and
+//! reads the `listening for UDP/TCP on ...` lines from its log to learn the
+//! ports (as hickory-dns's own harness does). The child is killed on drop,
+//! and its whole log is printed when a test fails, to show why.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fleetdns")
+}
+
+/// The demo inventory shipped in the repository.
+pub fn example_fleet() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/fleet.json")
+}
+
+/// A running `fleetdns serve`.
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// Where it answers UDP.
+    pub udp: SocketAddr,
+    /// Where it answers TCP.
+    pub tcp: SocketAddr,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `fleetdns serve` with `args` plus `--listen 127.0.0.1:0`.
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        Self::start_raw(&full)
+    }
+
+    /// Starts the binary with exactly `args` and waits for both listeners.
+    pub fn start_raw(args: &[&str]) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fleetdns");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                for proto in ["UDP", "TCP"] {
+                    let marker = format!("listening for {proto} on ");
+                    if let Some(rest) = line.split(&marker).nth(1) {
+                        if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
+                            let _ = tx.send((proto, addr));
+                        }
+                    }
+                }
+            }
+        });
+        let (mut udp, mut tcp) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while udp.is_none() || tcp.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(("UDP", a)) => udp = Some(a),
+                Ok((_, a)) => tcp = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("fleetdns did not start; log:\n{}", log.lock().unwrap());
+                }
+            }
+        }
+        Daemon {
+            child,
+            udp: udp.unwrap(),
+            tcp: tcp.unwrap(),
+            log,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (or panics after `secs`).
+    pub fn wait_for_log(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("log never showed {needle:?}:\n{}", self.log());
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// `dig` against this daemon over UDP; `args` are extra dig arguments.
+    pub fn dig(&self, args: &[&str]) -> String {
+        dig(self.udp, args)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- fleetdns log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Runs `dig @addr -p port` with short timeouts and returns its output.
+pub fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (scripts/test installs bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig +short`, one answer per line.
+pub fn short(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["+short"];
+    full.extend_from_slice(args);
+    dig(server, &full)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Runs the binary to completion with `args`.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run fleetdns")
+}
+
+/// Parses a reply strictly: it must decode and leave no trailing bytes.
+pub fn strict_parse(bytes: &[u8]) -> Message {
+    let mut decoder = BinDecoder::new(bytes);
+    let message =
+        Message::read(&mut decoder).unwrap_or_else(|e| panic!("reply does not parse: {e}"));
+    assert!(
+        decoder.is_empty(),
+        "{} bytes trail the reply ({} bytes)",
+        decoder.len(),
+        bytes.len()
+    );
+    message
+}
+
+/// A query message; `edns` is the UDP size to offer, if any.
+pub fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+/// Sends raw bytes over UDP and returns the raw reply.
+pub fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket.send_to(bytes, server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    match socket.recv(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// One UDP exchange with hickory's encoder and the strict decoder.
+pub fn udp_query(server: SocketAddr, message: &Message) -> (Vec<u8>, Message) {
+    let raw = udp_raw(server, &message.to_vec().unwrap()).expect("UDP reply");
+    let parsed = strict_parse(&raw);
+    assert_eq!(parsed.metadata.id, message.metadata.id);
+    (raw, parsed)
+}
+
+/// One TCP exchange (length-prefixed) on a new connection.
+pub fn tcp_query(server: SocketAddr, message: &Message) -> (Vec<u8>, Message) {
+    let mut stream = TcpStream::connect(server).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let bytes = message.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).unwrap();
+    let raw = read_framed(&mut stream).expect("TCP reply");
+    let parsed = strict_parse(&raw);
+    (raw, parsed)
+}
+
+/// Reads one length-prefixed message; `None` when the server closed.
+pub fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// A temp dir for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// One instance for a generated inventory.
+pub struct Fake<'a> {
+    pub id: String,
+    pub name: Option<&'a str>,
+    pub ipv4: Vec<String>,
+    pub state: &'a str,
+}
+
+impl<'a> Fake<'a> {
+    /// A running instance numbered `n` with one address.
+    pub fn running(n: u32, name: Option<&'a str>) -> Self {
+        Fake {
+            id: format!("i-{n:017x}"),
+            name,
+            ipv4: vec![format!("10.9.{}.{}", n / 250, n % 250 + 1)],
+            state: "running",
+        }
+    }
+}
+
+/// Writes a describe-instances document with `instances` to `path`.
+pub fn write_inventory(path: &Path, instances: &[Fake]) {
+    let list: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|f| {
+            let tags: Vec<serde_json::Value> = f
+                .name
+                .iter()
+                .map(|n| serde_json::json!({"Key": "Name", "Value": n}))
+                .collect();
+            serde_json::json!({
+                "InstanceId": f.id,
+                "State": {"Code": 16, "Name": f.state},
+                "PrivateIpAddress": f.ipv4.first(),
+                "InstanceType": "t3.micro",
+                "Placement": {"AvailabilityZone": "us-east-1a"},
+                "Tags": tags,
+                "SecurityGroups": [{"GroupName": "sg-fallback", "GroupId": "sg-1"}],
+                "NetworkInterfaces": [{
+                    "Attachment": {"DeviceIndex": 0},
+                    "PrivateIpAddresses": f.ipv4.iter().enumerate()
+                        .map(|(i, a)| serde_json::json!({"Primary": i == 0, "PrivateIpAddress": a}))
+                        .collect::<Vec<_>>(),
+                }],
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({"Reservations": [{"Instances": list}]});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The `source` flag for a file.
+pub fn file_source(path: &Path) -> String {
+    format!("file:{}", path.display())
+}

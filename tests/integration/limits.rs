@@ -1,0 +1,151 @@
+//! Size limits, truncation and TCP limits.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::harness::*;
+
+/// 100 instances named `big` (about 1,600 bytes of A records) and 40 named
+/// `mid` (about 650 bytes: over 512, under 1232).
+fn big_fleet(dir: &std::path::Path) -> Daemon {
+    let mut fleet: Vec<Fake> = (0..100).map(|n| Fake::running(n, Some("big"))).collect();
+    fleet.extend((100..140).map(|n| Fake::running(n, Some("mid"))));
+    let path = dir.join("fleet.json");
+    write_inventory(&path, &fleet);
+    Daemon::start(&["--source", &file_source(&path)])
+}
+
+#[test]
+fn udp_replies_never_exceed_1232_bytes_and_truncate_cleanly() {
+    let dir = tempdir();
+    let d = big_fleet(dir.path());
+    for offered in [1232u16, 4096, 65535] {
+        let q = query("big.fleet.internal.", RecordType::A, Some(offered));
+        let (raw, m) = udp_query(d.udp, &q);
+        assert!(
+            raw.len() <= 1232,
+            "{} bytes for an offer of {offered}",
+            raw.len()
+        );
+        assert!(m.metadata.truncation, "TC expected");
+        // RFC 6891 section 7: header + question + OPT, nothing else
+        assert!(m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty());
+        assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+        let question_len = q.to_vec().unwrap().len() - 12 - 11; // minus header and the query's OPT
+        assert_eq!(raw.len(), 12 + question_len + 11);
+        assert!(m.metadata.authoritative);
+    }
+    // the same query over TCP gets every address
+    let (_, m) = tcp_query(
+        d.tcp,
+        &query("big.fleet.internal.", RecordType::A, Some(4096)),
+    );
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+}
+
+#[test]
+fn without_edns_udp_replies_stop_at_512_bytes() {
+    let dir = tempdir();
+    let d = big_fleet(dir.path());
+    let (raw, m) = udp_query(d.udp, &query("mid.fleet.internal.", RecordType::A, None));
+    assert!(raw.len() <= 512);
+    assert!(m.metadata.truncation);
+    assert!(m.edns.is_none(), "no OPT for a client that sent none");
+    // with EDNS it fits
+    let (raw, m) = udp_query(
+        d.udp,
+        &query("mid.fleet.internal.", RecordType::A, Some(1232)),
+    );
+    assert!(raw.len() > 512 && raw.len() <= 1232);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
+}
+
+#[test]
+fn dig_retries_truncated_answers_over_tcp() {
+    let dir = tempdir();
+    let d = big_fleet(dir.path());
+    // dig's default: EDNS 1232 over UDP, then TCP when truncated
+    let out = d.dig(&["big.fleet.internal"]);
+    assert!(out.contains("Truncated, retrying in TCP mode"), "{out}");
+    assert!(out.contains("ANSWER: 100"), "{out}");
+    // no retry asked: the TC flag is visible
+    let out = d.dig(&["+ignore", "big.fleet.internal"]);
+    assert!(out.contains("flags: qr aa tc"), "{out}");
+}
+
+fn start_with_config(dir: &std::path::Path, toml: &str) -> Daemon {
+    let config = dir.join("fleetdns.toml");
+    std::fs::write(&config, toml).unwrap();
+    Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &file_source(&example_fleet()),
+    ])
+}
+
+#[test]
+fn tcp_connections_beyond_the_limit_are_closed() {
+    let dir = tempdir();
+    let d = start_with_config(
+        dir.path(),
+        "[tcp]\nmax_connections = 2\nidle_timeout_secs = 30\n",
+    );
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(d.tcp).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(d.tcp).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let q = query("web-1.fleet.internal.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let _ = third.write_all(&framed);
+    assert_eq!(
+        read_framed(&mut third),
+        None,
+        "third connection should be closed"
+    );
+    // freeing a slot lets a new connection in
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, m) = tcp_query(d.tcp, &query("web-1.fleet.internal.", RecordType::A, None));
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[test]
+fn idle_tcp_connections_are_closed_and_pipelined_queries_answered() {
+    let dir = tempdir();
+    let d = start_with_config(dir.path(), "[tcp]\nidle_timeout_secs = 1\n");
+    let mut stream = TcpStream::connect(d.tcp).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // two queries in one write: both answered in order
+    let mut framed = Vec::new();
+    for name in ["web-1.fleet.internal.", "web-2.fleet.internal."] {
+        let q = query(name, RecordType::A, None).to_vec().unwrap();
+        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&q);
+    }
+    stream.write_all(&framed).unwrap();
+    let a = strict_parse(&read_framed(&mut stream).unwrap());
+    let b = strict_parse(&read_framed(&mut stream).unwrap());
+    assert_eq!(a.answers[0].name.to_ascii(), "web-1.fleet.internal.");
+    assert_eq!(b.answers[0].name.to_ascii(), "web-2.fleet.internal.");
+    // then silence: closed after about a second
+    let start = Instant::now();
+    assert_eq!(read_framed(&mut stream), None);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}

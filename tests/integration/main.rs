@@ -1,0 +1,13 @@
+//! Integration tests: the real `fleetdns` binary on loopback sockets,
+//! queried with real clients (`dig` from bind9-dnsutils, and hickory-proto's
+//! encoder/decoder over plain sockets, which also checks that no bytes
+//! trail a reply). Forwarding is tested against a real dnsmasq that the
+//! test starts on loopback. Nothing leaves 127.0.0.0/8.
+
+mod harness;
+
+mod cli;
+mod dns;
+mod forward;
+mod limits;
+mod refresh;
