@@ -1,0 +1,74 @@
+// Run with: cargo bench --bench snapshot
+//
+// The pure core at fleet scale: naming hostile tag values, building a
+// snapshot of 100,000 instances, and looking a name up in it. Results are
+// kept in benches/results/ with date, machine and command.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fleetdns::inventory::Instance;
+use fleetdns::naming::{sanitize, Naming};
+use fleetdns::snapshot::{Lookup, Snapshot};
+use hickory_proto::rr::{LowerName, Name};
+
+fn instances(n: u32) -> Vec<Instance> {
+    (0..n)
+        .map(|i| Instance {
+            id: format!("i-{i:017x}"),
+            state: "running".to_string(),
+            private_ipv4: vec![Ipv4Addr::from(0x0a00_0000 + i)],
+            ipv6: vec![],
+            tags: BTreeMap::from([
+                ("Name".to_string(), format!("Web Server {i}")),
+                ("Env".to_string(), "prod".to_string()),
+            ]),
+            security_groups: vec!["web".to_string()],
+            launch_time: None,
+            region: Some("us-east-1".to_string()),
+            vpc_id: None,
+            availability_zone: Some("us-east-1a".to_string()),
+            instance_type: Some("t3.micro".to_string()),
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let hostile = [
+        "web-1",
+        "Web Server 3",
+        "evil\nname # injected 127.0.0.1 localhost",
+        "Ünïcode Büro",
+        "---",
+        &"a".repeat(300),
+        &"ab.".repeat(100),
+    ];
+    c.bench_function("sanitize 7 hostile values", |b| {
+        b.iter(|| {
+            for v in &hostile {
+                let _ = black_box(sanitize(black_box(v), 238));
+            }
+        })
+    });
+
+    let zone = Name::from_ascii("fleet.internal.").unwrap();
+    let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
+    let fleet = instances(100_000);
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    group.bench_function("build 100k instances", |b| {
+        b.iter(|| Snapshot::build(black_box(&fleet), &naming, &zone))
+    });
+    group.finish();
+
+    let snapshot = Snapshot::build(&fleet, &naming, &zone);
+    let name = LowerName::new(&Name::from_ascii("web-server-54321.fleet.internal.").unwrap());
+    c.bench_function("lookup in 100k-instance snapshot", |b| {
+        b.iter(|| matches!(snapshot.lookup(black_box(&name)), Lookup::Name(_)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
