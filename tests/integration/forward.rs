@@ -125,3 +125,41 @@ fn a_silent_upstream_gives_servfail_after_the_timeout() {
         start.elapsed()
     );
 }
+
+#[test]
+fn forwarded_queries_beyond_max_in_flight_get_servfail_at_once() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempdir();
+    let config = dir.path().join("fleetdns.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstreams = [\"{}\"]\n[forward]\ntimeout_ms = 3000\nmax_in_flight = 1\n",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &file_source(&example_fleet()),
+    ]);
+    // The first query takes the only slot and waits on the silent upstream.
+    let first = std::thread::spawn({
+        let server = d.udp;
+        move || dig(server, &["+time=5", "one.example"])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let out = d.dig(&["two.example"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "not at once: {:?}",
+        start.elapsed()
+    );
+    // zone names do not wait for forwarding slots
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.20.1.11"]);
+    assert!(first.join().unwrap().contains("status: SERVFAIL"));
+}
