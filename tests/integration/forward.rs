@@ -101,21 +101,11 @@ fn a_silent_upstream_gives_servfail_after_the_timeout() {
     // A socket that receives and never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempdir();
-    let config = dir.path().join("fleetdns.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upstreams = [\"{}\"]\n[forward]\ntimeout_ms = 300\n",
-            silent.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--source",
-        &file_source(&example_fleet()),
-    ]);
+    let toml = format!(
+        "upstreams = [\"{}\"]\n[forward]\ntimeout_ms = 300\n",
+        silent.local_addr().unwrap()
+    );
+    let d = start_with_config(dir.path(), &toml);
     let start = Instant::now();
     let out = d.dig(&["example.com"]);
     assert!(out.contains("status: SERVFAIL"), "{out}");
@@ -130,21 +120,11 @@ fn a_silent_upstream_gives_servfail_after_the_timeout() {
 fn forwarded_queries_beyond_max_in_flight_get_servfail_at_once() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempdir();
-    let config = dir.path().join("fleetdns.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upstreams = [\"{}\"]\n[forward]\ntimeout_ms = 3000\nmax_in_flight = 1\n",
-            silent.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--source",
-        &file_source(&example_fleet()),
-    ]);
+    let toml = format!(
+        "upstreams = [\"{}\"]\n[forward]\ntimeout_ms = 3000\nmax_in_flight = 1\n",
+        silent.local_addr().unwrap()
+    );
+    let d = start_with_config(dir.path(), &toml);
     // The first query takes the only slot and waits on the silent upstream.
     let first = std::thread::spawn({
         let server = d.udp;

@@ -303,6 +303,18 @@ pub fn write_inventory(path: &Path, instances: &[Fake]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Starts the daemon on the demo fleet with `toml` as its config file (in `dir`).
+pub fn start_with_config(dir: &Path, toml: &str) -> Daemon {
+    let config = dir.join("fleetdns.toml");
+    std::fs::write(&config, toml).unwrap();
+    Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &file_source(&example_fleet()),
+    ])
+}
+
 /// The `source` flag for a file.
 pub fn file_source(path: &Path) -> String {
     format!("file:{}", path.display())

@@ -78,17 +78,6 @@ fn dig_retries_truncated_answers_over_tcp() {
     assert!(out.contains("flags: qr aa tc"), "{out}");
 }
 
-fn start_with_config(dir: &std::path::Path, toml: &str) -> Daemon {
-    let config = dir.join("fleetdns.toml");
-    std::fs::write(&config, toml).unwrap();
-    Daemon::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--source",
-        &file_source(&example_fleet()),
-    ])
-}
-
 #[test]
 fn tcp_connections_beyond_the_limit_are_closed() {
     let dir = tempdir();
