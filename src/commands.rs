@@ -5,10 +5,12 @@
 //! prints them with Rust's `{:?}` escaping, JSON escapes them by itself.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::inventory::Source;
 use crate::naming::{Rewrite, Rule, Skip};
 use crate::refresh::Refresher;
 use crate::serve::build_source;
@@ -16,13 +18,15 @@ use crate::snapshot::{new_store, Snapshot};
 
 /// Fetches once and returns the snapshot; any failed unit is an error,
 /// since a one-shot report of partial data would mislead.
-pub async fn snapshot_once(settings: &Settings) -> anyhow::Result<std::sync::Arc<Snapshot>> {
-    let source = build_source(&settings.source);
-    for unit in source.fetch().await {
-        if let Err(error) = unit.result {
-            anyhow::bail!("{}: {error}", unit.unit);
-        }
-    }
+pub async fn snapshot_once(settings: &Settings) -> anyhow::Result<Arc<Snapshot>> {
+    snapshot_of(build_source(&settings.source).await?, settings).await
+}
+
+/// [`snapshot_once`] with a source already built.
+async fn snapshot_of(
+    source: Arc<dyn Source>,
+    settings: &Settings,
+) -> anyhow::Result<Arc<Snapshot>> {
     let store = new_store();
     let mut refresher = Refresher::new(
         source,
@@ -30,7 +34,10 @@ pub async fn snapshot_once(settings: &Settings) -> anyhow::Result<std::sync::Arc
         settings.zone.zone.clone(),
         store.clone(),
     );
-    refresher.refresh_once().await?;
+    let refreshed = refresher.refresh_once().await?;
+    if let Some((unit, error)) = refreshed.failed.first() {
+        anyhow::bail!("{unit}: {error}");
+    }
     store
         .load_full()
         .ok_or_else(|| anyhow::anyhow!("no snapshot was built"))
@@ -151,15 +158,29 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
     Ok(())
 }
 
-/// `check`: the configuration is valid and the source reads; prints a summary.
+/// `check`: the configuration is valid, every unit of the source can be
+/// read (for EC2: a DryRun call per region and account, which tells bad
+/// credentials from a missing permission), and the zone builds.
 pub async fn check(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
-    let snapshot = snapshot_once(settings).await?;
+    let source = build_source(&settings.source).await?;
+    let checks = source.check().await;
+    let failed = checks.iter().filter(|c| c.result.is_err()).count();
+    for c in &checks {
+        match &c.result {
+            Ok(summary) => writeln!(out, "ok   {}: {summary}", c.unit)?,
+            Err(problem) => writeln!(out, "FAIL {}: {problem}", c.unit)?,
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} source units failed the check", checks.len());
+    }
+    let snapshot = snapshot_of(source.clone(), settings).await?;
     let report = snapshot.report();
     writeln!(
         out,
         "ok: zone {} from {}: {} instances, {} names, {} rewritten, {} skipped, {} not running",
         snapshot.zone(),
-        build_source(&settings.source).describe(),
+        source.describe(),
         snapshot.instance_count(),
         snapshot.name_count(),
         report.rewrites.len(),

@@ -8,6 +8,7 @@
 //! string, so tests feed strings. Every option is documented, with its
 //! default, in `deploy/fleetdns.example.toml`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
+use crate::inventory::ec2::{Account, Ec2Settings};
 use crate::naming::{Naming, Rule};
 
 /// A configuration problem, reported as one line naming the file or option.
@@ -119,6 +121,50 @@ impl Default for NamingConfig {
 pub enum SourceConfig {
     /// `[source.file]`: a describe-instances JSON file.
     File(FileSourceConfig),
+    /// `[source.ec2]`: the EC2 API.
+    Ec2(Ec2SourceConfig),
+}
+
+/// `[source.ec2]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2SourceConfig {
+    /// Regions to list; empty means the SDK's region chain.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Endpoint for every AWS call (tests, private endpoints).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Extra DescribeInstances filters, e.g. `"tag:Env" = ["prod"]`.
+    #[serde(default)]
+    pub filters: BTreeMap<String, Vec<String>>,
+    /// Accounts to list (`[[source.ec2.accounts]]`); empty means the ambient credentials.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// `MaxResults` per DescribeInstances page, 5 to 1000.
+    #[serde(default)]
+    pub page_size: Option<i32>,
+    /// Seconds one attempt of one API call may take.
+    #[serde(default)]
+    pub call_timeout_secs: Option<u64>,
+    /// Attempts per API call, retries included.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// `[[source.ec2.accounts]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The role to assume; omitted means the ambient credentials.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// External id required by the role's trust policy, if any.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// STS session name (visible in CloudTrail).
+    #[serde(default)]
+    pub session_name: Option<String>,
 }
 
 /// `[source.file]`.
@@ -263,7 +309,7 @@ pub struct Overrides {
     pub listen: Vec<SocketAddr>,
     /// `--zone`.
     pub zone: Option<String>,
-    /// `--source`, e.g. `file:PATH`.
+    /// `--source`: `file:PATH` or `ec2`.
     pub source: Option<String>,
     /// `--upstream`, replaces `upstreams` when given.
     pub upstreams: Vec<String>,
@@ -313,6 +359,8 @@ pub struct TcpSettings {
 pub enum SourceSpec {
     /// A describe-instances JSON file.
     File(PathBuf),
+    /// The EC2 API.
+    Ec2(Ec2Settings),
 }
 
 /// Everything validated and ready to build objects from.
@@ -347,7 +395,15 @@ impl Config {
             self.upstreams = overrides.upstreams.clone();
         }
         if let Some(source) = &overrides.source {
-            self.source = Some(parse_source_flag(source)?);
+            let flag = parse_source_flag(source)?;
+            // `--source ec2` keeps the file's [source.ec2] settings if it has them.
+            let keep = matches!(
+                (&flag, &self.source),
+                (SourceConfig::Ec2(_), Some(SourceConfig::Ec2(_)))
+            );
+            if !keep {
+                self.source = Some(flag);
+            }
         }
 
         let zone = parse_zone(&self.zone).map_err(|m| invalid("zone", m))?;
@@ -404,10 +460,9 @@ impl Config {
 
         let source = match self.source {
             Some(SourceConfig::File(f)) => SourceSpec::File(f.path),
-            None => return Err(invalid(
-                "source",
-                "no inventory source: set [source.file] path = \"...\" or pass --source file:PATH",
-            )),
+            Some(SourceConfig::Ec2(e)) => SourceSpec::Ec2(validate_ec2(e)?),
+            // The EC2 API is what fleetdns is for.
+            None => SourceSpec::Ec2(validate_ec2(Ec2SourceConfig::default())?),
         };
 
         Ok(Settings {
@@ -437,14 +492,105 @@ impl Config {
     }
 }
 
-/// `file:PATH` -> a file source.
+/// `file:PATH` -> a file source; `ec2` -> the EC2 API with default settings.
 pub fn parse_source_flag(text: &str) -> Result<SourceConfig, ConfigError> {
+    if text == "ec2" {
+        return Ok(SourceConfig::Ec2(Ec2SourceConfig::default()));
+    }
     match text.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(SourceConfig::File(FileSourceConfig {
             path: PathBuf::from(path),
         })),
-        _ => Err(invalid("--source", format!("{text:?}: expected file:PATH"))),
+        _ => Err(invalid(
+            "--source",
+            format!("{text:?}: expected file:PATH or ec2"),
+        )),
     }
+}
+
+/// Checks `[source.ec2]` and fills in its defaults.
+fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
+    for region in &c.regions {
+        let ok = !region.is_empty()
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(invalid(
+                "source.ec2.regions",
+                format!("{region:?} is not a region name like \"us-east-1\""),
+            ));
+        }
+    }
+    let mut regions = c.regions;
+    regions.sort();
+    regions.dedup();
+    if let Some(url) = &c.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "source.ec2.endpoint_url",
+                format!("{url:?}: expected an http:// or https:// URL"),
+            ));
+        }
+    }
+    for (name, values) in &c.filters {
+        if name.is_empty() || values.is_empty() {
+            return Err(invalid(
+                "source.ec2.filters",
+                format!("filter {name:?} needs a name and at least one value"),
+            ));
+        }
+    }
+    let page_size = c.page_size.unwrap_or(1000);
+    if !(5..=1000).contains(&page_size) {
+        return Err(invalid(
+            "source.ec2.page_size",
+            "must be from 5 to 1000 (the API's limits)",
+        ));
+    }
+    let call_timeout_secs = c.call_timeout_secs.unwrap_or(20);
+    if call_timeout_secs == 0 {
+        return Err(invalid(
+            "source.ec2.call_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    let max_attempts = c.max_attempts.unwrap_or(5);
+    if max_attempts == 0 {
+        return Err(invalid("source.ec2.max_attempts", "must be at least 1"));
+    }
+    let mut accounts = Vec::with_capacity(c.accounts.len());
+    for a in c.accounts {
+        if let Some(arn) = &a.role_arn {
+            let parts: Vec<&str> = arn.split(':').collect();
+            let ok = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[2] == "iam"
+                && parts[4].len() == 12
+                && parts[4].bytes().all(|b| b.is_ascii_digit())
+                && parts[5].starts_with("role/");
+            if !ok {
+                return Err(invalid(
+                    "source.ec2.accounts.role_arn",
+                    format!("{arn:?} is not a role ARN like \"arn:aws:iam::123456789012:role/fleetdns\""),
+                ));
+            }
+        }
+        accounts.push(Account {
+            role_arn: a.role_arn,
+            external_id: a.external_id,
+            session_name: a.session_name.unwrap_or_else(|| "fleetdns".to_string()),
+        });
+    }
+    Ok(Ec2Settings {
+        regions,
+        endpoint_url: c.endpoint_url,
+        filters: c.filters,
+        accounts,
+        page_size,
+        call_timeout: Duration::from_secs(call_timeout_secs),
+        max_attempts,
+    })
 }
 
 /// A zone must be a valid, non-root name of LDH labels; it is kept lowercase.
@@ -588,13 +734,84 @@ mod tests {
     }
 
     #[test]
-    fn missing_source_is_a_clear_error() {
-        let err = Config::default()
-            .validate(&Overrides::default())
-            .unwrap_err();
-        assert!(err.to_string().contains("no inventory source"), "{err}");
+    fn the_default_source_is_ec2() {
+        let s = Config::default().validate(&Overrides::default()).unwrap();
+        let SourceSpec::Ec2(e) = s.source else {
+            panic!("{:?}", s.source)
+        };
+        assert!(e.regions.is_empty() && e.accounts.is_empty());
+        assert_eq!((e.page_size, e.max_attempts), (1000, 5));
         let err = parse_source_flag("s3:bucket").unwrap_err();
         assert!(err.to_string().starts_with("invalid --source:"), "{err}");
+    }
+
+    #[test]
+    fn ec2_source_options() {
+        let text = r#"
+            [source.ec2]
+            regions = ["us-east-1", "eu-west-1"]
+            endpoint_url = "http://127.0.0.1:5000"
+            page_size = 50
+            [source.ec2.filters]
+            "tag:Env" = ["prod"]
+            [[source.ec2.accounts]]
+            [[source.ec2.accounts]]
+            role_arn = "arn:aws:iam::210987654321:role/fleetdns"
+            external_id = "x"
+        "#;
+        let s = read_config(text, "t")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        let SourceSpec::Ec2(e) = s.source else {
+            panic!()
+        };
+        assert_eq!(e.regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(e.accounts.len(), 2);
+        assert_eq!(e.accounts[0].role_arn, None);
+        assert_eq!(e.accounts[1].label(), "210987654321");
+        assert_eq!(e.filters["tag:Env"], ["prod"]);
+        // --source ec2 keeps these settings
+        let o = Overrides {
+            source: Some("ec2".into()),
+            ..Overrides::default()
+        };
+        let s = read_config(text, "t").unwrap().validate(&o).unwrap();
+        assert!(matches!(s.source, SourceSpec::Ec2(e) if e.page_size == 50));
+    }
+
+    #[test]
+    fn bad_ec2_options_name_the_option() {
+        for (text, option) in [
+            (
+                "[source.ec2]\nregions = [\"US East\"]",
+                "source.ec2.regions",
+            ),
+            ("[source.ec2]\npage_size = 2000", "source.ec2.page_size"),
+            (
+                "[source.ec2]\nendpoint_url = \"localhost:5000\"",
+                "source.ec2.endpoint_url",
+            ),
+            (
+                "[[source.ec2.accounts]]\nrole_arn = \"fleetdns\"",
+                "source.ec2.accounts.role_arn",
+            ),
+            (
+                "[source.ec2.filters]\n\"tag:Env\" = []",
+                "source.ec2.filters",
+            ),
+        ] {
+            let err = read_config(text, "t")
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("invalid {option}:")),
+                "{text}: {err}"
+            );
+        }
+        let err = read_config("[source.ec2]\nregion = \"x\"", "t").unwrap_err();
+        assert!(err.to_string().contains("unknown field `region`"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,15 @@ use crate::naming::Naming;
 use crate::snapshot::{Snapshot, Store};
 
 /// What one refresh did.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// Whether a new snapshot was swapped in.
+    pub outcome: Outcome,
+    /// Units that failed this time (label, error); they kept their last good data.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Whether a refresh swapped a new snapshot in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A new snapshot was swapped in.
@@ -66,8 +75,8 @@ impl Refresher {
     ///
     /// Units that fail are logged and keep their last good data; the call
     /// fails only when no unit has any data at all.
-    pub async fn refresh_once(&mut self) -> Result<Outcome, NoInventory> {
-        let mut failures = Vec::new();
+    pub async fn refresh_once(&mut self) -> Result<Refreshed, NoInventory> {
+        let mut failed = Vec::new();
         for unit in self.source.fetch().await {
             match unit.result {
                 Ok(instances) => {
@@ -76,18 +85,24 @@ impl Refresher {
                 Err(error) => {
                     let kept = self.last_good.get(&unit.unit).map_or(0, Vec::len);
                     warn!(unit = %unit.unit, %error, kept, "fetch failed; keeping last good data of this unit");
-                    failures.push(error.to_string());
+                    failed.push((unit.unit, error.to_string()));
                 }
             }
         }
         if self.last_good.is_empty() {
-            return Err(NoInventory(failures.join("; ")));
+            let all: Vec<String> = failed.iter().map(|(u, e)| format!("{u}: {e}")).collect();
+            return Err(NoInventory(all.join("; ")));
         }
         let instances: Vec<Instance> = self.last_good.values().flatten().cloned().collect();
         let snapshot = Snapshot::build(&instances, &self.naming, &self.zone);
         let current = self.store.load_full();
         let snapshot = match current.as_deref() {
-            Some(current) if !snapshot.differs_from(current) => return Ok(Outcome::Unchanged),
+            Some(current) if !snapshot.differs_from(current) => {
+                return Ok(Refreshed {
+                    outcome: Outcome::Unchanged,
+                    failed,
+                })
+            }
             Some(current) => snapshot.with_serial_after(current),
             None => snapshot,
         };
@@ -104,7 +119,10 @@ impl Refresher {
             "zone updated"
         );
         self.store.store(Some(Arc::new(snapshot)));
-        Ok(Outcome::Changed)
+        Ok(Refreshed {
+            outcome: Outcome::Changed,
+            failed,
+        })
     }
 
     /// Refreshes every `interval` (with up to 10% jitter, so a fleet of

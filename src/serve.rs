@@ -15,16 +15,18 @@ use crate::config::{Settings, SourceSpec};
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
+use crate::inventory::ec2::Ec2Source;
 use crate::inventory::file::FileSource;
 use crate::inventory::Source;
 use crate::refresh::Refresher;
 use crate::snapshot::new_store;
 
 /// Builds the configured source.
-pub fn build_source(spec: &SourceSpec) -> Arc<dyn Source> {
-    match spec {
+pub async fn build_source(spec: &SourceSpec) -> anyhow::Result<Arc<dyn Source>> {
+    Ok(match spec {
         SourceSpec::File(path) => Arc::new(FileSource::new(path)),
-    }
+        SourceSpec::Ec2(settings) => Arc::new(Ec2Source::new(settings).await?),
+    })
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -37,7 +39,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
-    let source = build_source(&settings.source);
+    let source = build_source(&settings.source).await?;
     let store = new_store();
     let mut refresher = Refresher::new(
         source.clone(),

@@ -8,14 +8,13 @@
 //! document is skipped with a warning, so one odd instance cannot hide the
 //! rest of the fleet.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tracing::warn;
 
-use super::{Instance, Source, SourceError, UnitFetch};
+use super::{
+    collect_addresses, region_of_zone, Instance, InterfaceAddresses, Source, SourceError, UnitFetch,
+};
 
 /// Reads instances from a describe-instances JSON file, every time it fetches.
 #[derive(Debug, Clone)]
@@ -176,61 +175,40 @@ pub fn parse_describe_instances(text: &str) -> Result<Vec<Instance>, String> {
 
 /// Turns the CLI's shape into an [`Instance`], skipping unparsable addresses.
 fn into_instance(raw: RawInstance) -> Instance {
-    let id = raw.instance_id;
-    let mut interfaces = raw.network_interfaces;
-    // The primary interface (device 0) first, so its primary address leads.
-    interfaces.sort_by_key(|i| {
-        i.attachment
-            .as_ref()
-            .and_then(|a| a.device_index)
-            .unwrap_or(u32::MAX)
-    });
-
-    let mut v4: Vec<Ipv4Addr> = Vec::new();
-    let mut v6: Vec<Ipv6Addr> = Vec::new();
-    let mut push_v4 = |text: &str| match text.parse::<Ipv4Addr>() {
-        Ok(ip) if !v4.contains(&ip) => v4.push(ip),
-        Ok(_) => {}
-        Err(_) => warn!(instance = %id, address = ?text, "skipping unparsable IPv4 address"),
-    };
-    if let Some(primary) = &raw.private_ip_address {
-        push_v4(primary);
-    }
-    for iface in &interfaces {
-        let mut addrs: Vec<&RawPrivateIp> = iface.private_ip_addresses.iter().collect();
-        addrs.sort_by_key(|a| !a.primary);
-        for a in addrs {
-            if let Some(text) = &a.private_ip_address {
-                push_v4(text);
-            }
-        }
-    }
-    for iface in &interfaces {
-        for a in &iface.ipv6_addresses {
-            let Some(text) = &a.ipv6_address else {
-                continue;
-            };
-            match text.parse::<Ipv6Addr>() {
-                Ok(ip) if !v6.contains(&ip) => v6.push(ip),
-                Ok(_) => {}
-                Err(_) => {
-                    warn!(instance = %id, address = ?text, "skipping unparsable IPv6 address")
-                }
-            }
-        }
-    }
-
+    let interfaces = raw
+        .network_interfaces
+        .iter()
+        .map(|i| InterfaceAddresses {
+            device_index: i
+                .attachment
+                .as_ref()
+                .and_then(|a| a.device_index)
+                .map(i64::from),
+            private: i
+                .private_ip_addresses
+                .iter()
+                .filter_map(|a| Some((a.private_ip_address.as_deref()?, a.primary)))
+                .collect(),
+            ipv6: i
+                .ipv6_addresses
+                .iter()
+                .filter_map(|a| a.ipv6_address.as_deref())
+                .collect(),
+        })
+        .collect();
+    let (private_ipv4, ipv6) = collect_addresses(
+        &raw.instance_id,
+        raw.private_ip_address.as_deref(),
+        interfaces,
+    );
     let availability_zone = raw.placement.and_then(|p| p.availability_zone);
     let region = availability_zone.as_deref().and_then(region_of_zone);
     Instance {
+        id: raw.instance_id,
         state: raw.state.name,
-        private_ipv4: v4,
-        ipv6: v6,
-        tags: raw
-            .tags
-            .into_iter()
-            .map(|t| (t.key, t.value))
-            .collect::<BTreeMap<_, _>>(),
+        private_ipv4,
+        ipv6,
+        tags: raw.tags.into_iter().map(|t| (t.key, t.value)).collect(),
         security_groups: raw
             .security_groups
             .into_iter()
@@ -241,19 +219,13 @@ fn into_instance(raw: RawInstance) -> Instance {
         vpc_id: raw.vpc_id,
         availability_zone,
         instance_type: raw.instance_type,
-        id,
     }
-}
-
-/// `us-east-1a` -> `us-east-1`: a zone name is its region plus one letter.
-fn region_of_zone(zone: &str) -> Option<String> {
-    let trimmed = zone.trim_end_matches(|c: char| c.is_ascii_lowercase());
-    (!trimmed.is_empty() && trimmed.len() < zone.len()).then(|| trimmed.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     const ONE: &str = r#"{"Reservations":[{"Instances":[{
         "InstanceId":"i-0123456789abcdef0","State":{"Code":16,"Name":"running"},

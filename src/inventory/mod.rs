@@ -7,6 +7,7 @@
 //! refresher can keep the last good data of a unit that failed while the
 //! others move on.
 
+pub mod ec2;
 pub mod file;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,15 @@ pub enum SourceError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The EC2 API (or the way to it) failed for one region and account.
+    #[error("{code}: {message}")]
+    Api {
+        /// The AWS error code (`RequestLimitExceeded`, `AuthFailure`, ...),
+        /// or `dispatch` / `timeout` / `response` when no response came.
+        code: String,
+        /// The error message, with its causes.
+        message: String,
+    },
     /// The inventory was read but is not what the source expects.
     #[error("{path}: not a describe-instances document: {reason}")]
     Parse {
@@ -74,6 +84,63 @@ pub enum SourceError {
     },
 }
 
+/// One network interface's addresses as a source reports them, unparsed.
+#[derive(Debug, Default)]
+pub struct InterfaceAddresses<'a> {
+    /// The attachment's device index (0 is the primary interface).
+    pub device_index: Option<i64>,
+    /// Private IPv4 addresses with their `Primary` flag.
+    pub private: Vec<(&'a str, bool)>,
+    /// IPv6 addresses.
+    pub ipv6: Vec<&'a str>,
+}
+
+/// Every address of an instance in a stable order: the instance's primary
+/// address first, then each interface's (device 0 first, primary address
+/// first within it), then IPv6. Unparsable addresses are skipped with a
+/// warning so one odd value cannot hide the instance; duplicates are dropped.
+pub fn collect_addresses(
+    instance_id: &str,
+    primary: Option<&str>,
+    mut interfaces: Vec<InterfaceAddresses<'_>>,
+) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    interfaces.sort_by_key(|i| i.device_index.unwrap_or(i64::MAX));
+    let mut v4: Vec<Ipv4Addr> = Vec::new();
+    let mut v6: Vec<Ipv6Addr> = Vec::new();
+    let mut push_v4 = |text: &str| match text.parse::<Ipv4Addr>() {
+        Ok(ip) if !v4.contains(&ip) => v4.push(ip),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(instance = %instance_id, address = ?text, "skipping unparsable IPv4 address")
+        }
+    };
+    if let Some(primary) = primary {
+        push_v4(primary);
+    }
+    for iface in &mut interfaces {
+        iface.private.sort_by_key(|(_, is_primary)| !is_primary);
+        for (text, _) in &iface.private {
+            push_v4(text);
+        }
+    }
+    for text in interfaces.iter().flat_map(|i| i.ipv6.iter()) {
+        match text.parse::<Ipv6Addr>() {
+            Ok(ip) if !v6.contains(&ip) => v6.push(ip),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(instance = %instance_id, address = ?text, "skipping unparsable IPv6 address")
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// `us-east-1a` -> `us-east-1`: a zone name is its region plus one letter.
+pub fn region_of_zone(zone: &str) -> Option<String> {
+    let trimmed = zone.trim_end_matches(|c: char| c.is_ascii_lowercase());
+    (!trimmed.is_empty() && trimmed.len() < zone.len()).then(|| trimmed.to_string())
+}
+
 /// What one unit of a source (a file, a region x account) produced.
 #[derive(Debug)]
 pub struct UnitFetch {
@@ -81,6 +148,15 @@ pub struct UnitFetch {
     pub unit: String,
     /// Its instances, or why there are none this time.
     pub result: Result<Vec<Instance>, SourceError>,
+}
+
+/// What checking one unit found: a summary, or what is wrong.
+#[derive(Debug)]
+pub struct UnitCheck {
+    /// The unit's label.
+    pub unit: String,
+    /// `Ok(summary)` or `Err(problem)`.
+    pub result: Result<String, String>,
 }
 
 /// Something that lists the fleet.
@@ -94,4 +170,20 @@ pub trait Source: Send + Sync {
 
     /// Fetches every unit once. Each unit succeeds or fails on its own.
     async fn fetch(&self) -> Vec<UnitFetch>;
+
+    /// Checks that every unit can be read (for `fleetdns check`). The
+    /// default fetches once; sources with a cheaper probe override it.
+    async fn check(&self) -> Vec<UnitCheck> {
+        self.fetch()
+            .await
+            .into_iter()
+            .map(|u| UnitCheck {
+                unit: u.unit,
+                result: u
+                    .result
+                    .map(|i| format!("{} instances", i.len()))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect()
+    }
 }

@@ -152,7 +152,6 @@ fn bad_config_is_a_one_line_error_naming_the_option() {
     );
 
     assert_fails(&["check", "--source", "ftp://x"], 2, &["invalid --source"]);
-    assert_fails(&["check"], 2, &["no inventory source"]);
     assert_fails(
         &["check", "--config", "/nonexistent.toml"],
         2,

@@ -51,10 +51,17 @@ impl Daemon {
 
     /// Starts the binary with exactly `args` and waits for both listeners.
     pub fn start_raw(args: &[&str]) -> Daemon {
-        let mut child = Command::new(bin())
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Daemon::start_raw`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(bin());
+        aws_test_env(&mut command);
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -163,11 +170,34 @@ pub fn short(server: SocketAddr, args: &[&str]) -> Vec<String> {
 
 /// Runs the binary to completion with `args`.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
+    let mut command = Command::new(bin());
+    aws_test_env(&mut command);
+    command.args(args).output().expect("run fleetdns")
+}
+
+/// AWS settings for every child: dummy credentials, no instance metadata
+/// (nothing may reach 169.254.169.254), no region or endpoint from the
+/// environment, and no profile files from the machine.
+fn aws_test_env(command: &mut Command) {
+    for var in [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_EC2",
+        "AWS_SESSION_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    command
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("run fleetdns")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent/fleetdns-test/config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/fleetdns-test/credentials",
+        );
 }
 
 /// Parses a reply strictly: it must decode and leave no trailing bytes.

@@ -5,9 +5,11 @@
 //! test starts on loopback. Nothing leaves 127.0.0.0/8.
 
 mod harness;
+mod moto;
 
 mod cli;
 mod dns;
+mod ec2;
 mod forward;
 mod limits;
 mod refresh;

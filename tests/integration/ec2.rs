@@ -1,0 +1,419 @@
+//! The EC2 source against moto: what an operator sees over DNS and in
+//! `fleetdns list --json` / `fleetdns check`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::moto::{FaultProxy, Moto};
+
+const ROLE: &str = "arn:aws:iam::210987654321:role/fleetdns-reader";
+
+/// Writes a config for the EC2 source and starts the daemon with it.
+fn start(dir: &std::path::Path, endpoint: &str, ec2_extra: &str, top_extra: &str) -> Daemon {
+    let config = write_config(dir, endpoint, ec2_extra, top_extra);
+    Daemon::start(&["--config", config.to_str().unwrap()])
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    endpoint: &str,
+    ec2_extra: &str,
+    top_extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("fleetdns.toml");
+    // Two attempts keep failure tests short; a test may set its own.
+    let attempts = if ec2_extra.contains("max_attempts") {
+        ""
+    } else {
+        "max_attempts = 2\n"
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{top_extra}\n[source.ec2]\nendpoint_url = \"{endpoint}\"\ncall_timeout_secs = 5\n{attempts}{ec2_extra}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The instances seeded in `region`, by name.
+fn ip_of(seeded: &Value, region: &str, name: &str) -> Vec<String> {
+    let mut ips: Vec<std::net::IpAddr> = seeded[region]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == name && i["state"] == "running")
+        .map(|i| i["ip"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ips.sort();
+    ips.iter().map(ToString::to_string).collect()
+}
+
+fn id_of(seeded: &Value, region: &str, name: &str) -> String {
+    seeded[region]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+fn basic_fleet() -> Value {
+    json!({"us-east-1": {"vpcs": [{
+        "cidr": "10.1.0.0/16",
+        "groups": ["web", "batch", "cache"],
+        "instances": [
+            {"name": "web-1", "groups": ["web"], "tags": {"Env": "prod"}},
+            {"name": "api", "groups": ["web"], "count": 2},
+            {"name": null, "groups": ["batch", "web"]},
+            {"name": "---", "groups": ["cache"]},
+            {"name": "Evil\nName # 127.0.0.1 localhost", "groups": ["web"]},
+            {"name": "old-web", "groups": ["web"], "state": "stopped"},
+            {"name": "gone", "groups": ["web"], "state": "terminated"}
+        ]
+    }]}})
+}
+
+fn wait_for(d: &Daemon, name: &str, want: &[String], secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = short(d.udp, &[name]);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {got:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ec2_instances_are_named_and_only_running_ones_served() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&basic_fleet());
+    let dir = tempdir();
+    let d = start(dir.path(), &moto.endpoint, "regions = [\"us-east-1\"]", "");
+
+    assert_eq!(
+        short(d.udp, &["web-1.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "web-1")
+    );
+    // duplicates: both addresses, sorted
+    let api = ip_of(&seeded, "us-east-1", "api");
+    assert_eq!(api.len(), 2);
+    assert_eq!(short(d.udp, &["api.fleet.internal"]), api);
+    // no Name tag: first security group; "---" falls through to the group
+    assert_eq!(short(d.udp, &["batch.fleet.internal"]).len(), 1);
+    assert_eq!(
+        short(d.udp, &["cache.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "---")
+    );
+    // a hostile Name becomes a valid name, nothing more
+    assert_eq!(
+        short(d.udp, &["evil-name-127.0.0.1-localhost.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "Evil\nName # 127.0.0.1 localhost")
+    );
+    // stopped and terminated instances: not served, not even by id
+    for name in ["old-web", "gone", &id_of(&seeded, "us-east-1", "old-web")] {
+        let out = d.dig(&[&format!("{name}.fleet.internal")]);
+        assert!(out.contains("NXDOMAIN"), "{name}: {out}");
+    }
+    // instance-id names, PTR and TXT work on EC2 data as on file data
+    let web = id_of(&seeded, "us-east-1", "web-1");
+    assert_eq!(
+        short(d.udp, &[&format!("{web}.fleet.internal")]),
+        ip_of(&seeded, "us-east-1", "web-1")
+    );
+    let ip = &ip_of(&seeded, "us-east-1", "web-1")[0];
+    assert_eq!(short(d.udp, &["-x", ip]), ["web-1.fleet.internal."]);
+    let txt = short(d.udp, &["TXT", "web-1.fleet.internal"]);
+    assert!(
+        txt[0].contains(&format!("\"id={web}\"")) && txt[0].contains("\"type=t3.micro\""),
+        "{txt:?}"
+    );
+
+    let out = run_with_config(dir.path(), &["list", "--json"]);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["instances"], 6);
+    let skipped = doc["skipped"].as_array().unwrap();
+    assert!(skipped.iter().any(|s| s["value"] == "---"), "{skipped:?}");
+}
+
+fn run_with_config(dir: &std::path::Path, args: &[&str]) -> String {
+    let config = dir.join("fleetdns.toml");
+    let mut full = args.to_vec();
+    full.extend(["--config", config.to_str().unwrap()]);
+    let out = run(&full);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tag_changes_are_visible_after_a_refresh() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&basic_fleet());
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &moto.endpoint,
+        "regions = [\"us-east-1\"]",
+        "interval_secs = 1",
+    );
+    let ip = ip_of(&seeded, "us-east-1", "web-1");
+    moto.tag(
+        "us-east-1",
+        &id_of(&seeded, "us-east-1", "web-1"),
+        "Name",
+        "web-renamed",
+    );
+    wait_for(&d, "web-renamed.fleet.internal", &ip, 10);
+    assert!(d.dig(&["web-1.fleet.internal"]).contains("NXDOMAIN"));
+}
+
+#[test]
+fn every_page_is_read() {
+    let moto = Moto::start();
+    // 12 reservations of one instance each; pages of 5: three calls
+    let spec = json!({"us-east-1": {"vpcs": [{"cidr": "10.2.0.0/16", "groups": ["g"],
+        "instances": [{"name": "node", "groups": ["g"], "count": 12}]}]}});
+    let seeded = moto.seed(&spec);
+    let proxy = FaultProxy::start(&moto);
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &proxy.endpoint,
+        "regions = [\"us-east-1\"]\npage_size = 5",
+        "",
+    );
+    assert_eq!(
+        short(d.udp, &["node.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "node")
+    );
+    assert_eq!(
+        proxy.calls("us-east-1"),
+        3,
+        "pages x regions x accounts calls"
+    );
+}
+
+#[test]
+fn a_vpc_filter_limits_the_zone_to_that_vpc() {
+    let moto = Moto::start();
+    let spec = json!({"us-east-1": {"vpcs": [
+        {"cidr": "10.3.0.0/16", "groups": ["g"], "instances": [{"name": "inside", "groups": ["g"]}]},
+        {"cidr": "10.4.0.0/16", "groups": ["g"], "instances": [{"name": "outside", "groups": ["g"]}]}
+    ]}});
+    let seeded = moto.seed(&spec);
+    let vpc = seeded["us-east-1"]["vpcs"][0].as_str().unwrap();
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &moto.endpoint,
+        &format!("regions = [\"us-east-1\"]\n[source.ec2.filters]\n\"vpc-id\" = [\"{vpc}\"]"),
+        "",
+    );
+    assert_eq!(
+        short(d.udp, &["inside.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "inside")
+    );
+    assert!(d.dig(&["outside.fleet.internal"]).contains("NXDOMAIN"));
+}
+
+fn two_region_fleet() -> Value {
+    json!({
+        "us-east-1": {"vpcs": [{"cidr": "10.5.0.0/16", "groups": ["g"], "instances": [{"name": "east", "groups": ["g"]}]}]},
+        "eu-west-1": {"vpcs": [{"cidr": "10.6.0.0/16", "groups": ["g"], "instances": [{"name": "west", "groups": ["g"]}]}]}
+    })
+}
+
+#[test]
+fn two_regions_are_served_together() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&two_region_fleet());
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &moto.endpoint,
+        "regions = [\"us-east-1\", \"eu-west-1\"]",
+        "",
+    );
+    assert_eq!(
+        short(d.udp, &["east.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "east")
+    );
+    assert_eq!(
+        short(d.udp, &["west.fleet.internal"]),
+        ip_of(&seeded, "eu-west-1", "west")
+    );
+    let txt = short(d.udp, &["TXT", "west.fleet.internal"]);
+    assert!(txt[0].contains("\"az=eu-west-1"), "{txt:?}");
+}
+
+#[test]
+fn a_failing_region_keeps_its_names_while_the_other_moves_on() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&two_region_fleet());
+    let proxy = FaultProxy::start(&moto);
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &proxy.endpoint,
+        // One attempt: after throttling, adaptive retries wait 20 s and more
+        "regions = [\"us-east-1\", \"eu-west-1\"]\nmax_attempts = 1",
+        "interval_secs = 1",
+    );
+    let west = ip_of(&seeded, "eu-west-1", "west");
+    assert_eq!(short(d.udp, &["west.fleet.internal"]), west);
+
+    proxy.set("eu-west-1", "throttle");
+    d.wait_for_log("RequestLimitExceeded", 15);
+    // a change in the healthy region still comes through...
+    moto.tag(
+        "us-east-1",
+        &id_of(&seeded, "us-east-1", "east"),
+        "Name",
+        "east-2",
+    );
+    wait_for(
+        &d,
+        "east-2.fleet.internal",
+        &ip_of(&seeded, "us-east-1", "east"),
+        15,
+    );
+    // ...while the failing region's names keep answering from its last good data
+    assert_eq!(short(d.udp, &["west.fleet.internal"]), west);
+    assert!(
+        d.log().contains("unit=ec2:ambient:eu-west-1"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_region_down_from_the_start_does_not_stop_the_others() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&two_region_fleet());
+    let proxy = FaultProxy::start(&moto);
+    proxy.set("eu-west-1", "error500");
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &proxy.endpoint,
+        "regions = [\"us-east-1\", \"eu-west-1\"]",
+        "",
+    );
+    assert_eq!(
+        short(d.udp, &["east.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "east")
+    );
+    assert!(d.dig(&["west.fleet.internal"]).contains("NXDOMAIN"));
+    assert!(d.log().contains("InternalError"), "{}", d.log());
+}
+
+#[test]
+fn check_reports_each_region_and_the_aws_error_code() {
+    let moto = Moto::start();
+    moto.seed(&two_region_fleet());
+    let proxy = FaultProxy::start(&moto);
+    let dir = tempdir();
+    write_config(
+        dir.path(),
+        &proxy.endpoint,
+        "regions = [\"us-east-1\", \"eu-west-1\"]",
+        "",
+    );
+    let out = run_with_config(dir.path(), &["check"]);
+    assert!(
+        out.contains(
+            "ok   ec2:ambient:eu-west-1: credentials work and ec2:DescribeInstances is allowed"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("ok   ec2:ambient:us-east-1:"), "{out}");
+    assert!(out.contains("ok: zone fleet.internal. from ec2"), "{out}");
+
+    proxy.set("eu-west-1", "throttle");
+    let config = dir.path().join("fleetdns.toml");
+    let result = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(result.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        out.contains("FAIL ec2:ambient:eu-west-1: RequestLimitExceeded"),
+        "{out}"
+    );
+    assert!(out.contains("ok   ec2:ambient:us-east-1"), "{out}");
+
+    moto.reject_credentials();
+    proxy.set("eu-west-1", "ok");
+    let result = run(&["check", "--config", config.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        out.contains("FAIL ec2:ambient:us-east-1: AuthFailure")
+            && out.contains("credentials were rejected"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_second_account_is_read_through_an_assumed_role() {
+    let moto = Moto::start();
+    let home = moto.seed(
+        &json!({"us-east-1": {"vpcs": [{"cidr": "10.7.0.0/16", "groups": ["g"],
+        "instances": [{"name": "home", "groups": ["g"]}]}]}}),
+    );
+    let other = moto.seed_as(
+        ROLE,
+        &json!({"us-east-1": {"vpcs": [{"cidr": "10.8.0.0/16", "groups": ["g"],
+        "instances": [{"name": "other", "groups": ["g"]}]}]}}),
+    );
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &moto.endpoint,
+        &format!("regions = [\"us-east-1\"]\n[[source.ec2.accounts]]\n[[source.ec2.accounts]]\nrole_arn = \"{ROLE}\""),
+        "",
+    );
+    assert_eq!(
+        short(d.udp, &["home.fleet.internal"]),
+        ip_of(&home, "us-east-1", "home")
+    );
+    assert_eq!(
+        short(d.udp, &["other.fleet.internal"]),
+        ip_of(&other, "us-east-1", "other")
+    );
+}
+
+#[test]
+fn the_endpoint_can_come_from_aws_endpoint_url_ec2() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&basic_fleet());
+    let d = Daemon::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--source", "ec2"],
+        &[
+            ("AWS_ENDPOINT_URL_EC2", moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(
+        short(d.udp, &["web-1.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "web-1")
+    );
+}
+
+#[test]
+fn no_region_anywhere_is_a_clear_error() {
+    let out = run(&["check", "--source", "ec2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no AWS region"), "{err}");
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Seeds and edits a fleet in a moto server, for fleetdns's integration tests.
+
+Driven by the Rust tests (tests/integration/ec2.rs) over the command line:
+
+    fleet.py --endpoint URL [--role-arn ARN] seed < spec.json   # prints what it created, as JSON
+    fleet.py --endpoint URL tag REGION ID KEY VALUE
+    fleet.py --endpoint URL state REGION ID running|stopped|terminated
+
+A spec is {"REGION": {"vpcs": [{"cidr": "10.1.0.0/16", "groups": ["web"],
+"instances": [{"name": "web-1", "groups": ["web"], "state": "running",
+"tags": {"Env": "prod"}, "count": 1, "ipv6": false}]}]}}. "name" null means
+no Name tag. Every instance is launched by its own run_instances call, so
+that each is its own reservation: moto pages by reservations.
+"""
+
+import argparse
+import json
+import sys
+
+import boto3
+
+
+ROLE_ARN = None
+
+
+def client(endpoint, region):
+    """An EC2 client; in the account of ROLE_ARN when set (moto keeps each
+    account's resources apart by the credentials that assumed the role)."""
+    creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
+    if ROLE_ARN:
+        sts = boto3.client("sts", endpoint_url=endpoint, region_name=region, **creds)
+        c = sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName="fleet-seed")["Credentials"]
+        creds = dict(
+            aws_access_key_id=c["AccessKeyId"],
+            aws_secret_access_key=c["SecretAccessKey"],
+            aws_session_token=c["SessionToken"],
+        )
+    return boto3.client("ec2", endpoint_url=endpoint, region_name=region, **creds)
+
+
+def seed(endpoint, spec):
+    out = {}
+    for region, body in spec.items():
+        ec2 = client(endpoint, region)
+        created = {"vpcs": [], "instances": []}
+        for v in body.get("vpcs", []):
+            vpc = ec2.create_vpc(CidrBlock=v["cidr"])["Vpc"]["VpcId"]
+            created["vpcs"].append(vpc)
+            base = v["cidr"].split("/")[0].rsplit(".", 2)[0]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"{base}.1.0/24")["Subnet"]["SubnetId"]
+            groups = {}
+            for g in v.get("groups", []):
+                groups[g] = ec2.create_security_group(
+                    GroupName=g, Description=g, VpcId=vpc
+                )["GroupId"]
+            for spec_i in v.get("instances", []):
+                tags = dict(spec_i.get("tags", {}))
+                if spec_i.get("name") is not None:
+                    tags["Name"] = spec_i["name"]
+                for _ in range(spec_i.get("count", 1)):
+                    kwargs = dict(
+                        ImageId="ami-12c6146b",
+                        MinCount=1,
+                        MaxCount=1,
+                        InstanceType="t3.micro",
+                        SubnetId=subnet,
+                    )
+                    sg_ids = [groups[g] for g in spec_i.get("groups", [])]
+                    if sg_ids:
+                        kwargs["SecurityGroupIds"] = sg_ids
+                    if tags:
+                        kwargs["TagSpecifications"] = [
+                            {
+                                "ResourceType": "instance",
+                                "Tags": [{"Key": k, "Value": val} for k, val in tags.items()],
+                            }
+                        ]
+                    inst = ec2.run_instances(**kwargs)["Instances"][0]
+                    iid = inst["InstanceId"]
+                    set_state(ec2, iid, spec_i.get("state", "running"))
+                    created["instances"].append(
+                        {
+                            "id": iid,
+                            "ip": inst.get("PrivateIpAddress"),
+                            "name": spec_i.get("name"),
+                            "vpc": vpc,
+                            "state": spec_i.get("state", "running"),
+                        }
+                    )
+        out[region] = created
+    return out
+
+
+def set_state(ec2, iid, state):
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[iid])
+    elif state == "terminated":
+        ec2.terminate_instances(InstanceIds=[iid])
+    elif state == "running":
+        ec2.start_instances(InstanceIds=[iid])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--role-arn", help="act in the account of this role")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("seed")
+    t = sub.add_parser("tag")
+    t.add_argument("region")
+    t.add_argument("id")
+    t.add_argument("key")
+    t.add_argument("value")
+    s = sub.add_parser("state")
+    s.add_argument("region")
+    s.add_argument("id")
+    s.add_argument("state")
+    args = p.parse_args()
+    global ROLE_ARN
+    ROLE_ARN = args.role_arn
+    if args.cmd == "seed":
+        json.dump(seed(args.endpoint, json.load(sys.stdin)), sys.stdout)
+    elif args.cmd == "tag":
+        client(args.endpoint, args.region).create_tags(
+            Resources=[args.id], Tags=[{"Key": args.key, "Value": args.value}]
+        )
+    elif args.cmd == "state":
+        set_state(client(args.endpoint, args.region), args.id, args.state)
+
+
+if __name__ == "__main__":
+    main()
