@@ -164,15 +164,22 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
 pub async fn check(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
     let source = build_source(&settings.source).await?;
     let checks = source.check().await;
-    let failed = checks.iter().filter(|c| c.result.is_err()).count();
+    let mut failures = Vec::new();
     for c in &checks {
         match &c.result {
             Ok(summary) => writeln!(out, "ok   {}: {summary}", c.unit)?,
-            Err(problem) => writeln!(out, "FAIL {}: {problem}", c.unit)?,
+            Err(problem) => {
+                writeln!(out, "FAIL {}: {problem}", c.unit)?;
+                failures.push(format!("{}: {problem}", c.unit));
+            }
         }
     }
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} source units failed the check", checks.len());
+    if let Some(first) = failures.first() {
+        let more = match failures.len() {
+            1 => String::new(),
+            n => format!(" (and {} more of {} units)", n - 1, checks.len()),
+        };
+        anyhow::bail!("{first}{more}");
     }
     let snapshot = snapshot_of(source.clone(), settings).await?;
     let report = snapshot.report();

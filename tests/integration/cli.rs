@@ -75,11 +75,15 @@ fn check_reports_a_summary_and_succeeds() {
     let out = run(&["check", "--source", &file_source(&example_fleet())]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // one line per source unit, then the zone
+    assert!(lines[0].starts_with("ok   file:"), "{text}");
+    assert!(lines[0].ends_with("fleet.json: 18 instances"), "{text}");
     assert!(
-        text.starts_with("ok: zone fleet.internal. from file:"),
+        lines[1].starts_with("ok: zone fleet.internal. from file:"),
         "{text}"
     );
-    assert!(text.contains("16 instances"), "{text}");
+    assert!(lines[1].contains("16 instances"), "{text}");
 }
 
 /// Asserts a one-line error on stderr containing `needles`, and exit `code`.
