@@ -675,6 +675,27 @@ mod tests {
         let c = read_config(&text, "example").unwrap();
         let s = c.validate(&Overrides::default()).unwrap();
         assert_eq!(s.zone.zone.to_ascii(), "fleet.internal.");
+        assert!(matches!(s.source, SourceSpec::Ec2(_)));
+
+        // Every option the example shows commented out is a real option:
+        // uncommented (but for the alternative source table), it still parses.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.starts_with('#') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("[source.file]\npath = \"/etc/fleetdns/fleet.json\"", "");
+        assert!(uncommented.contains("role_arn = "), "{uncommented}");
+        let c = read_config(&uncommented, "example").unwrap();
+        let s = c.validate(&Overrides::default()).unwrap();
+        let SourceSpec::Ec2(e) = s.source else {
+            panic!()
+        };
+        assert_eq!(e.accounts.len(), 2);
+        assert_eq!(e.filters.len(), 2);
     }
 
     #[test]

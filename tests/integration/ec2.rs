@@ -1,8 +1,6 @@
 //! The EC2 source against moto: what an operator sees over DNS and in
 //! `fleetdns list --json` / `fleetdns check`.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -76,21 +74,6 @@ fn basic_fleet() -> Value {
             {"name": "gone", "groups": ["web"], "state": "terminated"}
         ]
     }]}})
-}
-
-fn wait_for(d: &Daemon, name: &str, want: &[String], secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = short(d.udp, &[name]);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {got:?}, wanted {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -176,7 +159,7 @@ fn tag_changes_are_visible_after_a_refresh() {
         "Name",
         "web-renamed",
     );
-    wait_for(&d, "web-renamed.fleet.internal", &ip, 10);
+    wait_for_answer(&d, "web-renamed.fleet.internal", &ip, 10);
     assert!(d.dig(&["web-1.fleet.internal"]).contains("NXDOMAIN"));
 }
 
@@ -284,7 +267,7 @@ fn a_failing_region_keeps_its_names_while_the_other_moves_on() {
         "Name",
         "east-2",
     );
-    wait_for(
+    wait_for_answer(
         &d,
         "east-2.fleet.internal",
         &ip_of(&seeded, "us-east-1", "east"),

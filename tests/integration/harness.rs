@@ -168,6 +168,23 @@ pub fn short(server: SocketAddr, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Polls `name` (A) until it answers exactly `want`, or panics after `secs`.
+pub fn wait_for_answer<S: AsRef<str>>(d: &Daemon, name: &str, want: &[S], secs: u64) {
+    let want: Vec<&str> = want.iter().map(AsRef::as_ref).collect();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = short(d.udp, &[name]);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {got:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs the binary to completion with `args`.
 pub fn run(args: &[&str]) -> Output {
     let mut command = Command::new(bin());

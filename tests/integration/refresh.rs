@@ -1,27 +1,12 @@
 //! The refresher over a real file: changes appear, serials move only on change.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
 fn serial(d: &Daemon) -> u32 {
     let soa = short(d.udp, &["SOA", "fleet.internal"]);
     soa[0].split(' ').nth(2).unwrap().parse().unwrap()
-}
-
-fn wait_for_answer(d: &Daemon, name: &str, want: &[&str], secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = short(d.udp, &[name]);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {got:?}, wanted {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
