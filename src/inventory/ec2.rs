@@ -105,8 +105,9 @@ struct Unit {
 pub struct Ec2Source {
     /// One per account x region.
     units: Vec<Unit>,
-    /// Server-side filters, `instance-state-name=running` first.
-    filters: Vec<Filter>,
+    /// Server-side filters, `instance-state-name=running` first; shared
+    /// with the fetch tasks.
+    filters: Arc<[Filter]>,
     /// `MaxResults` per page.
     page_size: i32,
 }
@@ -182,7 +183,7 @@ impl Ec2Source {
         }
         Ok(Self {
             units,
-            filters,
+            filters: filters.into(),
             page_size: settings.page_size,
         })
     }
@@ -223,10 +224,9 @@ impl Source for Ec2Source {
 
     async fn fetch(&self) -> Vec<UnitFetch> {
         let mut tasks = JoinSet::new();
-        let filters = Arc::new(self.filters.clone());
         for unit in &self.units {
             let unit = unit.clone();
-            let filters = filters.clone();
+            let filters = self.filters.clone();
             let page_size = self.page_size;
             tasks.spawn(async move {
                 let result = fetch_unit(&unit, &filters, page_size).await;
