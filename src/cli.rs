@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Answer DNS for the zone until SIGTERM (SIGHUP refreshes now).
-    Serve(Common),
+    Serve(ServeArgs),
     /// Print every name with its addresses, and what naming rewrote or skipped.
     List {
         /// Shared options.
@@ -35,6 +35,27 @@ pub enum Command {
     },
     /// Validate the configuration and read the source once; non-zero exit on any problem.
     Check(Common),
+}
+
+/// `serve`'s options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Serve /metrics, /healthz and /readyz over HTTP here (replaces `metrics_listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// The flags as config overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            metrics_listen: self.metrics_listen,
+            ..self.common.overrides()
+        }
+    }
 }
 
 /// Options every subcommand takes; flags override the config file.
@@ -55,6 +76,9 @@ pub struct Common {
     /// Resolver for names outside the zone, IP or IP:PORT (repeatable; replaces `upstreams`).
     #[arg(long, value_name = "ADDR")]
     pub upstream: Vec<String>,
+    /// Directory of the persisted inventory (replaces `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Common {
@@ -65,6 +89,8 @@ impl Common {
             zone: self.zone.clone(),
             source: self.source.clone(),
             upstreams: self.upstream.clone(),
+            state_dir: self.state_dir.clone(),
+            metrics_listen: None,
         }
     }
 }

@@ -35,8 +35,8 @@ async fn snapshot_of(
         store.clone(),
     );
     let refreshed = refresher.refresh_once().await?;
-    if let Some((unit, error)) = refreshed.failed.first() {
-        anyhow::bail!("{unit}: {error}");
+    if let Some(failure) = refreshed.failed.first() {
+        anyhow::bail!("{failure}");
     }
     store
         .load_full()

@@ -72,6 +72,21 @@ pub struct Config {
     /// Seconds between inventory refreshes.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// Longest wait in seconds between refreshes after failures or
+    /// throttling (never below `interval_secs`).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: u64,
+    /// `/readyz` turns unready when some unit's data is older than this
+    /// many seconds; default 3 x `interval_secs`.
+    #[serde(default)]
+    pub max_stale_secs: Option<u64>,
+    /// Where the last good inventory is persisted; default `$STATE_DIRECTORY`
+    /// (set by systemd's `StateDirectory=`), else `/var/lib/fleetdns`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Address for `/metrics`, `/healthz` and `/readyz` over HTTP; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// TTL in seconds of A, AAAA, PTR, TXT, NS and SOA answers.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
@@ -234,6 +249,22 @@ fn default_listen() -> Vec<SocketAddr> {
 fn default_interval() -> u64 {
     60
 }
+fn default_max_backoff() -> u64 {
+    300
+}
+/// The state directory when the config names none: systemd's
+/// `StateDirectory=` (the first, if several), else the FHS place.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            v.to_string_lossy()
+                .split(':')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/fleetdns"))
+}
 fn default_ttl() -> u32 {
     30
 }
@@ -313,6 +344,10 @@ pub struct Overrides {
     pub source: Option<String>,
     /// `--upstream`, replaces `upstreams` when given.
     pub upstreams: Vec<String>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The zone's own records' parameters.
@@ -376,6 +411,14 @@ pub struct Settings {
     pub source: SourceSpec,
     /// Refresh period.
     pub interval: Duration,
+    /// Longest wait after failures or throttling.
+    pub max_backoff: Duration,
+    /// Data older than this makes `/readyz` unready.
+    pub max_stale: Duration,
+    /// Where the inventory is persisted.
+    pub state_dir: PathBuf,
+    /// Where metrics and health are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Forwarding.
     pub forward: ForwardSettings,
     /// TCP limits.
@@ -393,6 +436,12 @@ impl Config {
         }
         if !overrides.upstreams.is_empty() {
             self.upstreams = overrides.upstreams.clone();
+        }
+        if let Some(dir) = &overrides.state_dir {
+            self.state_dir = Some(dir.clone());
+        }
+        if let Some(addr) = overrides.metrics_listen {
+            self.metrics_listen = Some(addr);
         }
         if let Some(source) = &overrides.source {
             let flag = parse_source_flag(source)?;
@@ -420,6 +469,19 @@ impl Config {
         }
         if self.interval_secs == 0 {
             return Err(invalid("interval_secs", "must be at least 1"));
+        }
+        let max_stale_secs = self
+            .max_stale_secs
+            .unwrap_or(self.interval_secs.saturating_mul(3));
+        if max_stale_secs == 0 {
+            return Err(invalid("max_stale_secs", "must be at least 1"));
+        }
+        if self.max_backoff_secs == 0 {
+            return Err(invalid("max_backoff_secs", "must be at least 1"));
+        }
+        let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
+        if state_dir.as_os_str().is_empty() {
+            return Err(invalid("state_dir", "must not be empty"));
         }
 
         let mut rules = Vec::with_capacity(self.naming.prefer.len());
@@ -477,6 +539,10 @@ impl Config {
             listen: self.listen,
             source,
             interval: Duration::from_secs(self.interval_secs),
+            max_backoff: Duration::from_secs(self.max_backoff_secs),
+            max_stale: Duration::from_secs(max_stale_secs),
+            state_dir,
+            metrics_listen: self.metrics_listen,
             forward: ForwardSettings {
                 upstreams,
                 timeout: Duration::from_millis(self.forward.timeout_ms),
@@ -743,8 +809,12 @@ mod tests {
             zone: Some("x.test".into()),
             source: Some("file:/tmp/f.json".into()),
             upstreams: vec!["127.0.0.2".into()],
+            state_dir: Some("/tmp/state".into()),
+            metrics_listen: Some("127.0.0.1:9153".parse().unwrap()),
         };
         let s = c.validate(&o).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9153".parse().unwrap()));
         assert_eq!(s.listen, ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
         assert_eq!(s.zone.zone.to_ascii(), "x.test.");
         assert_eq!(s.source, SourceSpec::File("/tmp/f.json".into()));

@@ -8,16 +8,22 @@
 //! Data flows one way:
 //! `inventory` (sources) -> `naming` (pure) -> `snapshot` (immutable,
 //! indexed) -> `refresh` (swaps it into an `ArcSwap`) -> readers: `dns`
-//! (handler, listeners, forwarder) and `commands` (`list`, `check`).
-//! `config` parses and validates; `cli` holds the flags; `serve` wires the
-//! daemon together. `main.rs` is thin.
+//! (handler, listeners, forwarder), `metrics` (Prometheus text, health) and
+//! `commands` (`list`, `check`). `refresh` persists the inventory through
+//! `state` (atomic writes in `files`). `config` parses and validates; `cli`
+//! holds the flags; `serve` wires the daemon together, with `systemd` for
+//! readiness. `main.rs` is thin.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dns;
+pub mod files;
 pub mod inventory;
+pub mod metrics;
 pub mod naming;
 pub mod refresh;
 pub mod serve;
 pub mod snapshot;
+pub mod state;
+pub mod systemd;

@@ -2,10 +2,12 @@
 //! exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleetdns::cli::{Cli, Command, Common};
+use fleetdns::cli::{Cli, Command};
+use fleetdns::config::Overrides;
 use fleetdns::config::{load_config, Config, ConfigError, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -38,12 +40,12 @@ fn init_logging() {
         .init();
 }
 
-fn settings(common: &Common) -> Result<Settings, ConfigError> {
-    let config = match &common.config {
+fn settings(config: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let config = match config {
         Some(path) => load_config(path)?,
         None => Config::default(),
     };
-    config.validate(&common.overrides())
+    config.validate(overrides)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -51,17 +53,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(common) => {
-            let settings = settings(&common)?;
+        Command::Serve(args) => {
+            let settings = settings(args.common.config.as_deref(), &args.overrides())?;
             runtime.block_on(fleetdns::serve::run(settings))
         }
         Command::List { common, json } => {
-            let settings = settings(&common)?;
+            let settings = settings(common.config.as_deref(), &common.overrides())?;
             let snapshot = runtime.block_on(fleetdns::commands::snapshot_once(&settings))?;
             fleetdns::commands::write_list(&snapshot, json, &mut std::io::stdout().lock())
         }
         Command::Check(common) => {
-            let settings = settings(&common)?;
+            let settings = settings(common.config.as_deref(), &common.overrides())?;
             runtime.block_on(fleetdns::commands::check(
                 &settings,
                 &mut std::io::stdout().lock(),

@@ -1,33 +1,62 @@
-//! The refresher: fetch, build, compare, swap.
+//! The refresher: fetch, build, compare, swap, persist, back off.
 //!
 //! It knows only the [`Source`] trait and the [`Store`]; it does not know
 //! which source runs or who reads the snapshot. Each source unit keeps its
 //! own last good instance list, so a unit that fails (a region whose API is
 //! down) keeps serving what it had while the others move on. A snapshot
 //! whose content equals the current one is not swapped, so the SOA serial
-//! moves only when answers change.
+//! moves only when answers change. Readers that act on a change (the hosts
+//! export) subscribe to a `watch` channel ([`Refresher::subscribe`]);
+//! metrics and `/readyz` read the per-unit status ([`StatusHandle`]).
+//!
+//! Timing: every `interval` minus up to 10% jitter while all is well. After
+//! a failed or partial refresh, exponential backoff with full jitter from
+//! a short base, so a blip heals in seconds; after throttling, never sooner
+//! than `interval` and doubling from there, because retrying sooner would
+//! spend the account's shared API budget that throttled us. Both are capped
+//! by `max_backoff` (see [`next_delay`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::rr::Name;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::inventory::{Instance, Source};
+use crate::metrics::{metrics, RefreshResult};
 use crate::naming::Naming;
-use crate::snapshot::{Snapshot, Store};
+use crate::snapshot::{next_serial, Snapshot, Store};
+use crate::state;
 
 /// What one refresh did.
 #[derive(Debug)]
 pub struct Refreshed {
     /// Whether a new snapshot was swapped in.
     pub outcome: Outcome,
-    /// Units that failed this time (label, error); they kept their last good data.
-    pub failed: Vec<(String, String)>,
+    /// Units that failed this time; they kept their last good data.
+    pub failed: Vec<UnitFailure>,
+}
+
+/// One unit that failed in a refresh.
+#[derive(Debug, Clone)]
+pub struct UnitFailure {
+    /// The unit's label.
+    pub unit: String,
+    /// The error, as one line.
+    pub error: String,
+    /// Whether the API said to slow down.
+    pub throttled: bool,
+}
+
+impl std::fmt::Display for UnitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.unit, self.error)
+    }
 }
 
 /// Whether a refresh swapped a new snapshot in.
@@ -41,8 +70,95 @@ pub enum Outcome {
 
 /// Every unit failed and none has ever succeeded: nothing to serve.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NoInventory(String);
+#[error("{message}")]
+pub struct NoInventory {
+    /// Each unit's error, joined.
+    message: String,
+    /// Whether any unit was throttled.
+    throttled: bool,
+}
+
+/// The per-unit freshness that metrics and `/readyz` report.
+#[derive(Debug, Clone)]
+pub struct RefreshStatus {
+    /// Every configured unit, with its last successful fetch (if any).
+    pub units: BTreeMap<String, Option<SystemTime>>,
+    /// The last refresh in which every unit succeeded.
+    pub last_full_success: Option<SystemTime>,
+    /// When the daemon started: a unit that never succeeded is as stale as
+    /// the time since then.
+    pub started: SystemTime,
+}
+
+impl Default for RefreshStatus {
+    fn default() -> Self {
+        Self {
+            units: BTreeMap::new(),
+            last_full_success: None,
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl RefreshStatus {
+    /// The unit whose data is oldest, and since when it has been good (the
+    /// start of the daemon for a unit that never succeeded); `None` without
+    /// units.
+    pub fn stalest(&self) -> Option<(String, SystemTime)> {
+        self.units
+            .iter()
+            .map(|(unit, at)| (unit, at.unwrap_or(self.started)))
+            .min_by_key(|(_, at)| *at)
+            .map(|(unit, at)| (unit.clone(), at))
+    }
+}
+
+/// A shared view of the refresher's [`RefreshStatus`].
+///
+/// A std mutex: it is held only to copy or update the small map, never
+/// across an await, and taken once per refresh and once per scrape.
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<RefreshStatus>>);
+
+impl StatusHandle {
+    /// A copy of the current status.
+    pub fn get(&self) -> RefreshStatus {
+        match self.0.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RefreshStatus)) {
+        match self.0.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// Timing and persistence of the background loop.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Time between refreshes while all is well.
+    pub interval: Duration,
+    /// Longest wait after failures or throttling (never below `interval`).
+    pub max_backoff: Duration,
+    /// Where the inventory is persisted; `None` in one-shot commands.
+    pub state_dir: Option<PathBuf>,
+    /// Unchanged data is re-persisted when the file is older than half of
+    /// this, so that after a restart `/readyz` knows how fresh it is.
+    pub max_stale: Duration,
+}
+
+/// One unit's last good data.
+#[derive(Debug, Clone)]
+struct UnitData {
+    /// When it was fetched.
+    fetched_at: SystemTime,
+    /// What was fetched.
+    instances: Arc<Vec<Instance>>,
+}
 
 /// Keeps the store's snapshot in step with the source.
 pub struct Refresher {
@@ -54,21 +170,122 @@ pub struct Refresher {
     zone: Name,
     /// Where snapshots go.
     store: Store,
-    /// Last good instances of each unit, by unit label (sorted, so the
+    /// Last good data of each unit, by unit label (sorted, so the
     /// snapshot is built in a stable order).
-    last_good: BTreeMap<String, Vec<Instance>>,
+    last_good: BTreeMap<String, UnitData>,
+    /// Timing and persistence.
+    schedule: Option<Schedule>,
+    /// When the state file was last written by this process.
+    persisted_at: Option<Instant>,
+    /// Tells subscribers about each swapped-in snapshot.
+    changes: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Per-unit freshness for metrics and readiness.
+    status: StatusHandle,
 }
 
 impl Refresher {
-    /// A refresher that builds `zone` from `source` into `store`.
+    /// A refresher that builds `zone` from `source` into `store`, without
+    /// persistence (one-shot commands); see [`Refresher::with_schedule`].
     pub fn new(source: Arc<dyn Source>, naming: Naming, zone: Name, store: Store) -> Self {
+        let status = StatusHandle::default();
+        status.update(|s| {
+            s.units = source.units().into_iter().map(|u| (u, None)).collect();
+        });
         Self {
             source,
             naming,
             zone,
             store,
             last_good: BTreeMap::new(),
+            schedule: None,
+            persisted_at: None,
+            changes: watch::channel(None).0,
+            status,
         }
+    }
+
+    /// Sets the loop's timing and where state is persisted.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// The per-unit status, for metrics and readiness.
+    pub fn status(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// A receiver that sees every snapshot swapped in (the latest, if
+    /// several came while the receiver was busy).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.changes.subscribe()
+    }
+
+    /// Loads the persisted inventory, if any, and serves it at once.
+    ///
+    /// Units the source no longer has (a region removed from the config)
+    /// are dropped. A missing file is normal; an unreadable one is logged
+    /// and ignored. Returns whether a snapshot is now served.
+    pub fn restore(&mut self) -> bool {
+        let Some(dir) = self.schedule.as_ref().and_then(|s| s.state_dir.clone()) else {
+            return false;
+        };
+        let loaded = match state::load(&dir) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                info!(dir = %dir.display(), "no persisted inventory yet");
+                return false;
+            }
+            Err(error) => {
+                warn!(%error, "ignoring the persisted inventory; waiting for the first fetch");
+                return false;
+            }
+        };
+        let wanted = self.source.units();
+        for unit in loaded.units {
+            if !wanted.contains(&unit.unit) {
+                info!(unit = %unit.unit, "persisted unit is no longer configured; dropped");
+                continue;
+            }
+            self.status.update(|s| {
+                s.units.insert(unit.unit.clone(), Some(unit.fetched_at));
+            });
+            self.last_good.insert(
+                unit.unit,
+                UnitData {
+                    fetched_at: unit.fetched_at,
+                    instances: Arc::new(unit.instances),
+                },
+            );
+        }
+        if self.last_good.is_empty() {
+            return false;
+        }
+        let snapshot = self.build();
+        // Never behind what was served before the restart (secondaries and
+        // caches compare serials).
+        let serial = next_serial(loaded.serial, snapshot.serial());
+        let snapshot = snapshot.with_serial(serial);
+        info!(
+            instances = snapshot.instance_count(),
+            names = snapshot.name_count(),
+            serial,
+            path = %state::state_path(&dir).display(),
+            "serving the persisted inventory until the first fetch"
+        );
+        self.swap(snapshot);
+        true
+    }
+
+    fn build(&self) -> Snapshot {
+        let instances = self.last_good.values().flat_map(|u| u.instances.iter());
+        Snapshot::build(instances, &self.naming, &self.zone)
+    }
+
+    fn swap(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.store.store(Some(snapshot.clone()));
+        self.changes.send_replace(Some(snapshot));
     }
 
     /// Fetches once and swaps in a new snapshot if the content changed.
@@ -76,81 +293,304 @@ impl Refresher {
     /// Units that fail are logged and keep their last good data; the call
     /// fails only when no unit has any data at all.
     pub async fn refresh_once(&mut self) -> Result<Refreshed, NoInventory> {
+        let started = Instant::now();
         let mut failed = Vec::new();
+        let mut succeeded = 0usize;
         for unit in self.source.fetch().await {
             match unit.result {
                 Ok(instances) => {
-                    self.last_good.insert(unit.unit, instances);
+                    succeeded += 1;
+                    let now = SystemTime::now();
+                    self.status.update(|s| {
+                        s.units.insert(unit.unit.clone(), Some(now));
+                    });
+                    self.last_good.insert(
+                        unit.unit,
+                        UnitData {
+                            fetched_at: now,
+                            instances: Arc::new(instances),
+                        },
+                    );
                 }
                 Err(error) => {
-                    let kept = self.last_good.get(&unit.unit).map_or(0, Vec::len);
+                    let kept = self
+                        .last_good
+                        .get(&unit.unit)
+                        .map_or(0, |u| u.instances.len());
                     warn!(unit = %unit.unit, %error, kept, "fetch failed; keeping last good data of this unit");
-                    failed.push((unit.unit, error.to_string()));
+                    failed.push(UnitFailure {
+                        unit: unit.unit,
+                        throttled: error.is_throttling(),
+                        error: error.to_string(),
+                    });
                 }
             }
         }
-        if self.last_good.is_empty() {
-            let all: Vec<String> = failed.iter().map(|(u, e)| format!("{u}: {e}")).collect();
-            return Err(NoInventory(all.join("; ")));
+        if failed.is_empty() {
+            self.status
+                .update(|s| s.last_full_success = Some(SystemTime::now()));
         }
-        let instances: Vec<Instance> = self.last_good.values().flatten().cloned().collect();
-        let snapshot = Snapshot::build(&instances, &self.naming, &self.zone);
-        let current = self.store.load_full();
-        let snapshot = match current.as_deref() {
-            Some(current) if !snapshot.differs_from(current) => {
-                return Ok(Refreshed {
-                    outcome: Outcome::Unchanged,
-                    failed,
-                })
-            }
-            Some(current) => snapshot.with_serial_after(current),
-            None => snapshot,
+        let result = match (succeeded, failed.is_empty()) {
+            (0, _) => RefreshResult::Failed,
+            (_, false) => RefreshResult::Partial,
+            _ => RefreshResult::Unchanged, // or Changed, decided below
         };
-        // Logged once per change, not on every unchanged refresh.
-        for skip in &snapshot.report().skips {
-            warn!(instance = %skip.instance_id, rule = %skip.rule, value = ?skip.value, reason = %skip.reason, "value gives no name; skipped");
+        if self.last_good.is_empty() {
+            metrics().count_refresh(RefreshResult::Failed, started.elapsed());
+            let all: Vec<String> = failed.iter().map(ToString::to_string).collect();
+            return Err(NoInventory {
+                message: all.join("; "),
+                throttled: failed.iter().any(|f| f.throttled),
+            });
         }
-        info!(
-            instances = snapshot.instance_count(),
-            names = snapshot.name_count(),
-            serial = snapshot.serial(),
-            rewritten = snapshot.report().rewrites.len(),
-            skipped = snapshot.report().skips.len(),
-            "zone updated"
-        );
-        self.store.store(Some(Arc::new(snapshot)));
-        Ok(Refreshed {
-            outcome: Outcome::Changed,
-            failed,
-        })
+        let snapshot = self.build();
+        let current = self.store.load_full();
+        let (outcome, snapshot) = match current.as_deref() {
+            Some(current) if !snapshot.differs_from(current) => (Outcome::Unchanged, None),
+            Some(current) => (Outcome::Changed, Some(snapshot.with_serial_after(current))),
+            None => (Outcome::Changed, Some(snapshot)),
+        };
+        if let Some(snapshot) = snapshot {
+            // Logged once per change, not on every unchanged refresh.
+            for skip in &snapshot.report().skips {
+                warn!(instance = %skip.instance_id, rule = %skip.rule, value = ?skip.value, reason = %skip.reason, "value gives no name; skipped");
+            }
+            info!(
+                instances = snapshot.instance_count(),
+                names = snapshot.name_count(),
+                serial = snapshot.serial(),
+                rewritten = snapshot.report().rewrites.len(),
+                skipped = snapshot.report().skips.len(),
+                "zone updated"
+            );
+            self.swap(snapshot);
+        }
+        if succeeded > 0 {
+            self.persist(outcome == Outcome::Changed).await;
+        }
+        let result = match (result, outcome) {
+            (RefreshResult::Unchanged, Outcome::Changed) => RefreshResult::Changed,
+            (r, _) => r,
+        };
+        metrics().count_refresh(result, started.elapsed());
+        Ok(Refreshed { outcome, failed })
     }
 
-    /// Refreshes every `interval` (with up to 10% jitter, so a fleet of
-    /// daemons does not call the API in step), and at once when `now` is
-    /// notified, until `shutdown` turns true.
-    pub async fn run(
-        mut self,
-        interval: Duration,
-        now: Arc<Notify>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// Writes the state file after a change, or when the file is getting
+    /// old; failures are logged, counted and otherwise ignored (serving
+    /// matters more than persisting).
+    async fn persist(&mut self, changed: bool) {
+        let Some(schedule) = &self.schedule else {
+            return;
+        };
+        let Some(dir) = schedule.state_dir.clone() else {
+            return;
+        };
+        let due = self
+            .persisted_at
+            .is_none_or(|at| at.elapsed() >= schedule.max_stale / 2);
+        if !changed && !due {
+            return;
+        }
+        let Some(serial) = self.store.load().as_ref().map(|s| s.serial()) else {
+            return;
+        };
+        let units: Vec<(String, SystemTime, Arc<Vec<Instance>>)> = self
+            .last_good
+            .iter()
+            .map(|(label, u)| (label.clone(), u.fetched_at, u.instances.clone()))
+            .collect();
+        let path = state::state_path(&dir);
+        let written = tokio::task::spawn_blocking(move || {
+            let borrowed: Vec<(&str, SystemTime, &[Instance])> = units
+                .iter()
+                .map(|(label, at, instances)| (label.as_str(), *at, instances.as_slice()))
+                .collect();
+            state::save(&dir, serial, &borrowed)
+        })
+        .await;
+        let ok = matches!(written, Ok(Ok(())));
+        metrics().count_state_write(ok);
+        match written {
+            Ok(Ok(())) => self.persisted_at = Some(Instant::now()),
+            Ok(Err(error)) => {
+                warn!(path = %path.display(), %error, "cannot persist the inventory; serving goes on")
+            }
+            Err(error) => warn!(%error, "persisting task failed; serving goes on"),
+        }
+    }
+
+    /// Refreshes at once, then on the schedule (see the module doc), and at
+    /// once when `now` is notified, until `shutdown` turns true.
+    pub async fn run(mut self, now: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let schedule = self.schedule.clone().unwrap_or(Schedule {
+            interval: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(300),
+            state_dir: None,
+            max_stale: Duration::from_secs(180),
+        });
+        let mut failures = 0u32;
         loop {
+            let throttled = match self.refresh_once().await {
+                Ok(r) if r.failed.is_empty() => {
+                    failures = 0;
+                    false
+                }
+                Ok(r) => {
+                    failures = failures.saturating_add(1);
+                    r.failed.iter().any(|f| f.throttled)
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    warn!(%error, "no inventory yet: zone queries get SERVFAIL until a fetch succeeds");
+                    error.throttled
+                }
+            };
+            let delay = next_delay(
+                schedule.interval,
+                schedule.max_backoff,
+                failures,
+                throttled,
+                random(),
+            );
+            if failures > 0 {
+                info!(
+                    failures,
+                    throttled,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "backing off"
+                );
+            }
             tokio::select! {
-                _ = tokio::time::sleep(jittered(interval)) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = now.notified() => info!("refresh requested"),
                 _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-            if let Err(error) = self.refresh_once().await {
-                warn!(%error, "refresh failed; serving last good data");
             }
         }
     }
 }
 
-/// `interval` minus up to 10%, chosen at random.
-fn jittered(interval: Duration) -> Duration {
-    let random = RandomState::new().build_hasher().finish();
-    let tenth = interval.as_millis() as u64 / 10;
-    let cut = if tenth == 0 { 0 } else { random % tenth };
-    interval.saturating_sub(Duration::from_millis(cut))
+/// Base of the backoff after errors (not throttling): the first retry
+/// comes within this (or within `interval`, if shorter).
+const RETRY_BASE: Duration = Duration::from_secs(5);
+
+/// How long to wait before the next refresh, after `failures` failed
+/// refreshes in a row (0: the last one succeeded), the last one
+/// `throttled` or not; `random` is any random number.
+///
+/// - all well: `interval` minus up to 10%, so a fleet of daemons started
+///   together drifts apart;
+/// - errors: full jitter, uniform in `[0, min(cap, base * 2^(failures-1))]`
+///   with base = min(5 s, interval), but at least min(1 s, base);
+/// - throttled: `interval` plus uniform in `[0, interval * 2^(failures-1)]`,
+///   at most the cap;
+///
+/// where the cap is max(`max_backoff`, `interval`).
+pub fn next_delay(
+    interval: Duration,
+    max_backoff: Duration,
+    failures: u32,
+    throttled: bool,
+    random: u64,
+) -> Duration {
+    let uniform = |upper: Duration| -> Duration {
+        let ms = upper.as_millis().min(u128::from(u64::MAX)) as u64;
+        Duration::from_millis(random % ms.saturating_add(1))
+    };
+    if failures == 0 {
+        return interval.saturating_sub(uniform(interval / 10));
+    }
+    let cap = max_backoff.max(interval);
+    let doubling = 2u32.saturating_pow((failures - 1).min(20));
+    if throttled {
+        let spread = interval.saturating_mul(doubling).min(cap);
+        return (interval + uniform(spread)).min(cap);
+    }
+    let base = RETRY_BASE.min(interval);
+    let step = base.saturating_mul(doubling).min(cap);
+    uniform(step).max(base.min(Duration::from_secs(1)))
+}
+
+/// A random number from the standard library's per-process hash keys.
+fn random() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn delay_all_well_is_the_interval_minus_up_to_a_tenth() {
+        for r in [0, 1, 5_999, 6_000, u64::MAX] {
+            let d = next_delay(MIN, Duration::from_secs(300), 0, false, r);
+            assert!(d <= MIN && d >= MIN * 9 / 10, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn delay_after_errors_grows_with_full_jitter_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        for failures in 1..40 {
+            let upper = (Duration::from_secs(5) * 2u32.pow((failures - 1).min(20))).min(cap);
+            let mut longest = Duration::ZERO;
+            for r in (0..2_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let d = next_delay(MIN, cap, failures, false, r);
+                assert!(
+                    d >= Duration::from_secs(1) && d <= upper,
+                    "{failures}: {d:?}"
+                );
+                longest = longest.max(d);
+            }
+            // the jitter spans the range, not only its bottom
+            assert!(longest > upper / 2, "{failures}: {longest:?}");
+        }
+    }
+
+    #[test]
+    fn delay_after_throttling_is_never_sooner_than_the_interval() {
+        let cap = Duration::from_secs(600);
+        for failures in 1..40 {
+            for r in (0..500u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let d = next_delay(MIN, cap, failures, true, r);
+                assert!(d >= MIN && d <= cap, "{failures}: {d:?}");
+            }
+        }
+        // and it grows: the cap is reachable after a few throttles
+        let big = (0..500u64)
+            .map(|i| next_delay(MIN, cap, 6, true, i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .max()
+            .unwrap();
+        assert!(big > Duration::from_secs(400), "{big:?}");
+    }
+
+    #[test]
+    fn the_cap_is_never_below_the_interval() {
+        let interval = Duration::from_secs(900);
+        let d = next_delay(interval, Duration::from_secs(60), 3, true, 7);
+        assert_eq!(d, interval);
+    }
+
+    #[test]
+    fn stalest_unit_counts_a_never_fetched_unit_from_the_start() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let status = RefreshStatus {
+            units: BTreeMap::from([
+                ("a".to_string(), Some(start + Duration::from_secs(50))),
+                ("b".to_string(), Some(start + Duration::from_secs(10))),
+            ]),
+            last_full_success: None,
+            started: start,
+        };
+        assert_eq!(
+            status.stalest(),
+            Some(("b".to_string(), start + Duration::from_secs(10)))
+        );
+        let mut never = status.clone();
+        never.units.insert("c".to_string(), None);
+        assert_eq!(never.stalest(), Some(("c".to_string(), start)));
+        assert_eq!(RefreshStatus::default().stalest(), None);
+    }
 }

@@ -96,7 +96,11 @@ impl Snapshot {
     /// Only running instances are served. Each gets `<id>.<zone>` and, when
     /// a rule gives one, its primary name. The serial is the current Unix
     /// time; [`Snapshot::with_serial_after`] makes it follow a predecessor.
-    pub fn build(instances: &[Instance], naming: &Naming, zone: &Name) -> Snapshot {
+    pub fn build<'a>(
+        instances: impl IntoIterator<Item = &'a Instance>,
+        naming: &Naming,
+        zone: &Name,
+    ) -> Snapshot {
         let zone = zone.to_lowercase();
         let mut report = NamingReport::default();
         // name (relative) -> (addresses, owners); BTreeMap for a stable order.
@@ -214,6 +218,12 @@ impl Snapshot {
     /// the current time when that is larger, else the previous serial + 1.
     pub fn with_serial_after(mut self, previous: &Snapshot) -> Snapshot {
         self.serial = next_serial(previous.serial, self.serial);
+        self
+    }
+
+    /// This snapshot with exactly `serial` (a restored serial).
+    pub fn with_serial(mut self, serial: u32) -> Snapshot {
+        self.serial = serial;
         self
     }
 

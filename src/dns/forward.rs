@@ -21,6 +21,7 @@ use tokio::time::timeout;
 
 use crate::config::ForwardSettings;
 use crate::dns::wire::MAX_UDP_PAYLOAD;
+use crate::metrics::{metrics, ForwardResult};
 
 /// How long an answer without any TTL to go by (no records, no SOA) is cached.
 const BARE_ANSWER_TTL: u32 = 30;
@@ -102,12 +103,13 @@ impl Forwarder {
     ) -> Result<Forwarded, ForwardError> {
         let key = (name.clone(), qtype, qclass);
         if let Some(hit) = self.cached(&key) {
+            metrics().count_forward(ForwardResult::Cached);
             return Ok(hit);
         }
-        let _permit = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| ForwardError::Busy)?;
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            metrics().count_forward(ForwardResult::Busy);
+            return Err(ForwardError::Busy);
+        };
 
         let mut query = Message::query();
         query.metadata.recursion_desired = true;
@@ -132,12 +134,15 @@ impl Forwarder {
                         additionals: response.additionals,
                     };
                     self.store(key, &answer);
+                    metrics().count_forward(ForwardResult::Answered);
                     return Ok(answer);
                 }
                 Ok(Err(e)) => errors.push(format!("{upstream}: {e}")),
                 Err(_) => errors.push(format!("{upstream}: timed out")),
             }
+            metrics().count_upstream_error(*upstream);
         }
+        metrics().count_forward(ForwardResult::Failed);
         Err(ForwardError::NoAnswer(errors.join("; ")))
     }
 

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::TcpSettings;
 use crate::dns::wire::{udp_limit, WireResponder};
+use crate::metrics::metrics;
 
 /// One listen address, bound for UDP and TCP.
 pub struct Bound {
@@ -220,14 +221,18 @@ pub async fn process<H: RequestHandler>(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
-    let header = Header::read(&mut BinDecoder::new(&message)).ok()?;
-    if header.metadata.message_type == MessageType::Response {
+    let Some(header) = Header::read(&mut BinDecoder::new(&message))
+        .ok()
+        .filter(|h| h.metadata.message_type != MessageType::Response)
+    else {
+        metrics().count_dropped();
         return None;
-    }
+    };
     let request = match Request::from_bytes(message, src, protocol) {
         Ok(request) => request,
         Err(error) => {
             debug!(%error, %src, "malformed query; answering FORMERR");
+            metrics().count_query(protocol, None, ResponseCode::FormErr);
             return Some(formerr(&header.metadata));
         }
     };
@@ -239,7 +244,10 @@ pub async fn process<H: RequestHandler>(
     handler
         .handle_request::<_, TokioTime>(&request, responder.clone())
         .await;
-    responder.take()
+    let (reply, rcode) = responder.take()?;
+    let qtype = request.queries.queries().first().map(|q| q.query_type());
+    metrics().count_query(protocol, qtype, rcode);
+    Some(reply)
 }
 
 /// A bare FORMERR header echoing the request's id and opcode.

@@ -34,6 +34,9 @@ pub fn response_edns() -> Edns {
     edns
 }
 
+/// An encoded reply and its response code.
+type Reply = (Vec<u8>, ResponseCode);
+
 /// A [`ResponseHandler`] that encodes the reply into bytes, within a size
 /// limit, for the listener to send.
 ///
@@ -46,8 +49,8 @@ pub struct WireResponder {
     /// Length of the request's question section, which the reply repeats
     /// byte for byte right after the header.
     question_len: usize,
-    /// The encoded reply, once sent.
-    out: Arc<Mutex<Option<Vec<u8>>>>,
+    /// The encoded reply and its response code, once sent.
+    out: Arc<Mutex<Option<Reply>>>,
 }
 
 impl WireResponder {
@@ -60,8 +63,8 @@ impl WireResponder {
         }
     }
 
-    /// The encoded reply, if the handler sent one.
-    pub fn take(&self) -> Option<Vec<u8>> {
+    /// The encoded reply and its response code, if the handler sent one.
+    pub fn take(&self) -> Option<Reply> {
         self.out.lock().ok().and_then(|mut slot| slot.take())
     }
 }
@@ -99,8 +102,9 @@ impl ResponseHandler for WireResponder {
                 minimal_reply(failed, &bytes, self.question_len, has_edns)
             }
         };
+        let rcode = info.response_code;
         if let Ok(mut slot) = self.out.lock() {
-            *slot = Some(bytes);
+            *slot = Some((bytes, rcode));
         }
         Ok(info)
     }

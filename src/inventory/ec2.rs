@@ -18,6 +18,8 @@
 //!   limits its own call rate, so a throttled account is not hammered), a
 //!   bounded number of attempts, and a timeout per attempt and per call; the
 //!   SDK has none by default and would wait on a hung endpoint forever.
+//! - Metrics: an SDK interceptor counts every HTTP attempt (retries
+//!   included, which the paginator cannot see) and its outcome per unit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,14 +28,19 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ec2::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
 use tokio::task::JoinSet;
 
 use super::{
-    collect_addresses, Instance, InterfaceAddresses, Source, SourceError, UnitCheck, UnitFetch,
+    collect_addresses, is_throttling_code, Instance, InterfaceAddresses, Source, SourceError,
+    UnitCheck, UnitFetch,
 };
+use crate::metrics::{metrics, ApiCounters};
 
 /// Validated settings of the EC2 source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,11 +165,13 @@ impl Ec2Source {
         for account in &accounts {
             let account_config = credentials_for(&base, account).await;
             for region in &regions {
+                let label = format!("ec2:{}:{region}", account.label());
                 let config = aws_sdk_ec2::config::Builder::from(&account_config)
                     .region(Region::new(region.clone()))
+                    .interceptor(CountAttempts(metrics().api_counters(&label)))
                     .build();
                 units.push(Unit {
-                    label: format!("ec2:{}:{region}", account.label()),
+                    label,
                     region: region.clone(),
                     client: Client::from_conf(config),
                 });
@@ -220,6 +229,10 @@ impl Source for Ec2Source {
     fn describe(&self) -> String {
         let labels = self.unit_labels();
         format!("ec2 ({})", labels.join(", "))
+    }
+
+    fn units(&self) -> Vec<String> {
+        self.unit_labels()
     }
 
     async fn fetch(&self) -> Vec<UnitFetch> {
@@ -289,6 +302,42 @@ impl Source for Ec2Source {
             });
         }
         results
+    }
+}
+
+/// Counts every attempt of every call and how it ended.
+#[derive(Debug)]
+struct CountAttempts(ApiCounters);
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "fleetdns::CountAttempts"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.calls.inc();
+        if let Some(Err(error)) = context.output_or_error() {
+            let code = error
+                .as_operation_error()
+                .and_then(|e| e.downcast_ref::<DescribeInstancesError>())
+                .and_then(|e| e.code());
+            match code {
+                Some(code) if is_throttling_code(code) => {
+                    self.0.throttles.inc();
+                }
+                // The dry run of `check` answers success as an error.
+                Some("DryRunOperation") => {}
+                _ => {
+                    self.0.errors.inc();
+                }
+            }
+        }
+        Ok(())
     }
 }
 

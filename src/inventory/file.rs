@@ -51,6 +51,10 @@ impl Source for FileSource {
         format!("file:{}", self.path.display())
     }
 
+    fn units(&self) -> Vec<String> {
+        vec![self.describe()]
+    }
+
     async fn fetch(&self) -> Vec<UnitFetch> {
         // The file is small next to anything the runtime does; reading it on a
         // blocking thread keeps a slow disk from stalling DNS answers.

@@ -84,6 +84,25 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// Whether the API asked us to slow down (EC2's `RequestLimitExceeded`,
+    /// or the generic `Throttling` codes of AWS query APIs).
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            SourceError::Api { code, .. } => is_throttling_code(code),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an AWS error code means "slow down".
+pub fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException"
+    )
+}
+
 /// One network interface's addresses as a source reports them, unparsed.
 #[derive(Debug, Default)]
 pub struct InterfaceAddresses<'a> {
@@ -167,6 +186,10 @@ pub struct UnitCheck {
 pub trait Source: Send + Sync {
     /// A short human description for logs, e.g. `file:deploy/examples/fleet.json`.
     fn describe(&self) -> String;
+
+    /// The labels of every unit [`Source::fetch`] reports, known before any
+    /// fetch (persisted data of other units is not served).
+    fn units(&self) -> Vec<String>;
 
     /// Fetches every unit once. Each unit succeeds or fails on its own.
     async fn fetch(&self) -> Vec<UnitFetch>;

@@ -9,12 +9,17 @@ use crate::moto::{FaultProxy, Moto};
 const ROLE: &str = "arn:aws:iam::210987654321:role/fleetdns-reader";
 
 /// Writes a config for the EC2 source and starts the daemon with it.
-fn start(dir: &std::path::Path, endpoint: &str, ec2_extra: &str, top_extra: &str) -> Daemon {
+pub(crate) fn start(
+    dir: &std::path::Path,
+    endpoint: &str,
+    ec2_extra: &str,
+    top_extra: &str,
+) -> Daemon {
     let config = write_config(dir, endpoint, ec2_extra, top_extra);
     Daemon::start(&["--config", config.to_str().unwrap()])
 }
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &std::path::Path,
     endpoint: &str,
     ec2_extra: &str,
@@ -38,7 +43,7 @@ fn write_config(
 }
 
 /// The instances seeded in `region`, by name.
-fn ip_of(seeded: &Value, region: &str, name: &str) -> Vec<String> {
+pub(crate) fn ip_of(seeded: &Value, region: &str, name: &str) -> Vec<String> {
     let mut ips: Vec<std::net::IpAddr> = seeded[region]["instances"]
         .as_array()
         .unwrap()
@@ -50,7 +55,7 @@ fn ip_of(seeded: &Value, region: &str, name: &str) -> Vec<String> {
     ips.iter().map(ToString::to_string).collect()
 }
 
-fn id_of(seeded: &Value, region: &str, name: &str) -> String {
+pub(crate) fn id_of(seeded: &Value, region: &str, name: &str) -> String {
     seeded[region]["instances"]
         .as_array()
         .unwrap()
@@ -60,7 +65,7 @@ fn id_of(seeded: &Value, region: &str, name: &str) -> String {
         .unwrap()
 }
 
-fn basic_fleet() -> Value {
+pub(crate) fn basic_fleet() -> Value {
     json!({"us-east-1": {"vpcs": [{
         "cidr": "10.1.0.0/16",
         "groups": ["web", "batch", "cache"],

@@ -1,62 +1,9 @@
 //! Forwarding names outside the zone to a real upstream (dnsmasq on loopback).
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-
-/// A dnsmasq that answers `upstream.test` and nothing else, on loopback.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        // A free port: bind, note it, release; dnsmasq binds it next.
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file=",
-                "--user=root",
-                &format!("--port={port}"),
-                "--address=/upstream.test/192.0.2.7",
-                "--address=/nx.test/",
-                // dnsmasq's own answers default to TTL 0, which nobody caches
-                "--local-ttl=300",
-                "--ptr-record=99.99.99.10.in-addr.arpa,up.upstream.test",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq is installed (scripts/test installs it)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while short(addr, &["upstream.test"]) != ["192.0.2.7"] {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Dnsmasq { child, addr }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn names_outside_the_zone_are_forwarded_and_cached() {

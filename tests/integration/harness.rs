@@ -39,6 +39,8 @@ pub struct Daemon {
     pub tcp: SocketAddr,
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
+    /// Its own state directory (`STATE_DIRECTORY`), unless the test gave one.
+    pub state: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
@@ -54,10 +56,30 @@ impl Daemon {
         Self::start_with_env(args, &[])
     }
 
-    /// [`Daemon::start_raw`] with extra environment variables.
+    /// [`Daemon::spawn`], then waits until the zone is servable (the log
+    /// line that goes with systemd's READY=1), as a service manager would.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let d = Self::spawn(args, env);
+        d.wait_for_log("zone is servable", 30);
+        d
+    }
+
+    /// Starts the binary with `args` and extra environment variables and
+    /// returns once it listens, servable or not.
+    ///
+    /// Each daemon persists its state in a fresh temp dir (through
+    /// `STATE_DIRECTORY`, as under systemd) unless `env` names one: tests
+    /// must never share, or read, `/var/lib/fleetdns`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut command = Command::new(bin());
         aws_test_env(&mut command);
+        let state = if env.iter().any(|(k, _)| *k == "STATE_DIRECTORY") {
+            None
+        } else {
+            let dir = tempdir();
+            command.env("STATE_DIRECTORY", dir.path());
+            Some(dir)
+        };
         let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
@@ -101,7 +123,32 @@ impl Daemon {
             udp: udp.unwrap(),
             tcp: tcp.unwrap(),
             log,
+            state,
         }
+    }
+
+    /// The `http://ADDR` of the metrics listener, from its log line.
+    pub fn metrics_base(&self) -> String {
+        let marker = "listening for HTTP (metrics) on ";
+        self.wait_for_log(marker, 10);
+        let log = self.log();
+        let rest = log.split(marker).nth(1).unwrap_or_default();
+        let addr = rest.lines().next().unwrap_or_default().trim();
+        format!("http://{addr}")
+    }
+
+    /// GET `path` from the metrics listener: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        crate::moto::http(&self.metrics_base(), "GET", path, "")
+            .unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.log()))
+    }
+
+    /// The value of one sample in `/metrics`: the line that starts with
+    /// `metric{` and contains every label in `labels` (0 when absent).
+    pub fn metric(&self, metric: &str, labels: &[&str]) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        sample(&body, metric, labels)
     }
 
     /// The log so far.
@@ -144,6 +191,21 @@ impl Drop for Daemon {
             eprintln!("---- fleetdns log ----\n{}", self.log());
         }
     }
+}
+
+/// The value of the first sample of `metric` whose labels contain all of
+/// `labels` (e.g. `qtype="A"`), or 0.
+pub fn sample(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Runs `dig @addr -p port` with short timeouts and returns its output.
@@ -365,4 +427,59 @@ pub fn start_with_config(dir: &Path, toml: &str) -> Daemon {
 /// The `source` flag for a file.
 pub fn file_source(path: &Path) -> String {
     format!("file:{}", path.display())
+}
+
+/// A dnsmasq that answers `upstream.test` and nothing else, on loopback.
+pub struct Dnsmasq {
+    /// The dnsmasq process.
+    pub child: Child,
+    /// Where it answers.
+    pub addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    /// Starts it and waits until it answers.
+    pub fn start() -> Dnsmasq {
+        // A free port: bind, note it, release; dnsmasq binds it next.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--pid-file=",
+                "--user=root",
+                &format!("--port={port}"),
+                "--address=/upstream.test/192.0.2.7",
+                "--address=/nx.test/",
+                // dnsmasq's own answers default to TTL 0, which nobody caches
+                "--local-ttl=300",
+                "--ptr-record=99.99.99.10.in-addr.arpa,up.upstream.test",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq is installed (scripts/test installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while short(addr, &["upstream.test"]) != ["192.0.2.7"] {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Dnsmasq { child, addr }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -2,7 +2,8 @@
 //! queried with real clients (`dig` from bind9-dnsutils, and hickory-proto's
 //! encoder/decoder over plain sockets, which also checks that no bytes
 //! trail a reply). Forwarding is tested against a real dnsmasq that the
-//! test starts on loopback. Nothing leaves 127.0.0.0/8.
+//! test starts on loopback; EC2 is moto in server mode, behind a loopback
+//! proxy that injects faults. Nothing leaves 127.0.0.0/8.
 
 mod harness;
 mod moto;
@@ -13,3 +14,4 @@ mod ec2;
 mod forward;
 mod limits;
 mod refresh;
+mod resilience;

@@ -1,0 +1,121 @@
+//! Writing files so that a crash or power cut never leaves half of one.
+//!
+//! The new content goes to a temporary file in the same directory (so the
+//! rename cannot cross filesystems), is flushed to disk, and is renamed over
+//! the old file; then the directory is flushed so the rename itself
+//! survives a power cut. A reader sees the old file or the new one, never a
+//! mix. Used for the persisted inventory and the hosts export.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically, with permission bits `mode` unless
+/// `path` exists (then its mode is kept).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_of(path);
+    let mode = match fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(_) => mode,
+    };
+    let (temp_path, mut temp) = create_temp(&dir, path, mode)?;
+    let written = temp
+        .write_all(bytes)
+        .and_then(|()| temp.sync_all())
+        .and_then(|()| fs::rename(&temp_path, path));
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temp_path);
+        return Err(error);
+    }
+    sync_dir(&dir)
+}
+
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates a new, exclusive temporary file next to `target`.
+///
+/// The name starts with a dot and ends in `.tmp`, so a leftover from a
+/// crash is easy to recognise; `create_new` makes two writers never share
+/// one.
+fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
+    let base = target
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let pid = std::process::id();
+    for attempt in 0u32..100 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let candidate = dir.join(format!(".{base}.{pid}.{nanos:x}{attempt}.tmp"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&candidate)
+        {
+            Ok(file) => {
+                // The umask may have taken bits away; set exactly what was asked.
+                file.set_permissions(fs::Permissions::from_mode(mode))?;
+                return Ok((candidate, file));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary file name",
+    ))
+}
+
+/// Flushes a directory's entries (a rename in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_keeps_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one", 0o640).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&path, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub");
+        fs::create_dir(&path).unwrap();
+        // Renaming a file over a directory fails: the directory stays.
+        assert!(write_atomic(&path, b"x", 0o644).is_err());
+        assert!(path.is_dir());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
