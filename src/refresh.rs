@@ -519,8 +519,224 @@ fn random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::{test_instance, SourceError, UnitFetch};
+    use crate::snapshot::new_store;
+    use std::collections::VecDeque;
 
     const MIN: Duration = Duration::from_secs(60);
+
+    /// One unit's scripted result: instances, or an AWS error code.
+    type Step = (String, Result<Vec<Instance>, &'static str>);
+
+    /// A stand-in source that replays scripted results. Unit tests of the
+    /// refresher's bookkeeping only; the real sources run in the
+    /// integration tests (a file, and moto for EC2).
+    struct Scripted {
+        units: Vec<String>,
+        script: Mutex<VecDeque<Vec<Step>>>,
+    }
+
+    impl Scripted {
+        fn new(units: &[&str]) -> Arc<Self> {
+            Arc::new(Self {
+                units: units.iter().map(|u| u.to_string()).collect(),
+                script: Mutex::new(VecDeque::new()),
+            })
+        }
+
+        fn then(&self, results: &[(&str, Result<Vec<Instance>, &'static str>)]) {
+            let step = results
+                .iter()
+                .map(|(u, r)| (u.to_string(), r.clone()))
+                .collect();
+            self.script.lock().unwrap().push_back(step);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Source for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn units(&self) -> Vec<String> {
+            self.units.clone()
+        }
+        async fn fetch(&self) -> Vec<UnitFetch> {
+            let step = self.script.lock().unwrap().pop_front().unwrap_or_default();
+            step.into_iter()
+                .map(|(unit, r)| UnitFetch {
+                    unit,
+                    result: r.map_err(|code| SourceError::Api {
+                        code: code.into(),
+                        message: "scripted".into(),
+                    }),
+                })
+                .collect()
+        }
+    }
+
+    fn refresher(source: Arc<Scripted>, state_dir: Option<PathBuf>) -> Refresher {
+        Refresher::new(
+            source,
+            Naming::new(Naming::default_rules(), "fleet.internal."),
+            Name::from_ascii("fleet.internal.").unwrap(),
+            new_store(),
+        )
+        .with_schedule(Schedule {
+            interval: MIN,
+            max_backoff: MIN,
+            state_dir,
+            max_stale: MIN,
+        })
+    }
+
+    fn names(r: &Refresher) -> Vec<String> {
+        let snapshot = r.store.load_full().unwrap();
+        let mut names: Vec<String> = snapshot
+            .entries_sorted()
+            .iter()
+            .map(|e| e.name.to_ascii())
+            .filter(|n| !n.starts_with("i-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_failed_unit_keeps_its_data_and_unchanged_content_is_not_swapped() {
+        let source = Scripted::new(&["east", "west"]);
+        let east = vec![test_instance("i-01", Some("e"), &["10.0.0.1"])];
+        let west = vec![test_instance("i-02", Some("w"), &["10.0.0.2"])];
+        source.then(&[("east", Ok(east.clone())), ("west", Ok(west.clone()))]);
+        source.then(&[
+            ("east", Ok(east.clone())),
+            ("west", Err("RequestLimitExceeded")),
+        ]);
+        source.then(&[
+            ("east", Err("InternalError")),
+            ("west", Err("InternalError")),
+        ]);
+        source.then(&[("east", Ok(vec![])), ("west", Ok(west.clone()))]);
+        let mut r = refresher(source, None);
+        let mut changes = r.subscribe();
+
+        let first = r.refresh_once().await.unwrap();
+        assert_eq!(first.outcome, Outcome::Changed);
+        assert_eq!(names(&r), ["e.fleet.internal.", "w.fleet.internal."]);
+        let serial = r.store.load().as_ref().unwrap().serial();
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+
+        // west throttled: its names stay, nothing changed, nothing swapped
+        let second = r.refresh_once().await.unwrap();
+        assert_eq!(second.outcome, Outcome::Unchanged);
+        assert_eq!(second.failed.len(), 1);
+        assert!(second.failed[0].throttled);
+        assert_eq!(names(&r), ["e.fleet.internal.", "w.fleet.internal."]);
+        assert!(!changes.has_changed().unwrap());
+
+        // everything fails: still the last good data, not an error
+        let third = r.refresh_once().await.unwrap();
+        assert_eq!((third.outcome, third.failed.len()), (Outcome::Unchanged, 2));
+        assert!(!third.failed[0].throttled);
+
+        // east is now empty (a real answer): its names go, the serial rises
+        let fourth = r.refresh_once().await.unwrap();
+        assert_eq!(fourth.outcome, Outcome::Changed);
+        assert_eq!(names(&r), ["w.fleet.internal."]);
+        assert!(r.store.load().as_ref().unwrap().serial() > serial);
+        assert!(changes.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn nothing_ever_fetched_is_no_inventory() {
+        let source = Scripted::new(&["east"]);
+        source.then(&[("east", Err("RequestLimitExceeded"))]);
+        let mut r = refresher(source, None);
+        let error = r.refresh_once().await.unwrap_err();
+        assert!(error.throttled);
+        assert!(
+            error.to_string().contains("east: RequestLimitExceeded"),
+            "{error}"
+        );
+        assert!(r.store.load().is_none());
+    }
+
+    #[tokio::test]
+    async fn restore_serves_configured_units_only_with_a_rising_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = SystemTime::now() - Duration::from_secs(30);
+        let kept = vec![test_instance("i-01", Some("kept"), &["10.0.0.1"])];
+        let gone = vec![test_instance("i-02", Some("gone"), &["10.0.0.2"])];
+        // a serial ahead of the clock (an earlier run bumped it): must still rise
+        let now_secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let future_serial = now_secs + 1000;
+        state::save(
+            dir.path(),
+            future_serial,
+            &[("east", at, &kept), ("removed-region", at, &gone)],
+        )
+        .unwrap();
+        let source = Scripted::new(&["east", "west"]);
+        let mut r = refresher(source.clone(), Some(dir.path().to_path_buf()));
+        assert!(r.restore());
+        assert_eq!(names(&r), ["kept.fleet.internal."]);
+        let serial = r.store.load().as_ref().unwrap().serial();
+        assert_eq!(serial, future_serial.wrapping_add(1));
+        let status = r.status().get();
+        assert_eq!(status.units.len(), 2);
+        assert!(status.units["east"].is_some() && status.units["west"].is_none());
+
+        // the first fetch confirms the data: no swap, and the file is
+        // rewritten without the removed unit
+        source.then(&[("east", Ok(kept.clone())), ("west", Ok(vec![]))]);
+        let refreshed = r.refresh_once().await.unwrap();
+        assert_eq!(refreshed.outcome, Outcome::Unchanged);
+        let saved = state::load(dir.path()).unwrap().unwrap();
+        let units: Vec<&str> = saved.units.iter().map(|u| u.unit.as_str()).collect();
+        assert_eq!(units, ["east", "west"]);
+        assert!(saved.units[0].fetched_at > at);
+    }
+
+    #[tokio::test]
+    async fn state_is_rewritten_on_change_and_when_old_not_on_every_refresh() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = Scripted::new(&["east"]);
+        let east = vec![test_instance("i-01", Some("e"), &["10.0.0.1"])];
+        for _ in 0..3 {
+            source.then(&[("east", Ok(east.clone()))]);
+        }
+        let mut r = refresher(source, Some(dir.path().to_path_buf()));
+        if let Some(s) = r.schedule.as_mut() {
+            s.max_stale = Duration::from_millis(400);
+        }
+        // Each write renames a new file into place: a new inode.
+        let inode = || {
+            std::fs::metadata(state::state_path(dir.path()))
+                .unwrap()
+                .ino()
+        };
+        r.refresh_once().await.unwrap();
+        let first = inode();
+        r.refresh_once().await.unwrap(); // unchanged and fresh: no write
+        assert_eq!(inode(), first);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r.refresh_once().await.unwrap(); // unchanged but older than max_stale/2
+        assert_ne!(inode(), first);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_state_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(state::state_path(dir.path()), "{{{").unwrap();
+        let mut r = refresher(Scripted::new(&["east"]), Some(dir.path().to_path_buf()));
+        assert!(!r.restore());
+        assert!(r.store.load().is_none());
+    }
 
     #[test]
     fn delay_all_well_is_the_interval_minus_up_to_a_tenth() {

@@ -169,3 +169,89 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{test_instance, UnitFetch};
+    use crate::naming::Naming;
+    use crate::refresh::Refresher;
+    use hickory_proto::rr::Name;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A test double of the hosts export: records the serials it was given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<u32>>);
+
+    impl OnSwap for Recorder {
+        fn on_swap(&self, snapshot: &Snapshot) {
+            self.0.lock().unwrap().push(snapshot.serial());
+        }
+    }
+
+    /// A source whose one unit answers with `names` (set by the test).
+    struct Names(Mutex<Vec<&'static str>>);
+
+    #[async_trait::async_trait]
+    impl Source for Names {
+        fn describe(&self) -> String {
+            "names".into()
+        }
+        fn units(&self) -> Vec<String> {
+            vec!["names".into()]
+        }
+        async fn fetch(&self) -> Vec<UnitFetch> {
+            let names = self.0.lock().unwrap().clone();
+            let instances = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| test_instance(&format!("i-{i:02x}"), Some(n), &["10.0.0.1"]))
+                .collect();
+            vec![UnitFetch {
+                unit: "names".into(),
+                result: Ok(instances),
+            }]
+        }
+    }
+
+    async fn wait_for(recorder: &Recorder, calls: usize) -> Vec<u32> {
+        for _ in 0..200 {
+            let seen = recorder.0.lock().unwrap().clone();
+            if seen.len() >= calls {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("subscriber saw {:?}", recorder.0.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_export_hook_runs_after_each_swap_and_not_on_unchanged_refreshes() {
+        let source = Arc::new(Names(Mutex::new(vec!["a"])));
+        let mut refresher = Refresher::new(
+            source.clone(),
+            Naming::new(Naming::default_rules(), "fleet.internal."),
+            Name::from_ascii("fleet.internal.").unwrap(),
+            new_store(),
+        );
+        let recorder = Arc::new(Recorder::default());
+        let task = spawn_subscriber(refresher.subscribe(), recorder.clone());
+
+        refresher.refresh_once().await.unwrap();
+        let first = wait_for(&recorder, 1).await;
+        refresher.refresh_once().await.unwrap(); // unchanged
+        *source.0.lock().unwrap() = vec!["a", "b"];
+        refresher.refresh_once().await.unwrap();
+        let seen = wait_for(&recorder, 2).await;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[1] > first[0]);
+
+        drop(refresher);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the subscriber ends with the refresher")
+            .unwrap();
+        assert_eq!(recorder.0.lock().unwrap().len(), 2);
+    }
+}

@@ -330,21 +330,7 @@ mod tests {
     }
 
     fn inst(id: &str, name: Option<&str>, ips: &[&str]) -> Instance {
-        Instance {
-            id: id.into(),
-            state: "running".into(),
-            private_ipv4: ips.iter().filter_map(|s| s.parse().ok()).collect(),
-            ipv6: ips.iter().filter_map(|s| s.parse().ok()).collect(),
-            tags: name
-                .map(|n| [("Name".to_string(), n.to_string())].into())
-                .unwrap_or_default(),
-            security_groups: vec![],
-            launch_time: None,
-            region: None,
-            vpc_id: None,
-            availability_zone: Some("us-east-1a".into()),
-            instance_type: Some("t3.micro".into()),
-        }
+        crate::inventory::test_instance(id, name, ips)
     }
 
     fn build(instances: &[Instance]) -> Snapshot {

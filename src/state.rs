@@ -175,22 +175,9 @@ fn unix_secs(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn instance(id: &str) -> Instance {
-        Instance {
-            id: id.to_string(),
-            state: "running".to_string(),
-            private_ipv4: vec!["10.0.0.1".parse().unwrap()],
-            ipv6: vec![],
-            tags: BTreeMap::from([("Name".to_string(), "web\n1".to_string())]),
-            security_groups: vec!["sg".to_string()],
-            launch_time: None,
-            region: Some("eu-west-1".to_string()),
-            vpc_id: None,
-            availability_zone: None,
-            instance_type: None,
-        }
+        crate::inventory::test_instance(id, Some("web\n1"), &["10.0.0.1"])
     }
 
     #[test]
@@ -206,6 +193,13 @@ mod tests {
         .unwrap();
         let state = load(dir.path()).unwrap().unwrap();
         assert_eq!(state.serial, 42);
+        // it lists internal addresses and tags: not world-readable
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(state_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
         assert_eq!(state.units.len(), 2);
         assert_eq!(state.units[0].unit, "ec2:ambient:eu-west-1");
         assert_eq!(state.units[0].fetched_at, at);

@@ -160,6 +160,26 @@ pub fn region_of_zone(zone: &str) -> Option<String> {
     (!trimmed.is_empty() && trimmed.len() < zone.len()).then(|| trimmed.to_string())
 }
 
+/// A running instance for unit tests: `ips` may mix IPv4 and IPv6.
+#[cfg(test)]
+pub(crate) fn test_instance(id: &str, name: Option<&str>, ips: &[&str]) -> Instance {
+    Instance {
+        id: id.into(),
+        state: "running".into(),
+        private_ipv4: ips.iter().filter_map(|s| s.parse().ok()).collect(),
+        ipv6: ips.iter().filter_map(|s| s.parse().ok()).collect(),
+        tags: name
+            .map(|n| [("Name".to_string(), n.to_string())].into())
+            .unwrap_or_default(),
+        security_groups: vec![],
+        launch_time: None,
+        region: None,
+        vpc_id: None,
+        availability_zone: Some("us-east-1a".into()),
+        instance_type: Some("t3.micro".into()),
+    }
+}
+
 /// What one unit of a source (a file, a region x account) produced.
 #[derive(Debug)]
 pub struct UnitFetch {

@@ -125,6 +125,33 @@ fn corrupt_state_is_ignored_with_a_log_line_and_rewritten() {
     }
 }
 
+#[test]
+fn an_unwritable_state_dir_is_logged_and_serving_goes_on() {
+    let dir = tempdir();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let state = blocker.join("state");
+    let d = Daemon::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--source",
+            &file_source(&example_fleet()),
+        ],
+        &[("STATE_DIRECTORY", state.to_str().unwrap())],
+    );
+    d.wait_for_log("cannot persist the inventory; serving goes on", 5);
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.20.1.11"]);
+    assert_eq!(
+        d.metric("fleetdns_state_writes_total", &["result=\"failed\""]),
+        1.0
+    );
+    assert_eq!(d.http_get("/readyz").0, 200);
+}
+
 /// An EC2 config through `endpoint` with fast failure for tests.
 fn ec2_config(dir: &Path, endpoint: &str, top: &str) -> String {
     let config = write_config(
