@@ -1,4 +1,4 @@
-//! The command line (clap derive): `serve`, `list`, `check`.
+//! The command line (clap derive): `serve`, `list`, `check`, `hosts`.
 //!
 //! Flags are kept close to their text here and turned into [`Overrides`]
 //! for `config.rs`, which applies them in one place and validates.
@@ -35,6 +35,8 @@ pub enum Command {
     },
     /// Validate the configuration and read the source once; non-zero exit on any problem.
     Check(Common),
+    /// Write the fleet into the managed block of a hosts file (for cron), or print the block.
+    Hosts(HostsArgs),
 }
 
 /// `serve`'s options.
@@ -46,6 +48,26 @@ pub struct ServeArgs {
     /// Serve /metrics, /healthz and /readyz over HTTP here (replaces `metrics_listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// After every change, update the managed block of this hosts file.
+    #[arg(long, value_name = "PATH")]
+    pub export_hosts: Option<PathBuf>,
+}
+
+/// `hosts`'s options.
+#[derive(Debug, Args, Clone)]
+pub struct HostsArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// The hosts file to update, or `-` to print the block to stdout.
+    #[arg(long, short = 'o', value_name = "PATH|-", default_value = "/etc/hosts")]
+    pub output: PathBuf,
+    /// Replace a non-empty block with an empty one (refused otherwise).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Read the daemon's persisted inventory (in the state dir) instead of the source.
+    #[arg(long)]
+    pub from_state: bool,
 }
 
 impl ServeArgs {

@@ -1,4 +1,4 @@
-//! `fleetdns list` and `fleetdns check`: one fetch, one snapshot, a report.
+//! `fleetdns list`, `check` and `hosts`: one fetch, one snapshot, a report.
 //!
 //! Both read the same snapshot the daemon would serve, so what `list`
 //! prints is what `dig` would answer. Tag values are untrusted: the table
@@ -9,12 +9,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cli::HostsArgs;
 use crate::config::Settings;
+use crate::hosts::{export, render_block, render_lines};
 use crate::inventory::Source;
 use crate::naming::{Rewrite, Rule, Skip};
 use crate::refresh::Refresher;
 use crate::serve::build_source;
 use crate::snapshot::{new_store, Snapshot};
+use crate::state;
 
 /// Fetches once and returns the snapshot; any failed unit is an error,
 /// since a one-shot report of partial data would mislead.
@@ -41,6 +44,46 @@ async fn snapshot_of(
     store
         .load_full()
         .ok_or_else(|| anyhow::anyhow!("no snapshot was built"))
+}
+
+/// The snapshot of the daemon's persisted inventory, every unit in it,
+/// without calling the source (for `hosts --from-state`).
+pub fn snapshot_from_state(settings: &Settings) -> anyhow::Result<Arc<Snapshot>> {
+    let dir = &settings.state_dir;
+    let state = state::load(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no persisted inventory in {} (`fleetdns serve` writes it after its first successful fetch)",
+            dir.display()
+        )
+    })?;
+    let instances = state.units.iter().flat_map(|u| u.instances.iter());
+    let snapshot =
+        Snapshot::build(instances, &settings.naming, &settings.zone.zone).with_serial(state.serial);
+    Ok(Arc::new(snapshot))
+}
+
+/// `fleetdns hosts`: the block on stdout, or merged into the file with a
+/// one-line summary.
+pub async fn hosts(
+    settings: &Settings,
+    args: &HostsArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let snapshot = if args.from_state {
+        snapshot_from_state(settings)?
+    } else {
+        snapshot_once(settings).await?
+    };
+    if args.output.as_os_str() == "-" {
+        out.write_all(render_block(&render_lines(&snapshot), "\n").as_bytes())?;
+        return Ok(());
+    }
+    let path = args.output.clone();
+    let allow_empty = args.allow_empty;
+    let summary =
+        tokio::task::spawn_blocking(move || export(&path, &snapshot, allow_empty)).await??;
+    writeln!(out, "{summary}")?;
+    Ok(())
 }
 
 /// One name in `list --json`.

@@ -44,7 +44,7 @@ pub fn parent_of(path: &Path) -> PathBuf {
 /// The name starts with a dot and ends in `.tmp`, so a leftover from a
 /// crash is easy to recognise; `create_new` makes two writers never share
 /// one.
-fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
+pub fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     let base = target
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());

@@ -9,7 +9,8 @@
 //! `inventory` (sources) -> `naming` (pure) -> `snapshot` (immutable,
 //! indexed) -> `refresh` (swaps it into an `ArcSwap`) -> readers: `dns`
 //! (handler, listeners, forwarder), `metrics` (Prometheus text, health) and
-//! `commands` (`list`, `check`). `refresh` persists the inventory through
+//! `commands` (`list`, `check`, `hosts`); `hosts` keeps the managed block of
+//! a hosts file. `refresh` persists the inventory through
 //! `state` (atomic writes in `files`). `config` parses and validates; `cli`
 //! holds the flags; `serve` wires the daemon together, with `systemd` for
 //! readiness. `main.rs` is thin.
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod dns;
 pub mod files;
+pub mod hosts;
 pub mod inventory;
 pub mod metrics;
 pub mod naming;

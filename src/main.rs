@@ -55,12 +55,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = settings(args.common.config.as_deref(), &args.overrides())?;
-            runtime.block_on(fleetdns::serve::run(settings))
+            runtime.block_on(fleetdns::serve::run(settings, args.export_hosts))
         }
         Command::List { common, json } => {
             let settings = settings(common.config.as_deref(), &common.overrides())?;
             let snapshot = runtime.block_on(fleetdns::commands::snapshot_once(&settings))?;
             fleetdns::commands::write_list(&snapshot, json, &mut std::io::stdout().lock())
+        }
+        Command::Hosts(args) => {
+            let settings = settings(args.common.config.as_deref(), &args.common.overrides())?;
+            runtime.block_on(fleetdns::commands::hosts(
+                &settings,
+                &args,
+                &mut std::io::stdout().lock(),
+            ))
         }
         Command::Check(common) => {
             let settings = settings(common.config.as_deref(), &common.overrides())?;

@@ -8,6 +8,7 @@
 //! SERVFAIL (clients move on to their next server) while forwarding works;
 //! systemd hears `READY=1` only once the zone is servable.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -20,6 +21,7 @@ use crate::config::{Settings, SourceSpec};
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
+use crate::hosts::HostsExport;
 use crate::inventory::ec2::Ec2Source;
 use crate::inventory::file::FileSource;
 use crate::inventory::Source;
@@ -70,7 +72,7 @@ pub fn spawn_subscriber(
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::Result<()> {
     // Signals first: a SIGTERM that arrives while starting must stop the
     // daemon cleanly, not kill it with the default action.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -160,6 +162,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_stale: settings.max_stale,
         };
         tokio::spawn(metrics::serve_http(listener, health, stop_rx.clone()));
+    }
+
+    if let Some(path) = export_hosts {
+        info!(path = %path.display(), "exporting the zone into the hosts file after every change");
+        spawn_subscriber(refresher.subscribe(), Arc::new(HostsExport { path }));
     }
 
     let refresher_task = tokio::spawn(refresher.run(refresh_now, stop_rx.clone()));

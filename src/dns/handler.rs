@@ -125,6 +125,9 @@ impl ZoneHandler {
             }
         }
 
+        // Not needed while waiting on an upstream: release the snapshot
+        // rather than hold an arc-swap guard across the await.
+        drop(snapshot);
         match &self.forwarder {
             Some(forwarder) => match forwarder.resolve(name, qtype, query.query_class()).await {
                 Ok(answer) => Reply {

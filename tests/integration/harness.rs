@@ -354,6 +354,16 @@ pub fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Waits until a daemon has persisted its inventory in `state_dir` (it does
+/// so right after its first swap), or panics after 5 s.
+pub fn wait_for_state(state_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !state_dir.join("inventory.json").exists() {
+        assert!(Instant::now() < deadline, "no state file was written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A temp dir for one test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

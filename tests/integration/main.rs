@@ -12,6 +12,7 @@ mod cli;
 mod dns;
 mod ec2;
 mod forward;
+mod hosts;
 mod limits;
 mod refresh;
 mod resilience;

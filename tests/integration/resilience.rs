@@ -181,11 +181,7 @@ fn restart_with_the_api_down_serves_the_persisted_names_within_a_second() {
         );
         assert_eq!(short(d.udp, &["web-1.fleet.internal"]), web1);
         // persisted right after the swap
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !state.path().join("inventory.json").exists() {
-            assert!(Instant::now() < deadline, "no state file was written");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_state(state.path());
     } // killed (SIGKILL): no chance to write anything on the way out
 
     proxy.set("*", "error500");
