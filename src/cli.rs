@@ -37,6 +37,18 @@ pub enum Command {
     Check(Common),
     /// Write the fleet into the managed block of a hosts file (for cron), or print the block.
     Hosts(HostsArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into DIR.
+    Man {
+        /// Write fleetdns.1 and fleetdns-COMMAND.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `serve`'s options.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
-use crate::inventory::ec2::{Account, Ec2Settings};
+use crate::inventory::ec2_settings::{Account, Ec2Settings};
 use crate::naming::{Naming, Rule};
 
 /// A configuration problem, reported as one line naming the file or option.

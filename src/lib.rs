@@ -15,6 +15,8 @@
 //! holds the flags; `serve` wires the daemon together, with `systemd` for
 //! readiness. `main.rs` is thin.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,11 +1,13 @@
 //! The `fleetdns` binary: parse flags, set up logging, run, map errors to
 //! exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
-use std::io::IsTerminal;
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use fleetdns::cli::{Cli, Command};
 use fleetdns::config::Overrides;
 use fleetdns::config::{load_config, Config, ConfigError, Settings};
@@ -49,6 +51,27 @@ fn settings(config: Option<&Path>, overrides: &Overrides) -> Result<Settings, Co
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated from the clap definitions, so they never drift from the flags.
+    match &cli.command {
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "fleetdns", &mut script);
+            std::io::stdout().write_all(&script)?;
+            return Ok(());
+        }
+        Command::Man { dir } => {
+            return match dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    clap_mangen::generate_to(Cli::command(), dir)?;
+                    Ok(())
+                }
+                None => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+            };
+        }
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -77,5 +100,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut std::io::stdout().lock(),
             ))
         }
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

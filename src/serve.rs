@@ -22,6 +22,7 @@ use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
 use crate::hosts::HostsExport;
+#[cfg(feature = "ec2")]
 use crate::inventory::ec2::Ec2Source;
 use crate::inventory::file::FileSource;
 use crate::inventory::Source;
@@ -34,7 +35,12 @@ use crate::systemd::Notifier;
 pub async fn build_source(spec: &SourceSpec) -> anyhow::Result<Arc<dyn Source>> {
     Ok(match spec {
         SourceSpec::File(path) => Arc::new(FileSource::new(path)),
+        #[cfg(feature = "ec2")]
         SourceSpec::Ec2(settings) => Arc::new(Ec2Source::new(settings).await?),
+        #[cfg(not(feature = "ec2"))]
+        SourceSpec::Ec2(_) => {
+            anyhow::bail!("this fleetdns was built without the EC2 source (cargo feature `ec2`)")
+        }
     })
 }
 

@@ -7,7 +7,9 @@
 //! refresher can keep the last good data of a unit that failed while the
 //! others move on.
 
+#[cfg(feature = "ec2")]
 pub mod ec2;
+pub mod ec2_settings;
 pub mod file;
 
 use std::collections::BTreeMap;

@@ -71,7 +71,20 @@ impl Daemon {
     /// `STATE_DIRECTORY`, as under systemd) unless `env` names one: tests
     /// must never share, or read, `/var/lib/fleetdns`.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(bin());
+        Self::spawn_wrapped(&[], args, env)
+    }
+
+    /// [`Daemon::spawn`] under a wrapper command (`strace -f`, `ip netns
+    /// exec NAME`): `wrapper` comes first, then the binary and `args`.
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         aws_test_env(&mut command);
         let state = if env.iter().any(|(k, _)| *k == "STATE_DIRECTORY") {
             None
@@ -257,7 +270,7 @@ pub fn run(args: &[&str]) -> Output {
 /// AWS settings for every child: dummy credentials, no instance metadata
 /// (nothing may reach 169.254.169.254), no region or endpoint from the
 /// environment, and no profile files from the machine.
-fn aws_test_env(command: &mut Command) {
+pub fn aws_test_env(command: &mut Command) {
     for var in [
         "AWS_REGION",
         "AWS_DEFAULT_REGION",

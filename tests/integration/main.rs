@@ -9,6 +9,7 @@ mod harness;
 mod moto;
 
 mod cli;
+mod deploy;
 mod dns;
 mod ec2;
 mod forward;

@@ -1,0 +1,76 @@
+//! Any bytes as a DNS request, over UDP or TCP, to the handler serving the
+//! demo fleet: no panic; no reply to what is not a query; any reply parses
+//! and fits the transport's limit.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use fleetdns::config::{read_config, Overrides};
+use fleetdns::dns::server::process;
+use fleetdns::dns::ZoneHandler;
+use fleetdns::inventory::file::parse_describe_instances;
+use fleetdns::snapshot::{new_store, Snapshot};
+use hickory_proto::op::Message;
+use hickory_server::net::xfer::Protocol;
+use libfuzzer_sys::fuzz_target;
+
+struct World {
+    runtime: tokio::runtime::Runtime,
+    handler: ZoneHandler,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let fleet = include_str!("../../deploy/examples/fleet.json");
+        let settings = read_config("", "fuzz")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        let instances = parse_describe_instances(fleet).unwrap();
+        let snapshot = Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
+        let store = new_store();
+        store.store(Some(Arc::new(snapshot)));
+        World {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            // No forwarder: fuzzing must not send packets anywhere.
+            handler: ZoneHandler::new(store, settings.zone.clone(), None),
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, packet)) = data.split_first() else {
+        return;
+    };
+    let (protocol, limit) = if selector & 1 == 0 {
+        (Protocol::Udp, 1232)
+    } else {
+        (Protocol::Tcp, 65535)
+    };
+    let world = world();
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let reply = world
+        .runtime
+        .block_on(process(&world.handler, packet.to_vec(), src, protocol));
+    let Some(reply) = reply else {
+        return;
+    };
+    assert!(
+        packet.len() >= 12,
+        "a reply to a {}-byte packet",
+        packet.len()
+    );
+    assert!(
+        reply.len() <= limit,
+        "{} bytes over {protocol:?}",
+        reply.len()
+    );
+    let parsed = Message::from_vec(&reply).expect("replies parse");
+    assert_eq!(&reply[..2], &packet[..2], "the reply echoes the id");
+    assert!(parsed.metadata.message_type == hickory_proto::op::MessageType::Response);
+});
