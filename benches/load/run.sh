@@ -1,0 +1,503 @@
+#!/usr/bin/env bash
+# Run with: benches/load/run.sh [-n 1000,100000] [-r 3] [-l 15] [-s fleetdns,dnsmasq,nsd,knot,unbound] [-o FILE]
+#
+# fleetdns against the servers people would otherwise run (dnsmasq, NSD,
+# Knot, Unbound), side by side on this machine, in the same run. Everything
+# is on loopback.
+#
+# Method (as ../shared/perf/REFERENCE.md; the same for every server):
+# - Names: web-1..web-N.fleet.internal -> 10.x.y.z, served by each from its
+#   own format (fleetdns: a describe-instances file; dnsmasq: a hosts file
+#   with local=/fleet.internal/; NSD and Knot: a zone file; Unbound:
+#   local-data).
+# - Queries: fixed seed, 90% existing A, 5% NXDOMAIN, 5% AAAA (NODATA).
+# - Each server pinned to CPU 0 with one worker (taskset; fleetdns with
+#   TOKIO_WORKER_THREADS=1), dnsperf pinned to CPU 1, `-c 8 -q 100`.
+# - Servers interleaved (A B C A B C ...) for -r rounds; medians reported.
+# - q/CPU-s = queries completed / server CPU seconds (utime+stime of the
+#   server's processes from /proc): the figure to compare on a noisy
+#   machine. Startup = launch until the last name answers. Peak RSS =
+#   VmHWM summed over the server's processes.
+# - Extra runs: time for a changed name to be visible after a reload
+#   (SIGHUP for every server); fleetdns swapping a 100,000-name snapshot
+#   every second under a fixed 20,000 q/s load, against the same load
+#   without swaps; startup from persisted state; forwarding to one local
+#   upstream (NSD), cached, fleetdns against dnsmasq.
+#
+# Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
+# installed. Uses target/release/fleetdns (built if missing) or $FLEETDNS_BIN.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo="$PWD"
+
+sizes="1000,100000"
+rounds=3
+duration=15
+servers="fleetdns,dnsmasq,nsd,knot,unbound"
+out=""
+while getopts "n:r:l:s:o:" opt; do
+    case "$opt" in
+        n) sizes="$OPTARG" ;;
+        r) rounds="$OPTARG" ;;
+        l) duration="$OPTARG" ;;
+        s) servers="$OPTARG" ;;
+        o) out="$OPTARG" ;;
+        *) sed -n '2p' "$0" >&2; exit 2 ;;
+    esac
+done
+IFS=, read -r -a sizes <<<"$sizes"
+IFS=, read -r -a servers <<<"$servers"
+
+# --- set-up ---------------------------------------------------------------
+need=()
+for pair in dnsperf:dnsperf nsd:nsd knotd:knot unbound:unbound dnsmasq:dnsmasq-base dig:bind9-dnsutils; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+    echo "installing ${need[*]}" >&2
+    # The packages' own services must not start (they would take port 53).
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+bin="${FLEETDNS_BIN:-}"
+if [ -z "$bin" ]; then
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    cargo build --release --locked --bin fleetdns >&2
+    bin="$target_dir/release/fleetdns"
+fi
+
+work="$(mktemp -d /tmp/fleetdns-load.XXXXXX)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+clk="$(getconf CLK_TCK)"
+port=20053
+
+ip_of() { # N -> 10.a.b.c
+    awk -v i="$1" 'BEGIN { printf "10.%d.%d.%d", 20 + int(i / 62500), int(i / 250) % 250, i % 250 + 1 }'
+}
+
+# --- data -----------------------------------------------------------------
+gen() { # N DIR [extra-name]
+    local n="$1" dir="$2" extra="${3:-}"
+    mkdir -p "$dir"
+    awk -v n="$n" -v dir="$dir" -v extra="$extra" -v serial="$(date +%s)" '
+    function ip(i) { return sprintf("10.%d.%d.%d", 20 + int(i / 62500), int(i / 250) % 250, i % 250 + 1) }
+    BEGIN {
+        json = dir "/fleet.json"; hosts = dir "/hosts"; zone = dir "/zone"; local = dir "/local-data.conf"
+        printf "{\"Reservations\":[{\"Instances\":[" > json
+        printf "$ORIGIN fleet.internal.\n$TTL 30\n@ SOA localhost. hostmaster.fleet.internal. %d 300 60 1209600 10\n@ NS localhost.\n", serial > zone
+        for (i = 1; i <= n; i++) {
+            name = "web-" i
+            if (i == n && extra != "") name = extra
+            printf "%s{\"InstanceId\":\"i-%017x\",\"State\":{\"Name\":\"running\"},\"PrivateIpAddress\":\"%s\",\"Tags\":[{\"Key\":\"Name\",\"Value\":\"%s\"}]}", (i > 1 ? "," : ""), i, ip(i), name > json
+            printf "%s %s.fleet.internal\n", ip(i), name > hosts
+            printf "%s A %s\n", name, ip(i) > zone
+            printf "local-data: \"%s.fleet.internal. 30 IN A %s\"\n", name, ip(i) > local
+        }
+        printf "]}]}\n" > json
+    }'
+}
+
+gen_queries() { # N FILE
+    awk -v n="$1" 'BEGIN {
+        srand(42)
+        for (q = 0; q < 200000; q++) {
+            r = rand(); i = int(rand() * n) + 1
+            if (r < 0.90) printf "web-%d.fleet.internal A\n", i
+            else if (r < 0.95) printf "nx-%d.fleet.internal A\n", i
+            else printf "web-%d.fleet.internal AAAA\n", i
+        }
+    }' >"$2"
+}
+
+# --- servers --------------------------------------------------------------
+# start NAME N DIR PORT [fleetdns extra args...] -> sets $pid
+start() {
+    local name="$1" n="$2" dir="$3" p="$4"
+    shift 4
+    local run="$work/run-$name-$p"
+    rm -rf "$run"
+    mkdir -p "$run"
+    case "$name" in
+        fleetdns)
+            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin" serve \
+                --listen "127.0.0.1:$p" --source "file:$dir/fleet.json" \
+                --state-dir "$run/state" "$@" 2>"$run/log" &
+            ;;
+        dnsmasq)
+            taskset -c 0 dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv \
+                --no-hosts --addn-hosts="$dir/hosts" --local=/fleet.internal/ \
+                --listen-address=127.0.0.1 --bind-interfaces --port="$p" --user=root \
+                --pid-file= --log-facility=/dev/null "$@" 2>"$run/log" &
+            ;;
+        nsd)
+            cat >"$run/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1@$p
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "$dir"
+    pidfile: "$run/nsd.pid"
+    database: ""
+    zonelistfile: "$run/zone.list"
+    xfrdfile: "$run/xfrd.state"
+    xfrdir: "$run"
+    logfile: "$run/log"
+    verbosity: 0
+    hide-version: yes
+    # response rate limiting would drop a benchmark's repeated queries
+    rrl-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: fleet.internal
+    zonefile: "$dir/zone"
+EOF
+            taskset -c 0 nsd -d -c "$run/nsd.conf" 2>>"$run/log" &
+            ;;
+        knot)
+            mkdir -p "$run/db"
+            cat >"$run/knot.conf" <<EOF
+server:
+    listen: 127.0.0.1@$p
+    rundir: "$run"
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$run/db"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: fleet.internal.
+    file: "$dir/zone"
+    storage: "$run/db"
+    journal-content: none
+    zonefile-sync: -1
+EOF
+            taskset -c 0 knotd -c "$run/knot.conf" 2>"$run/log" &
+            ;;
+        unbound)
+            cat >"$run/unbound.conf" <<EOF
+server:
+    interface: 127.0.0.1@$p
+    port: $p
+    num-threads: 1
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    local-zone: "fleet.internal." static
+    include: "$dir/local-data.conf"
+remote-control:
+    control-enable: no
+EOF
+            taskset -c 0 unbound -d -c "$run/unbound.conf" 2>"$run/log" &
+            ;;
+    esac
+    pid=$!
+    pids+=("$pid")
+}
+
+# Every pid of the server (the process and its descendants).
+tree() {
+    local p="$1"
+    echo "$p"
+    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
+}
+cpu_ticks() { # pid -> CPU ticks of the process tree
+    local total=0
+    for p in $(tree "$1"); do
+        read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+        # utime, stime, and cutime, cstime of children already reaped
+        # (NSD forks a new server process on each reload)
+        total=$((total + f[13] + f[14] + f[15] + f[16]))
+    done
+    echo "$total"
+}
+peak_rss_mb() {
+    local kb=0
+    for p in $(tree "$1"); do
+        local v
+        v="$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
+        kb=$((kb + ${v:-0}))
+    done
+    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+now_ms() { date +%s%3N; }
+# wait until NAME answers IP at PORT; prints the ms it took since $2
+wait_answer() { # port since name ip timeout_s
+    local deadline=$(( $(now_ms) + ${5:-60} * 1000 ))
+    while [ "$(dig @127.0.0.1 -p "$1" +short +time=1 +tries=1 "$3" 2>/dev/null)" != "$4" ]; do
+        if [ "$(now_ms)" -gt "$deadline" ]; then echo "timeout"; return 1; fi
+        sleep 0.005
+    done
+    echo $(( $(now_ms) - $2 ))
+}
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# run dnsperf; prints: qps completed lost avg_ms max_ms
+perf() { # port queries extra-args...
+    local p="$1" q="$2"
+    shift 2
+    local o
+    o="$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$p" -d "$q" -c 8 -q 100 "$@" 2>&1)"
+    awk '
+        /Queries completed:/ { done = $3 }
+        /Queries lost:/ { lost = $3 }
+        /Queries per second:/ { qps = $4 }
+        /Average Latency/ { avg = $4 * 1000; gsub(/[(),]/, "", $8); max = $8 * 1000 }
+        END { printf "%.0f %d %d %.2f %.1f\n", qps, done, lost, avg, max }' <<<"$o"
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
+minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s/%s", lo, hi }'; }
+
+machine="$(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'), $(uname -sr)"
+results="$work/results.txt"
+: >"$results"
+
+# --- main runs ------------------------------------------------------------
+for n in "${sizes[@]}"; do
+    dir="$work/data-$n"
+    gen "$n" "$dir"
+    gen_queries "$n" "$dir/queries"
+    last="web-$n.fleet.internal"
+    last_ip="$(ip_of "$n")"
+    for round in $(seq "$rounds"); do
+        for s in "${servers[@]}"; do
+            port=$((port + 1))
+            t0="$(now_ms)"
+            start "$s" "$n" "$dir" "$port"
+            ms="$(wait_answer "$port" "$t0" "$last" "$last_ip" 120)" || { echo "$s did not start; log:" >&2; cat "$work/run-$s-$port/log" >&2; exit 1; }
+            c0="$(cpu_ticks "$pid")"
+            read -r qps done lost avg max <<<"$(perf "$port" "$dir/queries" -l "$duration")"
+            c1="$(cpu_ticks "$pid")"
+            rss="$(peak_rss_mb "$pid")"
+            kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
+            echo "main $n $s $round $qps $kq $avg $max $lost $rss $ms" >>"$results"
+            echo "n=$n round=$round $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, max $max ms, lost $lost, rss $rss MB, startup $ms ms" >&2
+            stop "$pid"
+        done
+    done
+done
+
+# --- reload: a changed name becomes visible (SIGHUP for all) ---------------
+n="${sizes[-1]}"
+dir="$work/data-$n"
+for round in $(seq "$rounds"); do
+    for s in "${servers[@]}"; do
+        port=$((port + 1))
+        cp -r "$dir" "$work/reload-$s"
+        start "$s" "$n" "$work/reload-$s" "$port"
+        wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null
+        sleep 1 # the serial is in seconds: make the next one larger
+        gen "$n" "$work/reload-$s" "changed-$round"
+        t0="$(now_ms)"
+        kill -HUP "$pid"
+        ms="$(wait_answer "$port" "$t0" "changed-$round.fleet.internal" "$(ip_of "$n")" 60)" || ms=timeout
+        echo "reload $n $s $round $ms" >>"$results"
+        echo "reload n=$n $s: visible after $ms ms" >&2
+        stop "$pid"
+        rm -rf "$work/reload-$s"
+    done
+done
+
+# --- fleetdns only: startup from persisted state, swaps under load ---------
+if [[ " ${servers[*]} " == *" fleetdns "* ]]; then
+    port=$((port + 1))
+    start fleetdns "$n" "$dir" "$port"
+    wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null
+    sleep 0.5
+    state="$work/run-fleetdns-$port/state"
+    stop "$pid"
+    # The same source, unreadable now: everything served comes from the state.
+    mv "$dir/fleet.json" "$dir/fleet.json.away"
+    for round in $(seq "$rounds"); do
+        port=$((port + 1))
+        t0="$(now_ms)"
+        TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" \
+            --source "file:$dir/fleet.json" --state-dir "$state" 2>/dev/null &
+        pid=$!
+        pids+=("$pid")
+        ms="$(wait_answer "$port" "$t0" "web-$n.fleet.internal" "$(ip_of "$n")" 120)"
+        echo "state $n fleetdns $round $ms" >>"$results"
+        echo "startup from state n=$n: $ms ms" >&2
+        stop "$pid"
+    done
+    mv "$dir/fleet.json.away" "$dir/fleet.json"
+
+    swapdir="$work/swap"
+    cp -r "$dir" "$swapdir"
+    for round in $(seq "$rounds"); do
+        for mode in steady swapping; do
+            port=$((port + 1))
+            start fleetdns "$n" "$swapdir" "$port"
+            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null
+            swapper=""
+            if [ "$mode" = swapping ]; then
+                (
+                    k=0
+                    while true; do
+                        k=$((k + 1))
+                        gen "$n" "$swapdir" "swap-$k" 2>/dev/null
+                        kill -HUP "$pid" 2>/dev/null || exit 0
+                        sleep 1
+                    done
+                ) &
+                swapper=$!
+            fi
+            read -r qps done lost avg max <<<"$(perf "$port" "$dir/queries" -l 12 -Q 20000)"
+            [ -n "$swapper" ] && { kill "$swapper" 2>/dev/null || true; wait "$swapper" 2>/dev/null || true; }
+            echo "swap $n $mode $round $qps $lost $avg $max" >>"$results"
+            echo "swap n=$n $mode: $qps q/s, lost $lost, avg $avg ms, max $max ms" >&2
+            stop "$pid"
+            gen "$n" "$swapdir"
+        done
+    done
+fi
+
+# --- forwarding to one local upstream, cached: fleetdns vs dnsmasq --------
+if [[ " ${servers[*]} " == *" fleetdns "* && " ${servers[*]} " == *" dnsmasq "* ]]; then
+    up="$work/upstream"
+    gen 1000 "$up"
+    sed 's/fleet\.internal/up.test/g' "$up/zone" >"$up/zone.up"
+    awk 'BEGIN { srand(7); for (q = 0; q < 200000; q++) printf "web-%d.up.test A\n", int(rand() * 1000) + 1 }' >"$up/queries"
+    port=$((port + 1))
+    up_port=$port
+    mkdir -p "$work/run-upstream"
+    cat >"$work/run-upstream/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1@$up_port
+    server-count: 1
+    username: ""
+    chroot: ""
+    pidfile: "$work/run-upstream/nsd.pid"
+    database: ""
+    zonelistfile: "$work/run-upstream/zone.list"
+    xfrdfile: "$work/run-upstream/xfrd.state"
+    xfrdir: "$work/run-upstream"
+    verbosity: 0
+    rrl-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: up.test
+    zonefile: "$up/zone.up"
+EOF
+    taskset -c 1 nsd -d -c "$work/run-upstream/nsd.conf" 2>/dev/null &
+    up_pid=$!
+    pids+=("$up_pid")
+    wait_answer "$up_port" "$(now_ms)" "web-1.up.test" "$(ip_of 1)" 30 >/dev/null
+    for round in $(seq "$rounds"); do
+        for s in fleetdns dnsmasq; do
+            port=$((port + 1))
+            if [ "$s" = fleetdns ]; then
+                start fleetdns 1000 "$up" "$port" --upstream "127.0.0.1:$up_port"
+            else
+                start dnsmasq 1000 "$up" "$port" --server="127.0.0.1#$up_port" --cache-size=10000
+            fi
+            wait_answer "$port" "$(now_ms)" "web-1.up.test" "$(ip_of 1)" 30 >/dev/null
+            # warm the cache, then measure
+            perf "$port" "$up/queries" -l 2 >/dev/null
+            c0="$(cpu_ticks "$pid")"
+            read -r qps done lost avg max <<<"$(perf "$port" "$up/queries" -l "$duration")"
+            c1="$(cpu_ticks "$pid")"
+            kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
+            echo "forward 1000 $s $round $qps $kq $avg $max $lost" >>"$results"
+            echo "forward $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
+            stop "$pid"
+        done
+    done
+    stop "$up_pid"
+fi
+
+# --- report ---------------------------------------------------------------
+report() {
+    echo "# Load: fleetdns against dnsmasq, NSD, Knot, Unbound"
+    echo
+    echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "- machine: $machine"
+    echo "- fleetdns: $("$bin" --version); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); NSD $(nsd -v 2>&1 | head -1 | awk '{print $NF}'); Knot $(knotd -V | awk '{print $NF}'); Unbound $(unbound -V | awk '/Version/ {print $2}'); dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2}')"
+    echo "- command: benches/load/run.sh -n $(IFS=,; echo "${sizes[*]}") -r $rounds -l $duration -s $(IFS=,; echo "${servers[*]}")"
+    echo "- each server pinned to CPU 0 with one worker, dnsperf on CPU 1 (-c 8 -q 100); medians of $rounds interleaved rounds (QPS as min/median/max)"
+    for n in "${sizes[@]}"; do
+        echo
+        echo "## $n names"
+        echo
+        echo "| server | QPS | q/CPU-s | vs best ref | avg ms | max ms | lost | peak RSS MB | startup ms |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        best=0
+        for s in "${servers[@]}"; do
+            [ "$s" = fleetdns ] && continue
+            m="$(awk -v n="$n" -v s="$s" '$1 == "main" && $2 == n && $3 == s { print $6 }' "$results" | median)"
+            best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
+        done
+        for s in "${servers[@]}"; do
+            sel() { awk -v n="$n" -v s="$s" -v c="$1" '$1 == "main" && $2 == n && $3 == s { print $c }' "$results"; }
+            kq="$(sel 6 | median)"
+            ratio="$(awk -v a="$kq" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
+            echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
+        done
+    done
+    echo
+    echo "## A changed name becomes visible (reload by SIGHUP, $n names), ms"
+    echo
+    echo "| server | median | min/max |"
+    echo "|---|---|---|"
+    for s in "${servers[@]}"; do
+        v="$(awk -v s="$s" '$1 == "reload" && $3 == s { print $5 }' "$results")"
+        echo "| $s | $(median <<<"$v") | $(minmax <<<"$v") |"
+    done
+    if grep -q '^state ' "$results"; then
+        echo
+        echo "## fleetdns: startup from persisted state, $n names: $(awk '$1 == "state" { print $5 }' "$results" | median) ms (min/max $(awk '$1 == "state" { print $5 }' "$results" | minmax))"
+        echo
+        echo "## fleetdns under a fixed 20,000 q/s for 12 s, $n names, with and without a snapshot swap every second"
+        echo
+        echo "| mode | QPS | lost | avg ms | max ms |"
+        echo "|---|---|---|---|---|"
+        for mode in steady swapping; do
+            sel() { awk -v m="$mode" -v c="$1" '$1 == "swap" && $3 == m { print $c }' "$results"; }
+            echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) |"
+        done
+    fi
+    if grep -q '^forward ' "$results"; then
+        echo
+        echo "## Forwarding to one local upstream (NSD), cached, 1,000 names"
+        echo
+        echo "| server | QPS | q/CPU-s | avg ms | lost |"
+        echo "|---|---|---|---|---|"
+        for s in fleetdns dnsmasq; do
+            sel() { awk -v s="$s" -v c="$1" '$1 == "forward" && $3 == s { print $c }' "$results"; }
+            echo "| $s | $(sel 5 | median) | $(sel 6 | median) k | $(sel 7 | median) | $(sel 9 | sort -g | tail -1) |"
+        done
+    fi
+    echo
+    echo "Raw lines:"
+    echo
+    sed 's/^/    /' "$results"
+}
+if [ -n "$out" ]; then
+    report >"$out"
+    echo "wrote $out" >&2
+else
+    report
+fi
