@@ -1,14 +1,17 @@
 // Run with: cargo bench --bench snapshot
 //
 // The pure core at fleet scale: naming hostile tag values, building a
-// snapshot of 100,000 instances, and looking a name up in it. Results are
-// kept in benches/results/ with date, machine and command.
+// snapshot of 100,000 instances, looking a name up in it (the general
+// path's lookup and the UDP fast path's whole answer), and rendering and
+// merging a hosts block of 100,000 lines. Results are kept in
+// benches/results/ with date, machine and command.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use fleetdns::hosts::{merge, render_block, render_lines};
 use fleetdns::inventory::Instance;
 use fleetdns::naming::{sanitize, Naming};
 use fleetdns::snapshot::{Lookup, Snapshot};
@@ -68,6 +71,34 @@ fn bench(c: &mut Criterion) {
     c.bench_function("lookup in 100k-instance snapshot", |b| {
         b.iter(|| matches!(snapshot.lookup(black_box(&name)), Lookup::Name(_)))
     });
+
+    // A query as dig sends it (RD, AD, EDNS 1232), mixed case.
+    let mut query = vec![0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["Web-Server-54321", "fleet", "internal"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    let mut reply = Vec::with_capacity(1232);
+    c.bench_function("fast-path answer in 100k-instance snapshot", |b| {
+        b.iter(|| {
+            fleetdns::dns::fast::answer(&snapshot, 30, black_box(&query), &mut reply).is_some()
+        })
+    });
+
+    let mut group = c.benchmark_group("hosts");
+    group.sample_size(10);
+    group.bench_function("render 100k lines", |b| {
+        b.iter(|| render_lines(black_box(&snapshot)))
+    });
+    let lines = render_lines(&snapshot);
+    let mut existing = b"127.0.0.1 localhost\n::1 localhost ip6-localhost\n".to_vec();
+    existing.extend_from_slice(render_block(&lines[..lines.len() - 1], "\n").as_bytes());
+    existing.extend_from_slice(b"# after the block\n");
+    group.bench_function("merge 100k lines into a file", |b| {
+        b.iter(|| merge(black_box(&existing), black_box(&lines)).map(|m| m.bytes.len()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

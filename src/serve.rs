@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Settings, SourceSpec};
+use crate::dns::fast::FastPath;
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
@@ -177,7 +178,11 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
 
     let refresher_task = tokio::spawn(refresher.run(refresh_now, stop_rx.clone()));
     info!(zone = %settings.zone.zone, source = %source.describe(), state_dir = %settings.state_dir.display(), "serving");
-    serve(bound, handler, settings.tcp.clone(), stop_rx).await;
+    let fast = FastPath {
+        store: store.clone(),
+        ttl: settings.zone.ttl,
+    };
+    serve(bound, handler, Some(fast), settings.tcp.clone(), stop_rx).await;
     let _ = refresher_task.await;
     info!("stopped");
     Ok(())

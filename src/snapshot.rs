@@ -55,6 +55,26 @@ pub struct Entry {
     pub owners: Vec<Owner>,
 }
 
+/// A name's addresses as the fast path writes them: network byte order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireEntry {
+    /// IPv4 addresses, sorted (as in [`Entry`]).
+    pub ipv4: Box<[[u8; 4]]>,
+    /// IPv6 addresses, sorted.
+    pub ipv6: Box<[[u8; 16]]>,
+}
+
+/// `name` lowercased in wire format: length-prefixed labels and a zero.
+pub fn wire_key(name: &Name) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        key.push(label.len() as u8);
+        key.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    key.push(0);
+    key.into_boxed_slice()
+}
+
 /// What a name in the zone is.
 #[derive(Debug)]
 pub enum Lookup<'a> {
@@ -82,6 +102,9 @@ pub struct Snapshot {
     entries: HashMap<LowerName, Entry>,
     /// Names that exist only as ancestors of other names.
     empty_non_terminals: HashSet<LowerName>,
+    /// The addresses of each name with data, keyed by the lowercase
+    /// wire-format name, for the UDP fast path (`dns::fast`).
+    wire: HashMap<Box<[u8]>, WireEntry>,
     /// Address -> primary names of the instances that have it, sorted.
     reverse: HashMap<IpAddr, Vec<Name>>,
     /// How many instances are served.
@@ -185,6 +208,17 @@ impl Snapshot {
             );
         }
 
+        let wire = entries
+            .values()
+            .map(|e| {
+                let entry = WireEntry {
+                    ipv4: e.ipv4.iter().map(|a| a.octets()).collect(),
+                    ipv6: e.ipv6.iter().map(|a| a.octets()).collect(),
+                };
+                (wire_key(&e.name), entry)
+            })
+            .collect();
+
         let mut empty_non_terminals = HashSet::new();
         let zone_lower = LowerName::new(&zone);
         for key in entries.keys() {
@@ -208,6 +242,7 @@ impl Snapshot {
             built_at: SystemTime::now(),
             entries,
             empty_non_terminals,
+            wire,
             reverse,
             instances: served,
             report,
@@ -248,6 +283,11 @@ impl Snapshot {
         } else {
             Lookup::NotFound
         }
+    }
+
+    /// The addresses of the name whose lowercase wire form is `key`.
+    pub fn wire_entry(&self, key: &[u8]) -> Option<&WireEntry> {
+        self.wire.get(key)
     }
 
     /// Whether `name` is the zone or below it.

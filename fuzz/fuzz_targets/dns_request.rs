@@ -1,12 +1,14 @@
 //! Any bytes as a DNS request, over UDP or TCP, to the handler serving the
 //! demo fleet: no panic; no reply to what is not a query; any reply parses
-//! and fits the transport's limit.
+//! and fits the transport's limit; and wherever the UDP fast path answers,
+//! its bytes are the general path's.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use fleetdns::config::{read_config, Overrides};
+use fleetdns::dns::fast::answer;
 use fleetdns::dns::server::process;
 use fleetdns::dns::ZoneHandler;
 use fleetdns::inventory::file::parse_describe_instances;
@@ -18,6 +20,8 @@ use libfuzzer_sys::fuzz_target;
 struct World {
     runtime: tokio::runtime::Runtime,
     handler: ZoneHandler,
+    snapshot: Arc<Snapshot>,
+    ttl: u32,
 }
 
 fn world() -> &'static World {
@@ -29,9 +33,13 @@ fn world() -> &'static World {
             .validate(&Overrides::default())
             .unwrap();
         let instances = parse_describe_instances(fleet).unwrap();
-        let snapshot = Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
+        let snapshot = Arc::new(Snapshot::build(
+            &instances,
+            &settings.naming,
+            &settings.zone.zone,
+        ));
         let store = new_store();
-        store.store(Some(Arc::new(snapshot)));
+        store.store(Some(snapshot.clone()));
         World {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -39,6 +47,8 @@ fn world() -> &'static World {
                 .unwrap(),
             // No forwarder: fuzzing must not send packets anywhere.
             handler: ZoneHandler::new(store, settings.zone.clone(), None),
+            snapshot,
+            ttl: settings.zone.ttl,
         }
     })
 }
@@ -57,6 +67,12 @@ fuzz_target!(|data: &[u8]| {
     let reply = world
         .runtime
         .block_on(process(&world.handler, packet.to_vec(), src, protocol));
+    if protocol == Protocol::Udp {
+        let mut fast = Vec::new();
+        if answer(&world.snapshot, world.ttl, packet, &mut fast).is_some() {
+            assert_eq!(Some(&fast), reply.as_ref(), "fast path differs");
+        }
+    }
     let Some(reply) = reply else {
         return;
     };

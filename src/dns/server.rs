@@ -24,13 +24,16 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::config::TcpSettings;
-use crate::dns::wire::{udp_limit, WireResponder};
+use crate::dns::fast::FastPath;
+use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::metrics::metrics;
 
 /// One listen address, bound for UDP and TCP.
 pub struct Bound {
-    /// The UDP socket.
-    pub udp: UdpSocket,
+    /// The UDP sockets: one per CPU this process may run on, sharing the
+    /// address with SO_REUSEPORT, so that the kernel spreads queries over
+    /// as many receive loops.
+    pub udp: Vec<UdpSocket>,
     /// The TCP listener on the same address and port.
     pub tcp: TcpListener,
 }
@@ -45,20 +48,64 @@ pub async fn bind_all(addresses: &[SocketAddr]) -> anyhow::Result<Vec<Bound>> {
         bound.push(bind_one(address).await?);
     }
     for b in &bound {
-        info!("listening for UDP on {}", b.udp.local_addr()?);
+        if let Some(first) = b.udp.first() {
+            info!("listening for UDP on {}", first.local_addr()?);
+        }
         info!("listening for TCP on {}", b.tcp.local_addr()?);
     }
     Ok(bound)
+}
+
+/// How many UDP sockets (and receive loops) per address: the CPUs this
+/// process may use (`taskset` and cgroup limits included).
+fn udp_socket_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
+/// Receive buffer asked for each UDP socket. The kernel's default (about
+/// 200 KiB) overflows in bursts at a few hundred thousand queries per
+/// second; the kernel caps the request at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// One non-blocking UDP socket on `address`, sharing it when `shared`.
+fn udp_socket(address: SocketAddr, shared: bool) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(SocketProtocol::UDP),
+    )?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer only means drops under bursts.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+/// `count` UDP sockets on `address` (the first picks the port if it is 0).
+fn udp_sockets(address: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let first = udp_socket(address, count > 1)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![UdpSocket::from_std(first)?];
+    for _ in 1..count {
+        sockets.push(UdpSocket::from_std(udp_socket(bound, true)?)?);
+    }
+    Ok(sockets)
 }
 
 async fn bind_one(address: SocketAddr) -> anyhow::Result<Bound> {
     let attempts = if address.port() == 0 { 20 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(address)
-            .await
+        let udp = udp_sockets(address, udp_socket_count())
             .map_err(|e| anyhow::anyhow!("cannot listen for UDP on {address}: {e}"))?;
-        let tcp_address = udp.local_addr()?;
+        let tcp_address = udp[0].local_addr()?;
         match TcpListener::bind(tcp_address).await {
             Ok(tcp) => return Ok(Bound { udp, tcp }),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 1 => {
@@ -71,16 +118,25 @@ async fn bind_one(address: SocketAddr) -> anyhow::Result<Bound> {
     anyhow::bail!("cannot listen for TCP on {address}: {e}")
 }
 
-/// Serves every bound socket until `shutdown` turns true.
+/// Serves every bound socket until `shutdown` turns true; UDP queries the
+/// `fast` path can answer skip the handler.
 pub async fn serve<H: RequestHandler>(
     bound: Vec<Bound>,
     handler: Arc<H>,
+    fast: Option<FastPath>,
     tcp: TcpSettings,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
     for b in bound {
-        tasks.spawn(serve_udp(b.udp, handler.clone(), shutdown.clone()));
+        for udp in b.udp {
+            tasks.spawn(serve_udp(
+                udp,
+                handler.clone(),
+                fast.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(serve_tcp(
             b.tcp,
             handler.clone(),
@@ -99,12 +155,15 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 async fn serve_udp<H: RequestHandler>(
     socket: UdpSocket,
     handler: Arc<H>,
+    fast: Option<FastPath>,
     shutdown: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
     // The largest datagram there is; DNS queries are far smaller, but a
     // short buffer would silently cut an odd one.
     let mut buf = vec![0u8; 65535];
+    // The fast path's replies, reused: no allocation per answer.
+    let mut reply = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
@@ -121,6 +180,17 @@ async fn serve_udp<H: RequestHandler>(
         };
         if src.port() == 0 {
             continue; // cannot be answered
+        }
+        // The common case answered here, in this loop, without a task.
+        if let Some(qtype) = fast
+            .as_ref()
+            .and_then(|f| f.answer(&buf[..len], &mut reply))
+        {
+            metrics().count_query(Protocol::Udp, Some(qtype), ResponseCode::NoError);
+            if let Err(error) = socket.send_to(&reply, src).await {
+                debug!(%error, %src, "UDP send failed");
+            }
+            continue;
         }
         let message = buf[..len].to_vec();
         let handler = handler.clone();

@@ -1,0 +1,316 @@
+//! The fast path: positive A and AAAA answers over UDP, straight from bytes.
+//!
+//! Most of what a fleet asks is "the address of this name". The general
+//! path costs several microseconds and allocations for that: hickory
+//! decodes the request, a task is spawned, the handler builds records, and
+//! the encoder writes them. Here a query is checked field by field, and its
+//! name is lowercased into a stack buffer and looked up in one hash map
+//! keyed by the wire-format name ([`Snapshot::wire_entry`]). The reply goes
+//! into a buffer the caller reuses: the header from the query's, the
+//! question copied byte for byte (so its case is echoed), then the records.
+//!
+//! Anything else returns `None` and takes the general path: another type, a
+//! name without data, EDNS options or version, a reply that would not fit,
+//! or any unusual header bit. The bytes are the general path's bytes
+//! exactly: a test compares the two over a large random query set, and so
+//! does the `dns_request` fuzz target.
+
+use hickory_proto::rr::RecordType;
+
+use crate::dns::wire::MAX_UDP_PAYLOAD;
+use crate::snapshot::{Snapshot, Store};
+
+/// What a UDP loop needs for the fast path.
+#[derive(Clone)]
+pub struct FastPath {
+    /// The served snapshot.
+    pub store: Store,
+    /// TTL of the answers (the zone's `ttl`).
+    pub ttl: u32,
+}
+
+impl FastPath {
+    /// [`answer`] from the current snapshot; `None` also when none is loaded.
+    /// The snapshot is released before this returns, so callers may await.
+    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Option<RecordType> {
+        let snapshot = self.store.load();
+        answer(snapshot.as_deref()?, self.ttl, query, out)
+    }
+}
+
+/// The DNS header's size.
+const HEADER: usize = 12;
+/// Longest name in wire format (RFC 1035 section 2.3.4).
+const MAX_NAME: usize = 255;
+
+/// Writes the reply to `query` into `out` if the fast path can answer it,
+/// and returns the query type (for metrics); `None` means "use the general
+/// path" and leaves `out` in an unspecified state.
+pub fn answer(
+    snapshot: &Snapshot,
+    ttl: u32,
+    query: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<RecordType> {
+    let header = query.get(..HEADER)?;
+    // QR=0, opcode QUERY, AA=0, TC=0 (RD may be either); no rcode bits.
+    if header[2] & 0xfe != 0 || header[3] & 0x0f != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    let (qdcount, ancount, nscount, arcount) = (count(4), count(6), count(8), count(10));
+    if qdcount != 1 || ancount != 0 || nscount != 0 || arcount > 1 {
+        return None;
+    }
+
+    // The question name, lowercased into a fixed buffer.
+    let mut key = [0u8; MAX_NAME];
+    let mut k = 0;
+    let mut pos = HEADER;
+    loop {
+        let len = usize::from(*query.get(pos)?);
+        if len & 0xc0 != 0 || k + 1 + len > MAX_NAME {
+            return None; // a compression pointer in a question, or too long
+        }
+        key[k] = len as u8;
+        k += 1;
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        for &b in query.get(pos..pos + len)? {
+            key[k] = b.to_ascii_lowercase();
+            k += 1;
+        }
+        pos += len;
+    }
+    let name_end = pos;
+    let qtype = u16::from_be_bytes([*query.get(pos)?, *query.get(pos + 1)?]);
+    let qclass = u16::from_be_bytes([*query.get(pos + 2)?, *query.get(pos + 3)?]);
+    pos += 4;
+    let question_end = pos;
+    if qclass != 1 {
+        return None;
+    }
+
+    // EDNS: only a bare OPT (root owner, version 0, no extended rcode, no
+    // options), and nothing after it.
+    let limit = if arcount == 1 {
+        let opt = query.get(pos..pos + 11)?;
+        let rdlen = u16::from_be_bytes([opt[9], opt[10]]);
+        if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 || rdlen != 0 {
+            return None;
+        }
+        pos += 11;
+        usize::from(u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD))
+    } else {
+        512
+    };
+    if pos != query.len() {
+        return None;
+    }
+
+    let entry = snapshot.wire_entry(&key[..k])?;
+    let (rtype, rdata): (RecordType, &[u8]) = match qtype {
+        1 => (RecordType::A, entry.ipv4.as_flattened()),
+        28 => (RecordType::AAAA, entry.ipv6.as_flattened()),
+        _ => return None,
+    };
+    let rdlen: usize = if rtype == RecordType::A { 4 } else { 16 };
+    let answers = rdata.len() / rdlen;
+    if answers == 0 {
+        return None; // NODATA: the general path adds the SOA
+    }
+    let edns = arcount == 1;
+    let owner = &query[HEADER..name_end];
+    let size = question_end
+        + owner.len()
+        + (answers - 1) * 2
+        + answers * (10 + rdlen)
+        + if edns { 11 } else { 0 };
+    if size > limit {
+        return None; // the general path truncates
+    }
+    let answers = u16::try_from(answers).ok()?;
+
+    out.clear();
+    out.reserve(size);
+    out.extend_from_slice(&header[..2]); // id
+                                         // QR, AA, RD as asked; RA=0; AD=0; CD as asked; NOERROR.
+    out.push(0x84 | (header[2] & 0x01));
+    out.push(header[3] & 0x10);
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(&answers.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, u8::from(edns)]);
+    out.extend_from_slice(&query[HEADER..question_end]);
+    let ttl = ttl.to_be_bytes();
+    let rdlen_bytes = (rdlen as u16).to_be_bytes();
+    // Owners as the general path's encoder writes them: it emits the
+    // question as raw bytes, so it cannot point to it; the first record
+    // spells the name out, the others point to that first one.
+    let [hi, lo] = (0xc000 | question_end as u16).to_be_bytes();
+    for (i, address) in rdata.chunks_exact(rdlen).enumerate() {
+        if i == 0 {
+            out.extend_from_slice(owner);
+        } else {
+            out.extend_from_slice(&[hi, lo]);
+        }
+        out.extend_from_slice(&qtype.to_be_bytes());
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&ttl);
+        out.extend_from_slice(&rdlen_bytes);
+        out.extend_from_slice(address);
+    }
+    if edns {
+        // OPT: root, type 41, our payload size, rcode/version/flags 0, no data.
+        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
+        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    }
+    Some(rtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use crate::config::{read_config, Overrides};
+    use crate::dns::server::process;
+    use crate::dns::ZoneHandler;
+    use crate::inventory::file::parse_describe_instances;
+    use crate::inventory::test_instance;
+    use crate::snapshot::new_store;
+    use hickory_server::net::xfer::Protocol;
+
+    /// xorshift64*: a fixed, reproducible random sequence.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn wire_name(name: &str, rng: &mut Rng) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in name.trim_end_matches('.').split('.') {
+            out.push(label.len() as u8);
+            for c in label.bytes() {
+                // mixed case: the reply must echo it, the lookup ignore it
+                out.push(if rng.below(3) == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                });
+            }
+        }
+        out.push(0);
+        out
+    }
+
+    fn query(rng: &mut Rng, names: &[String]) -> Vec<u8> {
+        let mut q = Vec::new();
+        q.extend_from_slice(&(rng.next() as u16).to_be_bytes());
+        // flags: mostly a plain query with RD; sometimes odd bits
+        let (b2, b3) = match rng.below(10) {
+            0 => (rng.next() as u8 & 0x7f, rng.next() as u8),
+            1 => (0x01, 0x20), // dig's default: RD + AD
+            2 => (0x00, 0x10), // CD
+            _ => (0x01, 0x00),
+        };
+        q.extend_from_slice(&[b2, b3]);
+        let edns = rng.below(4); // 0: none, 1: bare, 2: odd, 3: bare, small size
+        q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns != 0)]);
+        let name = match rng.below(10) {
+            0 => format!("nosuch-{}.fleet.internal.", rng.below(100)),
+            1 => "example.com.".to_string(),
+            _ => names[rng.below(names.len() as u64) as usize].clone(),
+        };
+        q.extend_from_slice(&wire_name(&name, rng));
+        let qtype: u16 = match rng.below(10) {
+            0 => 16,
+            1 => 255,
+            2 => 15,
+            3 | 4 => 28,
+            _ => 1,
+        };
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(if rng.below(50) == 0 { &[0, 3] } else { &[0, 1] });
+        match edns {
+            1 => q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]), // 4096, DO
+            2 => match rng.below(3) {
+                0 => q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 1, 0, 0, 0, 0]), // version 1
+                1 => q.extend_from_slice(&[
+                    0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+                ]), // a cookie
+                _ => q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0, 0xff]), // trailing byte
+            },
+            3 => {
+                let size = (rng.below(1400) as u16).to_be_bytes();
+                q.extend_from_slice(&[0, 0, 41, size[0], size[1], 0, 0, 0, 0, 0, 0]);
+            }
+            _ => {}
+        }
+        q
+    }
+
+    #[tokio::test]
+    async fn fast_answers_are_the_general_paths_bytes() {
+        let settings = read_config("", "test")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        let mut instances =
+            parse_describe_instances(include_str!("../../deploy/examples/fleet.json")).unwrap();
+        // a name whose answer does not fit 512 or 1232 bytes
+        for i in 0..100 {
+            instances.push(test_instance(
+                &format!("i-{:017x}", 0xb000 + i),
+                Some("big"),
+                &[
+                    &format!("10.99.{}.{}", i / 200, i % 200 + 1),
+                    &format!("2600::{i:x}"),
+                ],
+            ));
+        }
+        let snapshot =
+            crate::snapshot::Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
+        let names: Vec<String> = snapshot
+            .entries_sorted()
+            .iter()
+            .map(|e| e.name.to_ascii())
+            .collect();
+        let snapshot = Arc::new(snapshot);
+        let store = new_store();
+        store.store(Some(snapshot.clone()));
+        let handler = ZoneHandler::new(store, settings.zone.clone(), None);
+        let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+
+        let mut rng = Rng(0x5eed_f1ee_7d25);
+        let (mut fast, mut total) = (0, 0);
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let q = query(&mut rng, &names);
+            let general = process(&handler, q.clone(), src, Protocol::Udp).await;
+            total += 1;
+            if answer(&snapshot, settings.zone.ttl, &q, &mut out).is_some() {
+                fast += 1;
+                assert_eq!(Some(&out), general.as_ref(), "query {q:02x?}");
+            }
+        }
+        // the common case does take the fast path
+        // (about a third of this deliberately odd mix)
+        assert!(fast * 100 / total >= 25, "only {fast} of {total} were fast");
+        // and the big name falls back in both sizes
+        let mut q = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&wire_name("big.fleet.internal.", &mut Rng(1)));
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        assert!(answer(&snapshot, 30, &q, &mut out).is_none());
+    }
+}
