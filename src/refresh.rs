@@ -284,8 +284,9 @@ impl Refresher {
 
     fn swap(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
-        self.store.store(Some(snapshot.clone()));
-        self.changes.send_replace(Some(snapshot));
+        let old = self.store.swap(Some(snapshot.clone()));
+        let old_sent = self.changes.send_replace(Some(snapshot));
+        drop_elsewhere((old, old_sent));
     }
 
     /// Fetches once and swaps in a new snapshot if the content changed.
@@ -304,13 +305,14 @@ impl Refresher {
                     self.status.update(|s| {
                         s.units.insert(unit.unit.clone(), Some(now));
                     });
-                    self.last_good.insert(
+                    let old = self.last_good.insert(
                         unit.unit,
                         UnitData {
                             fetched_at: now,
                             instances: Arc::new(instances),
                         },
                     );
+                    drop_elsewhere(old);
                 }
                 Err(error) => {
                     let kept = self
@@ -343,12 +345,37 @@ impl Refresher {
                 throttled: failed.iter().any(|f| f.throttled),
             });
         }
-        let snapshot = self.build();
+        // Building and comparing a large zone takes CPU for a while (about
+        // a second at 100,000 instances in a debug build): on a blocking
+        // thread, so the runtime's workers keep answering queries meanwhile.
+        let units: Vec<Arc<Vec<Instance>>> = self
+            .last_good
+            .values()
+            .map(|u| u.instances.clone())
+            .collect();
+        let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
-        let (outcome, snapshot) = match current.as_deref() {
-            Some(current) if !snapshot.differs_from(current) => (Outcome::Unchanged, None),
-            Some(current) => (Outcome::Changed, Some(snapshot.with_serial_after(current))),
-            None => (Outcome::Changed, Some(snapshot)),
+        let built = tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot::build(units.iter().flat_map(|u| u.iter()), &naming, &zone);
+            match current.as_deref() {
+                Some(current) if !snapshot.differs_from(current) => None,
+                Some(current) => Some(snapshot.with_serial_after(current)),
+                None => Some(snapshot),
+            }
+        })
+        .await;
+        let snapshot = match built {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // A bug, not bad data: keep serving what we have.
+                tracing::error!(%error, "building the zone failed; serving the previous one");
+                None
+            }
+        };
+        let outcome = if snapshot.is_some() {
+            Outcome::Changed
+        } else {
+            Outcome::Unchanged
         };
         if let Some(snapshot) = snapshot {
             // Logged once per change, not on every unchanged refresh.
@@ -467,6 +494,19 @@ impl Refresher {
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
+    }
+}
+
+/// Drops `value` on a blocking thread when inside a runtime. Freeing the
+/// previous snapshot or instance list of a large fleet (a few hundred
+/// thousand allocations) would otherwise hold a runtime worker, and the
+/// queries it serves, for tens of milliseconds.
+fn drop_elsewhere<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }
 
