@@ -17,6 +17,10 @@ use fleetdns::naming::{sanitize, Naming};
 use fleetdns::snapshot::{Lookup, Snapshot};
 use hickory_proto::rr::{LowerName, Name};
 
+// The binary's allocator, so the figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn instances(n: u32) -> Vec<Instance> {
     (0..n)
         .map(|i| Instance {

@@ -221,7 +221,13 @@ impl Snapshot {
 
         let mut empty_non_terminals = HashSet::new();
         let zone_lower = LowerName::new(&zone);
+        let zone_labels = zone.num_labels();
         for key in entries.keys() {
+            // A name one label below the apex has no parent to record;
+            // most names are, and base_name() allocates.
+            if key.num_labels() <= zone_labels + 1 {
+                continue;
+            }
             let mut parent = key.base_name();
             while parent != zone_lower && zone_lower.zone_of(&parent) {
                 if !entries.contains_key(&parent) {
@@ -298,6 +304,11 @@ impl Snapshot {
     /// The primary names of the instances that have `address`, sorted.
     pub fn names_of(&self, address: &IpAddr) -> Option<&[Name]> {
         self.reverse.get(address).map(Vec::as_slice)
+    }
+
+    /// Every name with data, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// Every name with data, sorted by name.
