@@ -297,6 +297,10 @@ impl Refresher {
         let started = Instant::now();
         let mut failed = Vec::new();
         let mut succeeded = 0usize;
+        // Whether any unit's instances differ from its last good ones: if
+        // none do, the zone cannot have changed and is not rebuilt (the
+        // build is the expensive part of a refresh of a large fleet).
+        let mut inventory_changed = false;
         for unit in self.source.fetch().await {
             match unit.result {
                 Ok(instances) => {
@@ -305,6 +309,11 @@ impl Refresher {
                     self.status.update(|s| {
                         s.units.insert(unit.unit.clone(), Some(now));
                     });
+                    let same = self
+                        .last_good
+                        .get(&unit.unit)
+                        .is_some_and(|old| *old.instances == instances);
+                    inventory_changed |= !same;
                     let old = self.last_good.insert(
                         unit.unit,
                         UnitData {
@@ -346,8 +355,8 @@ impl Refresher {
             });
         }
         // Building and comparing a large zone takes CPU for a while (about
-        // a second at 100,000 instances in a debug build): on a blocking
-        // thread, so the runtime's workers keep answering queries meanwhile.
+        // half a second at 100,000 instances): on a blocking thread, so the
+        // runtime's workers keep answering queries meanwhile.
         let units: Vec<Arc<Vec<Instance>>> = self
             .last_good
             .values()
@@ -355,7 +364,11 @@ impl Refresher {
             .collect();
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
+        let unchanged = !inventory_changed && current.is_some();
         let built = tokio::task::spawn_blocking(move || {
+            if unchanged {
+                return None;
+            }
             let snapshot = Snapshot::build(units.iter().flat_map(|u| u.iter()), &naming, &zone);
             match current.as_deref() {
                 Some(current) if !snapshot.differs_from(current) => None,

@@ -21,7 +21,7 @@
 # - Extra runs: time for a changed name to be visible after a reload
 #   (SIGHUP for every server); fleetdns swapping a 100,000-name snapshot
 #   every second under a fixed 20,000 q/s load, against the same load
-#   without swaps; startup from persisted state; forwarding to one local
+#   without swaps (with p99 latency, from dnsperf -v per-query lines); startup from persisted state; forwarding to one local
 #   upstream (NSD), cached, fleetdns against dnsmasq.
 #
 # Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
@@ -253,18 +253,24 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# run dnsperf; prints: qps completed lost avg_ms max_ms
+# run dnsperf; prints: qps completed lost avg_ms max_ms p99_ms. p99 needs
+# per-query latencies, so it is "-" unless the extra args include -v.
 perf() { # port queries extra-args...
     local p="$1" q="$2"
     shift 2
-    local o
-    o="$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$p" -d "$q" -c 8 -q 100 "$@" 2>&1)"
-    awk '
+    local o="$work/perf.out"
+    taskset -c 1 dnsperf -s 127.0.0.1 -p "$p" -d "$q" -c 8 -q 100 "$@" >"$o" 2>&1
+    local p99="-"
+    if grep -q '^> ' "$o"; then
+        p99="$(awk '/^> / { print $NF * 1000 }' "$o" | sort -g |
+            awk '{ a[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", a[i] }')"
+    fi
+    awk -v p99="$p99" '
         /Queries completed:/ { done = $3 }
         /Queries lost:/ { lost = $3 }
         /Queries per second:/ { qps = $4 }
         /Average Latency/ { avg = $4 * 1000; gsub(/[(),]/, "", $8); max = $8 * 1000 }
-        END { printf "%.0f %d %d %.2f %.1f\n", qps, done, lost, avg, max }' <<<"$o"
+        END { printf "%.0f %d %d %.2f %.1f %s\n", qps, done, lost, avg, max, p99 }' "$o"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
@@ -288,7 +294,7 @@ for n in "${sizes[@]}"; do
             start "$s" "$n" "$dir" "$port"
             ms="$(wait_answer "$port" "$t0" "$last" "$last_ip" 120)" || { echo "$s did not start; log:" >&2; cat "$work/run-$s-$port/log" >&2; exit 1; }
             c0="$(cpu_ticks "$pid")"
-            read -r qps done lost avg max <<<"$(perf "$port" "$dir/queries" -l "$duration")"
+            read -r qps done lost avg max _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
             c1="$(cpu_ticks "$pid")"
             rss="$(peak_rss_mb "$pid")"
             kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
@@ -364,10 +370,10 @@ if [[ " ${servers[*]} " == *" fleetdns "* ]]; then
                 ) &
                 swapper=$!
             fi
-            read -r qps done lost avg max <<<"$(perf "$port" "$dir/queries" -l 12 -Q 20000)"
+            read -r qps done lost avg max p99 <<<"$(perf "$port" "$dir/queries" -l 12 -Q 20000 -v)"
             [ -n "$swapper" ] && { kill "$swapper" 2>/dev/null || true; wait "$swapper" 2>/dev/null || true; }
-            echo "swap $n $mode $round $qps $lost $avg $max" >>"$results"
-            echo "swap n=$n $mode: $qps q/s, lost $lost, avg $avg ms, max $max ms" >&2
+            echo "swap $n $mode $round $qps $lost $avg $max $p99" >>"$results"
+            echo "swap n=$n $mode: $qps q/s, lost $lost, avg $avg ms, p99 $p99 ms, max $max ms" >&2
             stop "$pid"
             gen "$n" "$swapdir"
         done
@@ -418,7 +424,7 @@ EOF
             # warm the cache, then measure
             perf "$port" "$up/queries" -l 2 >/dev/null
             c0="$(cpu_ticks "$pid")"
-            read -r qps done lost avg max <<<"$(perf "$port" "$up/queries" -l "$duration")"
+            read -r qps done lost avg max _ <<<"$(perf "$port" "$up/queries" -l "$duration")"
             c1="$(cpu_ticks "$pid")"
             kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
             echo "forward 1000 $s $round $qps $kq $avg $max $lost" >>"$results"
@@ -472,11 +478,11 @@ report() {
         echo
         echo "## fleetdns under a fixed 20,000 q/s for 12 s, $n names, with and without a snapshot swap every second"
         echo
-        echo "| mode | QPS | lost | avg ms | max ms |"
-        echo "|---|---|---|---|---|"
+        echo "| mode | QPS | lost | avg ms | p99 ms | max ms |"
+        echo "|---|---|---|---|---|---|"
         for mode in steady swapping; do
             sel() { awk -v m="$mode" -v c="$1" '$1 == "swap" && $3 == m { print $c }' "$results"; }
-            echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) |"
+            echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 9 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) |"
         done
     fi
     if grep -q '^forward ' "$results"; then
