@@ -124,7 +124,7 @@ fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
                     .map(ToString::to_string)
                     .chain(e.ipv6.iter().map(ToString::to_string))
                     .collect(),
-                instances: e.owners.iter().map(|o| o.instance_id.clone()).collect(),
+                instances: e.owners.iter().map(|o| o.instance_id.to_string()).collect(),
                 rules,
             }
         })

@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use hickory_proto::rr::{LowerName, Name};
-use serde::Serialize;
 
 use crate::inventory::Instance;
 use crate::naming::{is_instance_id, Naming, NamingReport, Rule};
@@ -30,16 +29,33 @@ pub fn new_store() -> Store {
 }
 
 /// One instance behind a name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// The instance id.
-    pub instance_id: String,
+    /// The instance id (shared by the instance's names).
+    pub instance_id: Arc<str>,
     /// The rule that gave this name to the instance.
     pub rule: Rule,
-    /// Its availability zone, when known.
-    pub availability_zone: Option<String>,
-    /// Its instance type, when known.
-    pub instance_type: Option<String>,
+    /// Its availability zone, when known (one shared string per zone).
+    pub availability_zone: Option<Arc<str>>,
+    /// Its instance type, when known (one shared string per type).
+    pub instance_type: Option<Arc<str>>,
+}
+
+/// Hands out one shared copy of each distinct string: a fleet has a few
+/// zones and instance types, but every instance names one of each.
+#[derive(Default)]
+struct Interner(HashMap<String, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, value: Option<&String>) -> Option<Arc<str>> {
+        let value = value?;
+        if let Some(shared) = self.0.get(value) {
+            return Some(shared.clone());
+        }
+        let shared: Arc<str> = Arc::from(value.as_str());
+        self.0.insert(value.clone(), shared.clone());
+        Some(shared)
+    }
 }
 
 /// Everything a name answers with.
@@ -130,6 +146,7 @@ impl Snapshot {
         let mut names: BTreeMap<String, (Vec<IpAddr>, Vec<Owner>)> = BTreeMap::new();
         let mut reverse: HashMap<IpAddr, Vec<Name>> = HashMap::new();
         let mut served = 0usize;
+        let mut interner = Interner::default();
 
         for instance in instances {
             if !instance.is_running() {
@@ -148,11 +165,14 @@ impl Snapshot {
                 .map(|a| IpAddr::V4(*a))
                 .chain(instance.ipv6.iter().map(|a| IpAddr::V6(*a)))
                 .collect();
+            let shared_id: Arc<str> = Arc::from(id.as_str());
+            let availability_zone = interner.get(instance.availability_zone.as_ref());
+            let instance_type = interner.get(instance.instance_type.as_ref());
             let owner = |rule: Rule| Owner {
-                instance_id: id.clone(),
+                instance_id: shared_id.clone(),
                 rule,
-                availability_zone: instance.availability_zone.clone(),
-                instance_type: instance.instance_type.clone(),
+                availability_zone: availability_zone.clone(),
+                instance_type: instance_type.clone(),
             };
 
             let choice = naming.choose(instance, &mut report);
@@ -430,7 +450,7 @@ mod tests {
         };
         let ips: Vec<String> = e.ipv4.iter().map(|a| a.to_string()).collect();
         assert_eq!(ips, ["10.0.0.2", "10.0.0.9"]);
-        let ids: Vec<&str> = e.owners.iter().map(|o| o.instance_id.as_str()).collect();
+        let ids: Vec<&str> = e.owners.iter().map(|o| &*o.instance_id).collect();
         assert_eq!(ids, ["i-0aa", "i-0bb"]);
         // the shared address points back at the one name, once
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
