@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::inventory::Instance;
 use crate::naming::{is_instance_id, Naming, NamingReport, Rule};
@@ -71,15 +72,6 @@ pub struct Entry {
     pub owners: Vec<Owner>,
 }
 
-/// A name's addresses as the fast path writes them: network byte order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireEntry {
-    /// IPv4 addresses, sorted (as in [`Entry`]).
-    pub ipv4: Box<[[u8; 4]]>,
-    /// IPv6 addresses, sorted.
-    pub ipv6: Box<[[u8; 16]]>,
-}
-
 /// `name` lowercased in wire format: length-prefixed labels and a zero.
 pub fn wire_key(name: &Name) -> Box<[u8]> {
     let mut key = Vec::with_capacity(name.len() + 2);
@@ -115,12 +107,12 @@ pub struct Snapshot {
     /// When this snapshot was built.
     built_at: SystemTime,
     /// Names with data.
-    entries: HashMap<LowerName, Entry>,
+    /// Keyed by the lowercase wire-format name ([`wire_key`]): the UDP
+    /// fast path looks names up straight from a packet's bytes, and one
+    /// compact key per name keeps a large zone small.
+    entries: HashMap<Box<[u8]>, Entry>,
     /// Names that exist only as ancestors of other names.
-    empty_non_terminals: HashSet<LowerName>,
-    /// The addresses of each name with data, keyed by the lowercase
-    /// wire-format name, for the UDP fast path (`dns::fast`).
-    wire: HashMap<Box<[u8]>, WireEntry>,
+    empty_non_terminals: HashSet<Box<[u8]>>,
     /// Address -> primary names of the instances that have it, sorted.
     reverse: HashMap<IpAddr, Vec<Name>>,
     /// How many instances are served.
@@ -218,7 +210,7 @@ impl Snapshot {
             owners.sort_by(|a, b| a.instance_id.cmp(&b.instance_id).then(a.rule.cmp(&b.rule)));
             owners.dedup();
             entries.insert(
-                LowerName::new(&name),
+                wire_key(&name),
                 Entry {
                     name,
                     ipv4,
@@ -228,32 +220,23 @@ impl Snapshot {
             );
         }
 
-        let wire = entries
-            .values()
-            .map(|e| {
-                let entry = WireEntry {
-                    ipv4: e.ipv4.iter().map(|a| a.octets()).collect(),
-                    ipv6: e.ipv6.iter().map(|a| a.octets()).collect(),
-                };
-                (wire_key(&e.name), entry)
-            })
-            .collect();
-
-        let mut empty_non_terminals = HashSet::new();
+        // Every ancestor of a name, up to the apex, exists: those without
+        // data of their own are empty non-terminals. In wire form an
+        // ancestor is a suffix: skip the first label.
+        let mut empty_non_terminals: HashSet<Box<[u8]>> = HashSet::new();
         let zone_lower = LowerName::new(&zone);
-        let zone_labels = zone.num_labels();
+        let apex_len = wire_key(&zone).len();
         for key in entries.keys() {
-            // A name one label below the apex has no parent to record;
-            // most names are, and base_name() allocates.
-            if key.num_labels() <= zone_labels + 1 {
-                continue;
-            }
-            let mut parent = key.base_name();
-            while parent != zone_lower && zone_lower.zone_of(&parent) {
-                if !entries.contains_key(&parent) {
-                    empty_non_terminals.insert(parent.clone());
+            let mut parent: &[u8] = key;
+            loop {
+                let skip = 1 + usize::from(parent[0]);
+                parent = &parent[skip..];
+                if parent.len() <= apex_len {
+                    break;
                 }
-                parent = parent.base_name();
+                if !entries.contains_key(parent) && !empty_non_terminals.contains(parent) {
+                    empty_non_terminals.insert(parent.into());
+                }
             }
         }
 
@@ -268,7 +251,6 @@ impl Snapshot {
             built_at: SystemTime::now(),
             entries,
             empty_non_terminals,
-            wire,
             reverse,
             instances: served,
             report,
@@ -301,19 +283,25 @@ impl Snapshot {
     /// [`Snapshot::in_zone`] holds.
     pub fn lookup(&self, name: &LowerName) -> Lookup<'_> {
         if *name == self.zone {
-            Lookup::Apex
-        } else if let Some(entry) = self.entries.get(name) {
+            return Lookup::Apex;
+        }
+        // A LowerName encodes as its lowercase wire form (no compression
+        // in a fresh encoder): the entries' key.
+        let Ok(key) = name.to_bytes() else {
+            return Lookup::NotFound;
+        };
+        if let Some(entry) = self.entries.get(key.as_slice()) {
             Lookup::Name(entry)
-        } else if self.empty_non_terminals.contains(name) {
+        } else if self.empty_non_terminals.contains(key.as_slice()) {
             Lookup::EmptyNonTerminal
         } else {
             Lookup::NotFound
         }
     }
 
-    /// The addresses of the name whose lowercase wire form is `key`.
-    pub fn wire_entry(&self, key: &[u8]) -> Option<&WireEntry> {
-        self.wire.get(key)
+    /// The name whose lowercase wire form is `key` (the fast path's lookup).
+    pub fn wire_entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
     }
 
     /// Whether `name` is the zone or below it.

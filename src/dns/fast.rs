@@ -111,13 +111,11 @@ pub fn answer(
     }
 
     let entry = snapshot.wire_entry(&key[..k])?;
-    let (rtype, rdata): (RecordType, &[u8]) = match qtype {
-        1 => (RecordType::A, entry.ipv4.as_flattened()),
-        28 => (RecordType::AAAA, entry.ipv6.as_flattened()),
+    let (rtype, rdlen, answers) = match qtype {
+        1 => (RecordType::A, 4usize, entry.ipv4.len()),
+        28 => (RecordType::AAAA, 16usize, entry.ipv6.len()),
         _ => return None,
     };
-    let rdlen: usize = if rtype == RecordType::A { 4 } else { 16 };
-    let answers = rdata.len() / rdlen;
     if answers == 0 {
         return None; // NODATA: the general path adds the SOA
     }
@@ -149,7 +147,7 @@ pub fn answer(
     // question as raw bytes, so it cannot point to it; the first record
     // spells the name out, the others point to that first one.
     let [hi, lo] = (0xc000 | question_end as u16).to_be_bytes();
-    for (i, address) in rdata.chunks_exact(rdlen).enumerate() {
+    for i in 0..usize::from(answers) {
         if i == 0 {
             out.extend_from_slice(owner);
         } else {
@@ -159,7 +157,10 @@ pub fn answer(
         out.extend_from_slice(&[0, 1]);
         out.extend_from_slice(&ttl);
         out.extend_from_slice(&rdlen_bytes);
-        out.extend_from_slice(address);
+        match rtype {
+            RecordType::A => out.extend_from_slice(&entry.ipv4[i].octets()),
+            _ => out.extend_from_slice(&entry.ipv6[i].octets()),
+        }
     }
     if edns {
         // OPT: root, type 41, our payload size, rcode/version/flags 0, no data.
