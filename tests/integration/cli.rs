@@ -5,10 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn list_json_shows_names_addresses_rules_rewrites_and_skips() {
     let src = file_source(&example_fleet());

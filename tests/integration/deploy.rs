@@ -22,11 +22,6 @@ fn deploy(path: &str) -> PathBuf {
         .join(path)
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
-}
-
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool} >/dev/null")])
@@ -39,11 +34,7 @@ fn skip(test: &str, why: &str) {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", stdout(out), stderr(out))
 }
 
 /// The units with `/usr/bin/fleetdns` pointing at the binary under test.

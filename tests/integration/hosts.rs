@@ -23,27 +23,19 @@ fn hosts(args: &[&str]) -> Output {
     run(&full)
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Exports `inventory` into `target`; asserts success and returns stdout.
 fn export_ok(inventory: &Path, target: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "--source".to_string(),
-        file_source(inventory),
-        "--output".to_string(),
-        target.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = hosts(&args);
+    let out = export(inventory, target, extra);
     assert!(out.status.success(), "{}", stderr(&out));
     stdout(&out)
+}
+
+/// `fleetdns hosts --source file:INVENTORY --output TARGET EXTRA...`.
+fn export(inventory: &Path, target: &Path, extra: &[&str]) -> Output {
+    let source = file_source(inventory);
+    let mut args = vec!["--source", &source, "--output", target.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    hosts(&args)
 }
 
 /// The lines between the markers.
@@ -85,7 +77,7 @@ fn hosts_lines_outside_block_survive_and_the_summary_counts_changes() {
     let original = "# static entries\r\n127.0.0.1\tlocalhost\r\n\r\n::1 ip6-localhost # v6";
     fs::write(&target, original).unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o604)).unwrap();
-    let as_root = unsafe_is_root();
+    let as_root = is_root();
     if as_root {
         std::os::unix::fs::chown(&target, Some(4321), Some(4322)).unwrap();
     }
@@ -129,12 +121,7 @@ fn hosts_lines_outside_block_survive_and_the_summary_counts_changes() {
     let mut moved = Fake::running(2, Some("db"));
     moved.ipv4 = vec!["10.9.9.9".into()];
     write_inventory(&inventory, &[Fake::running(1, Some("web-2")), moved]);
-    let out = hosts(&[
-        "--source",
-        &file_source(&inventory),
-        "--output",
-        target.to_str().unwrap(),
-    ]);
+    let out = export(&inventory, &target, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("1 added, 2 changed, 1 removed"),
@@ -163,15 +150,10 @@ fn hosts_lines_outside_block_survive_and_the_summary_counts_changes() {
     assert_eq!(fs::read_to_string(&backup).unwrap(), edited);
 }
 
-/// Whether this process is root (the owner checks need it).
-fn unsafe_is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
-}
-
 /// Whether `unshare -m` works here (root, and mount namespaces allowed);
 /// prints why not otherwise.
 fn can_unshare(test: &str) -> bool {
-    let ok = unsafe_is_root()
+    let ok = is_root()
         && Command::new("unshare")
             .args(["-m", "true"])
             .status()
@@ -311,12 +293,7 @@ fn an_empty_fleet_does_not_wipe_the_block_unless_allowed() {
     let before = fs::read(&target).unwrap();
 
     write_inventory(&inventory, &[]);
-    let out = hosts(&[
-        "--source",
-        &file_source(&inventory),
-        "--output",
-        target.to_str().unwrap(),
-    ]);
+    let out = export(&inventory, &target, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -344,12 +321,7 @@ fn broken_markers_are_refused_and_nothing_changes() {
     ] {
         let target = dir.path().join("hosts");
         fs::write(&target, &content).unwrap();
-        let out = hosts(&[
-            "--source",
-            &file_source(&inventory),
-            "--output",
-            target.to_str().unwrap(),
-        ]);
+        let out = export(&inventory, &target, &[]);
         assert_eq!(out.status.code(), Some(1), "{content}");
         let err = stderr(&out);
         assert!(err.contains("nothing was changed"), "{err}");

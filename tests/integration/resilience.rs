@@ -194,15 +194,7 @@ fn restart_with_the_api_down_serves_the_persisted_names_within_a_second() {
     // figure on a loaded machine.
     loop {
         let (_, reply) = udp_query(d.udp, &query("web-1.fleet.internal.", RecordType::A, None));
-        let got: Vec<String> = reply
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.to_string()),
-                _ => None,
-            })
-            .collect();
-        if got == web1 {
+        if a_records(&reply) == web1 {
             break;
         }
         assert!(
@@ -389,14 +381,7 @@ fn swapping_a_10k_name_zone_under_load_never_fails_or_answers_wrong() {
                     continue;
                 }
             };
-            let got: Vec<String> = reply
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.to_string()),
-                    _ => None,
-                })
-                .collect();
+            let got = a_records(&reply);
             if reply.metadata.id != q.metadata.id
                 || reply.metadata.response_code != ResponseCode::NoError
                 || got.len() != 1
