@@ -8,27 +8,43 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically, with permission bits `mode` unless
 /// `path` exists (then its mode is kept).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_of(path);
     let mode = match fs::metadata(path) {
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => mode,
     };
-    let (temp_path, mut temp) = create_temp(&dir, path, mode)?;
-    let written = temp
-        .write_all(bytes)
-        .and_then(|()| temp.sync_all())
-        .and_then(|()| fs::rename(&temp_path, path));
-    if let Err(error) = written {
+    replace(path, bytes, mode, None)?;
+    sync_dir(&parent_of(path))
+}
+
+/// Puts `bytes` at `path` through a temporary file in the same directory:
+/// written with `mode` (and `owner`'s uid and gid when they differ from
+/// ours, which needs root), flushed, renamed over `path`. On any failure
+/// the temporary file is removed and `path` is untouched. The directory is
+/// not flushed: callers decide whether [`sync_dir`] failing is an error.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let (temp_path, mut temp) = create_temp(&parent_of(path), path, mode)?;
+    let staged = (|| {
+        if let Some((uid, gid)) = owner {
+            let mine = temp.metadata()?;
+            if mine.uid() != uid || mine.gid() != gid {
+                std::os::unix::fs::fchown(&temp, Some(uid), Some(gid))?;
+            }
+        }
+        temp.write_all(bytes)?;
+        temp.sync_all()?;
+        fs::rename(&temp_path, path)
+    })();
+    if let Err(error) = staged {
         let _ = fs::remove_file(&temp_path);
         return Err(error);
     }
-    sync_dir(&dir)
+    Ok(())
 }
 
 /// The directory a path lives in (`.` for a bare file name).
@@ -44,7 +60,7 @@ pub fn parent_of(path: &Path) -> PathBuf {
 /// The name starts with a dot and ends in `.tmp`, so a leftover from a
 /// crash is easy to recognise; `create_new` makes two writers never share
 /// one.
-pub fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
+fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     let base = target
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());

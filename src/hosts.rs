@@ -524,23 +524,10 @@ fn write_locked(
 /// directory. Fails, leaving the file alone, if any step before the rename
 /// fails or the rename itself does (EBUSY on a mount point, EXDEV, EROFS).
 fn replace(path: &Path, metadata: &fs::Metadata, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path);
-    let (temp_path, mut temp) = crate::files::create_temp(&dir, path, metadata.mode() & 0o7777)?;
-    let staged = (|| {
-        let mine = temp.metadata()?;
-        if mine.uid() != metadata.uid() || mine.gid() != metadata.gid() {
-            // Keeping the owner needs root; without it, do not change owners.
-            std::os::unix::fs::fchown(&temp, Some(metadata.uid()), Some(metadata.gid()))?;
-        }
-        temp.write_all(bytes)?;
-        temp.sync_all()?;
-        fs::rename(&temp_path, path)
-    })();
-    if let Err(error) = staged {
-        let _ = fs::remove_file(&temp_path);
-        return Err(error);
-    }
+    let owner = Some((metadata.uid(), metadata.gid()));
+    crate::files::replace(path, bytes, metadata.mode() & 0o7777, owner)?;
     // The rename is done; a failed directory fsync only weakens durability.
+    let dir = parent_of(path);
     if let Err(error) = sync_dir(&dir) {
         warn!(dir = %dir.display(), %error, "cannot fsync the directory");
     }

@@ -341,11 +341,6 @@ impl Refresher {
             self.status
                 .update(|s| s.last_full_success = Some(SystemTime::now()));
         }
-        let result = match (succeeded, failed.is_empty()) {
-            (0, _) => RefreshResult::Failed,
-            (_, false) => RefreshResult::Partial,
-            _ => RefreshResult::Unchanged, // or Changed, decided below
-        };
         if self.last_good.is_empty() {
             metrics().count_refresh(RefreshResult::Failed, started.elapsed());
             let all: Vec<String> = failed.iter().map(ToString::to_string).collect();
@@ -408,9 +403,14 @@ impl Refresher {
         if succeeded > 0 {
             self.persist(outcome == Outcome::Changed).await;
         }
-        let result = match (result, outcome) {
-            (RefreshResult::Unchanged, Outcome::Changed) => RefreshResult::Changed,
-            (r, _) => r,
+        let result = if succeeded == 0 {
+            RefreshResult::Failed
+        } else if !failed.is_empty() {
+            RefreshResult::Partial
+        } else if outcome == Outcome::Changed {
+            RefreshResult::Changed
+        } else {
+            RefreshResult::Unchanged
         };
         metrics().count_refresh(result, started.elapsed());
         Ok(Refreshed { outcome, failed })
@@ -461,14 +461,15 @@ impl Refresher {
     }
 
     /// Refreshes at once, then on the schedule (see the module doc), and at
-    /// once when `now` is notified, until `shutdown` turns true.
+    /// once when `now` is notified, until `shutdown` turns true. Needs
+    /// [`Refresher::with_schedule`].
     pub async fn run(mut self, now: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        let schedule = self.schedule.clone().unwrap_or(Schedule {
-            interval: Duration::from_secs(60),
-            max_backoff: Duration::from_secs(300),
-            state_dir: None,
-            max_stale: Duration::from_secs(180),
-        });
+        // The timing comes from the config (`with_schedule`); a second set
+        // of defaults here would drift from it.
+        let Some(schedule) = self.schedule.clone() else {
+            tracing::error!("refresher run without a schedule; not refreshing");
+            return;
+        };
         let mut failures = 0u32;
         loop {
             let throttled = match self.refresh_once().await {

@@ -239,6 +239,10 @@ peak_rss_mb() {
     awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 now_ms() { date +%s%3N; }
+# thousands of queries per server CPU-second: completed ticks
+per_cpu_k() {
+    awk -v d="$1" -v t="$2" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }'
+}
 # wait until NAME answers IP at PORT; prints the ms it took since $2
 wait_answer() { # port since name ip timeout_s
     local deadline=$(( $(now_ms) + ${5:-60} * 1000 ))
@@ -297,7 +301,7 @@ for n in "${sizes[@]}"; do
             read -r qps done lost avg max _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
             c1="$(cpu_ticks "$pid")"
             rss="$(peak_rss_mb "$pid")"
-            kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
+            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
             echo "main $n $s $round $qps $kq $avg $max $lost $rss $ms" >>"$results"
             echo "n=$n round=$round $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, max $max ms, lost $lost, rss $rss MB, startup $ms ms" >&2
             stop "$pid"
@@ -426,7 +430,7 @@ EOF
             c0="$(cpu_ticks "$pid")"
             read -r qps done lost avg max _ <<<"$(perf "$port" "$up/queries" -l "$duration")"
             c1="$(cpu_ticks "$pid")"
-            kq="$(awk -v d="$done" -v t="$((c1 - c0))" -v clk="$clk" 'BEGIN { if (t == 0) t = 1; printf "%.0f", d / (t / clk) / 1000 }')"
+            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
             echo "forward 1000 $s $round $qps $kq $avg $max $lost" >>"$results"
             echo "forward $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
             stop "$pid"

@@ -129,7 +129,7 @@ pub fn answer(
     if size > limit {
         return None; // the general path truncates
     }
-    let answers = u16::try_from(answers).ok()?;
+    let ancount = u16::try_from(answers).ok()?;
 
     out.clear();
     out.reserve(size);
@@ -138,7 +138,7 @@ pub fn answer(
     out.push(0x84 | (header[2] & 0x01));
     out.push(header[3] & 0x10);
     out.extend_from_slice(&[0, 1]);
-    out.extend_from_slice(&answers.to_be_bytes());
+    out.extend_from_slice(&ancount.to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, u8::from(edns)]);
     out.extend_from_slice(&query[HEADER..question_end]);
     let ttl = ttl.to_be_bytes();
@@ -147,7 +147,7 @@ pub fn answer(
     // question as raw bytes, so it cannot point to it; the first record
     // spells the name out, the others point to that first one.
     let [hi, lo] = (0xc000 | question_end as u16).to_be_bytes();
-    for i in 0..usize::from(answers) {
+    for i in 0..answers {
         if i == 0 {
             out.extend_from_slice(owner);
         } else {
