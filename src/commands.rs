@@ -112,19 +112,19 @@ fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
     snapshot
         .entries_sorted()
         .into_iter()
-        .map(|e| {
-            let mut rules: Vec<Rule> = e.owners.iter().map(|o| o.rule.clone()).collect();
+        .map(|(name, e)| {
+            let mut rules: Vec<Rule> = e.owners().map(|o| o.rule.clone()).collect();
             rules.sort();
             rules.dedup();
             ListedName {
-                name: e.name.to_ascii(),
+                name: name.to_ascii(),
                 addresses: e
-                    .ipv4
+                    .ipv4()
                     .iter()
                     .map(ToString::to_string)
-                    .chain(e.ipv6.iter().map(ToString::to_string))
+                    .chain(e.ipv6().iter().map(ToString::to_string))
                     .collect(),
-                instances: e.owners.iter().map(|o| o.instance_id.to_string()).collect(),
+                instances: e.owners().map(|o| o.instance_id.to_string()).collect(),
                 rules,
             }
         })

@@ -92,8 +92,8 @@ pub fn render_lines(snapshot: &Snapshot) -> Vec<String> {
     // Sorted below by the text of the name: cheaper than sorting hickory
     // `Name`s in DNSSEC order, and what a reader of the file expects.
     for entry in snapshot.entries() {
-        let fqdn = entry.name.to_ascii();
-        let fqdn = fqdn.trim_end_matches('.').to_string();
+        let mut fqdn = entry.text();
+        fqdn.pop(); // the final dot
         let bare = fqdn
             .strip_suffix(zone)
             .and_then(|b| b.strip_suffix('.'))
@@ -105,10 +105,10 @@ pub fn render_lines(snapshot: &Snapshot) -> Vec<String> {
             continue;
         }
         let addresses = entry
-            .ipv4
+            .ipv4()
             .iter()
             .map(ToString::to_string)
-            .chain(entry.ipv6.iter().map(ToString::to_string))
+            .chain(entry.ipv6().iter().map(ToString::to_string))
             .collect();
         let names = if bare_name_is_safe(&bare) {
             format!("{fqdn} {bare}")

@@ -647,9 +647,8 @@ mod tests {
     fn names(r: &Refresher) -> Vec<String> {
         let snapshot = r.store.load_full().unwrap();
         let mut names: Vec<String> = snapshot
-            .entries_sorted()
-            .iter()
-            .map(|e| e.name.to_ascii())
+            .entries()
+            .map(|e| e.text())
             .filter(|n| !n.starts_with("i-"))
             .collect();
         names.sort();

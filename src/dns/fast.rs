@@ -112,8 +112,8 @@ pub fn answer(
 
     let entry = snapshot.wire_entry(&key[..k])?;
     let (rtype, rdlen, answers) = match qtype {
-        1 => (RecordType::A, 4usize, entry.ipv4.len()),
-        28 => (RecordType::AAAA, 16usize, entry.ipv6.len()),
+        1 => (RecordType::A, 4usize, entry.ipv4().len()),
+        28 => (RecordType::AAAA, 16usize, entry.ipv6().len()),
         _ => return None,
     };
     if answers == 0 {
@@ -158,8 +158,8 @@ pub fn answer(
         out.extend_from_slice(&ttl);
         out.extend_from_slice(&rdlen_bytes);
         match rtype {
-            RecordType::A => out.extend_from_slice(&entry.ipv4[i].octets()),
-            _ => out.extend_from_slice(&entry.ipv6[i].octets()),
+            RecordType::A => out.extend_from_slice(&entry.ipv4()[i].octets()),
+            _ => out.extend_from_slice(&entry.ipv6()[i].octets()),
         }
     }
     if edns {
@@ -282,11 +282,7 @@ mod tests {
         }
         let snapshot =
             crate::snapshot::Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
-        let names: Vec<String> = snapshot
-            .entries_sorted()
-            .iter()
-            .map(|e| e.name.to_ascii())
-            .collect();
+        let names: Vec<String> = snapshot.entries().map(|e| e.text()).collect();
         let snapshot = Arc::new(snapshot);
         let store = new_store();
         store.store(Some(snapshot.clone()));

@@ -111,15 +111,16 @@ impl ZoneHandler {
 
         if qtype == RecordType::PTR && query.query_class() == DNSClass::IN {
             if let (Some(snapshot), Some(address)) = (snapshot.as_deref(), reverse_address(name)) {
-                if let Some(targets) = snapshot.names_of(&address) {
+                let targets: Vec<Record> = snapshot
+                    .names_of(address)
+                    .map(|t| record(owner, self.zone.ttl, RData::PTR(PTR(t.name()))))
+                    .collect();
+                if !targets.is_empty() {
                     let mut reply = Reply {
                         authoritative: true,
                         ..Reply::default()
                     };
-                    reply.answers = targets
-                        .iter()
-                        .map(|t| record(owner, self.zone.ttl, RData::PTR(PTR(t.clone()))))
-                        .collect();
+                    reply.answers = targets;
                     return reply;
                 }
             }
@@ -208,17 +209,17 @@ impl ZoneHandler {
 }
 
 /// The records of `entry` for `qtype`; ANY gets one RRset (RFC 8482).
-fn entry_records(entry: &Entry, owner: &Name, qtype: RecordType, ttl: u32) -> Vec<Record> {
+fn entry_records(entry: Entry<'_>, owner: &Name, qtype: RecordType, ttl: u32) -> Vec<Record> {
     let a = || {
         entry
-            .ipv4
+            .ipv4()
             .iter()
             .map(|ip| record(owner, ttl, RData::A(A(*ip))))
             .collect::<Vec<_>>()
     };
     let aaaa = || {
         entry
-            .ipv6
+            .ipv6()
             .iter()
             .map(|ip| record(owner, ttl, RData::AAAA(AAAA(*ip))))
             .collect::<Vec<_>>()
@@ -227,24 +228,23 @@ fn entry_records(entry: &Entry, owner: &Name, qtype: RecordType, ttl: u32) -> Ve
         RecordType::A => a(),
         RecordType::AAAA => aaaa(),
         RecordType::TXT => txt_records(entry, owner, ttl),
-        RecordType::ANY if !entry.ipv4.is_empty() => a(),
-        RecordType::ANY if !entry.ipv6.is_empty() => aaaa(),
+        RecordType::ANY if !entry.ipv4().is_empty() => a(),
+        RecordType::ANY if !entry.ipv6().is_empty() => aaaa(),
         RecordType::ANY => txt_records(entry, owner, ttl),
         _ => Vec::new(),
     }
 }
 
 /// One TXT record per instance behind the name: the debugging view.
-fn txt_records(entry: &Entry, owner: &Name, ttl: u32) -> Vec<Record> {
+fn txt_records(entry: Entry<'_>, owner: &Name, ttl: u32) -> Vec<Record> {
     entry
-        .owners
-        .iter()
+        .owners()
         .map(|o| {
             let mut strings = vec![format!("id={}", o.instance_id)];
-            if let Some(az) = &o.availability_zone {
+            if let Some(az) = o.availability_zone {
                 strings.push(character_string(format!("az={az}")));
             }
-            if let Some(t) = &o.instance_type {
+            if let Some(t) = o.instance_type {
                 strings.push(character_string(format!("type={t}")));
             }
             strings.push(character_string(format!("rule={}", o.rule)));
