@@ -6,13 +6,12 @@
 // merging a hosts block of 100,000 lines. Results are kept in
 // benches/results/ with date, machine and command.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fleetdns::hosts::{merge, render_block, render_lines};
-use fleetdns::inventory::Instance;
+use fleetdns::inventory::{Instance, Tags};
 use fleetdns::naming::{sanitize, Naming};
 use fleetdns::snapshot::{Lookup, Snapshot};
 use hickory_proto::rr::{LowerName, Name};
@@ -28,7 +27,7 @@ fn instances(n: u32) -> Vec<Instance> {
             state: "running".to_string(),
             private_ipv4: vec![Ipv4Addr::from(0x0a00_0000 + i)],
             ipv6: vec![],
-            tags: BTreeMap::from([
+            tags: Tags::from([
                 ("Name".to_string(), format!("Web Server {i}")),
                 ("Env".to_string(), "prod".to_string()),
             ]),

@@ -14,11 +14,21 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` atomically, with permission bits `mode` unless
 /// `path` exists (then its mode is kept).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content that `write` streams out (through a
+/// buffer), so that large content never has to be held in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let mode = match fs::metadata(path) {
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => mode,
     };
-    replace(path, bytes, mode, None)?;
+    replace_with(path, mode, None, write)?;
     sync_dir(&parent_of(path))
 }
 
@@ -28,7 +38,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// the temporary file is removed and `path` is untouched. The directory is
 /// not flushed: callers decide whether [`sync_dir`] failing is an error.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
-    let (temp_path, mut temp) = create_temp(&parent_of(path), path, mode)?;
+    replace_with(path, mode, owner, |w| w.write_all(bytes))
+}
+
+/// [`replace`] with the content streamed out by `write`.
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let (temp_path, temp) = create_temp(&parent_of(path), path, mode)?;
     let staged = (|| {
         if let Some((uid, gid)) = owner {
             let mine = temp.metadata()?;
@@ -36,7 +56,10 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) 
                 std::os::unix::fs::fchown(&temp, Some(uid), Some(gid))?;
             }
         }
-        temp.write_all(bytes)?;
+        let mut buffered = io::BufWriter::with_capacity(1 << 16, &temp);
+        write(&mut buffered)?;
+        buffered.flush()?;
+        drop(buffered);
         temp.sync_all()?;
         fs::rename(&temp_path, path)
     })();

@@ -198,17 +198,17 @@ impl Naming {
         for rule in &self.prefer {
             let value = match rule {
                 Rule::Tag(key) => instance.tags.get(key),
-                Rule::SecurityGroup => instance.security_groups.first(),
+                Rule::SecurityGroup => instance.security_groups.first().map(String::as_str),
                 Rule::InstanceId => None,
             };
             let Some(value) = value else { continue };
             match sanitize(value, self.max_len) {
                 Ok(name) => {
-                    if &name != value {
+                    if name != value {
                         report.rewrites.push(Rewrite {
                             instance_id: instance.id.clone(),
                             rule: rule.clone(),
-                            value: value.clone(),
+                            value: value.to_string(),
                             name: name.clone(),
                         });
                     }
@@ -220,7 +220,7 @@ impl Naming {
                 Err(reason) => report.skips.push(Skip {
                     instance_id: instance.id.clone(),
                     rule: rule.clone(),
-                    value: value.clone(),
+                    value: value.to_string(),
                     reason,
                 }),
             }
@@ -430,10 +430,7 @@ mod tests {
             state: "running".into(),
             private_ipv4: vec!["10.0.0.1".parse().unwrap()],
             ipv6: vec![],
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: tags.iter().copied().collect(),
             security_groups: groups.iter().map(|g| g.to_string()).collect(),
             launch_time: None,
             region: None,

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::write_atomic;
+use crate::files::write_atomic_with;
 use crate::inventory::Instance;
 
 /// The only layout version written and read.
@@ -164,8 +164,9 @@ pub fn save(dir: &Path, serial: u32, units: &[(&str, SystemTime, &[Instance])]) 
             })
             .collect(),
     };
-    let bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
-    write_atomic(&state_path(dir), &bytes, 0o640)
+    write_atomic_with(&state_path(dir), 0o640, |w| {
+        serde_json::to_writer(w, &file).map_err(io::Error::other)
+    })
 }
 
 fn unix_secs(at: SystemTime) -> u64 {

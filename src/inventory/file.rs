@@ -10,7 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{
     collect_addresses, region_of_zone, Instance, InterfaceAddresses, Source, SourceError, UnitFetch,
@@ -74,54 +78,106 @@ impl Source for FileSource {
 }
 
 /// The top of a describe-instances document.
+///
+/// Instances are converted one by one as the parser reaches them, and the
+/// raw strings borrow from the text, so a large document never exists
+/// twice in memory (raw and converted).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Document {
-    /// Reservations, each holding instances.
-    reservations: Vec<Reservation>,
+    /// Every reservation's instances, in document order.
+    #[serde(deserialize_with = "all_instances")]
+    reservations: Vec<Instance>,
 }
 
 /// One reservation (one `run-instances` call).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Reservation {
-    /// The instances launched together.
-    #[serde(default)]
-    instances: Vec<RawInstance>,
+    /// The instances launched together, converted.
+    #[serde(default, deserialize_with = "converted_instances")]
+    instances: Vec<Instance>,
 }
 
-/// The fields of an instance that fleetdns reads.
+/// Reads the `Reservations` array into one list of instances.
+fn all_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
+    struct Reservations;
+    impl<'de> Visitor<'de> for Reservations {
+        type Value = Vec<Instance>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of reservations")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
+            let mut all = Vec::new();
+            while let Some(reservation) = seq.next_element::<Reservation>()? {
+                all.extend(reservation.instances);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_seq(Reservations)
+}
+
+/// Reads an `Instances` array, converting each instance as it is parsed.
+fn converted_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
+    struct Instances;
+    impl<'de> Visitor<'de> for Instances {
+        type Value = Vec<Instance>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of instances")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(raw) = seq.next_element::<RawInstance<'de>>()? {
+                out.push(into_instance(raw));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Instances)
+}
+
+/// The fields of an instance that fleetdns reads. Strings borrow from the
+/// document where they have no escapes.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawInstance {
-    instance_id: String,
-    state: RawState,
-    private_ip_address: Option<String>,
-    #[serde(default)]
-    network_interfaces: Vec<RawInterface>,
-    #[serde(default)]
-    tags: Vec<RawTag>,
-    #[serde(default)]
-    security_groups: Vec<RawGroup>,
-    placement: Option<RawPlacement>,
-    instance_type: Option<String>,
-    launch_time: Option<String>,
-    vpc_id: Option<String>,
+struct RawInstance<'a> {
+    #[serde(borrow)]
+    instance_id: Cow<'a, str>,
+    #[serde(borrow)]
+    state: RawState<'a>,
+    #[serde(borrow)]
+    private_ip_address: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    network_interfaces: Vec<RawInterface<'a>>,
+    #[serde(default, borrow)]
+    tags: Vec<RawTag<'a>>,
+    #[serde(default, borrow)]
+    security_groups: Vec<RawGroup<'a>>,
+    #[serde(borrow)]
+    placement: Option<RawPlacement<'a>>,
+    #[serde(borrow)]
+    instance_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    launch_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    vpc_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawState {
-    name: String,
+struct RawState<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawInterface {
-    #[serde(default)]
-    private_ip_addresses: Vec<RawPrivateIp>,
-    #[serde(default)]
-    ipv6_addresses: Vec<RawIpv6>,
+struct RawInterface<'a> {
+    #[serde(default, borrow)]
+    private_ip_addresses: Vec<RawPrivateIp<'a>>,
+    #[serde(default, borrow)]
+    ipv6_addresses: Vec<RawIpv6<'a>>,
     attachment: Option<RawAttachment>,
 }
 
@@ -133,35 +189,41 @@ struct RawAttachment {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawPrivateIp {
-    private_ip_address: Option<String>,
+struct RawPrivateIp<'a> {
+    #[serde(borrow)]
+    private_ip_address: Option<Cow<'a, str>>,
     #[serde(default)]
     primary: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawIpv6 {
-    ipv6_address: Option<String>,
+struct RawIpv6<'a> {
+    #[serde(borrow)]
+    ipv6_address: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawTag {
-    key: String,
-    value: String,
+struct RawTag<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    value: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawGroup {
-    group_name: Option<String>,
+struct RawGroup<'a> {
+    #[serde(borrow)]
+    group_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawPlacement {
-    availability_zone: Option<String>,
+struct RawPlacement<'a> {
+    #[serde(borrow)]
+    availability_zone: Option<Cow<'a, str>>,
 }
 
 /// Parses a describe-instances document into instances, in document order.
@@ -169,16 +231,11 @@ struct RawPlacement {
 /// Returns the reason as text when the document is not usable at all.
 pub fn parse_describe_instances(text: &str) -> Result<Vec<Instance>, String> {
     let doc: Document = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(doc
-        .reservations
-        .into_iter()
-        .flat_map(|r| r.instances)
-        .map(into_instance)
-        .collect())
+    Ok(doc.reservations)
 }
 
 /// Turns the CLI's shape into an [`Instance`], skipping unparsable addresses.
-fn into_instance(raw: RawInstance) -> Instance {
+fn into_instance(raw: RawInstance<'_>) -> Instance {
     let interfaces = raw
         .network_interfaces
         .iter()
@@ -205,24 +262,27 @@ fn into_instance(raw: RawInstance) -> Instance {
         raw.private_ip_address.as_deref(),
         interfaces,
     );
-    let availability_zone = raw.placement.and_then(|p| p.availability_zone);
+    let availability_zone = raw
+        .placement
+        .and_then(|p| p.availability_zone)
+        .map(Cow::into_owned);
     let region = availability_zone.as_deref().and_then(region_of_zone);
     Instance {
-        id: raw.instance_id,
-        state: raw.state.name,
+        id: raw.instance_id.into_owned(),
+        state: raw.state.name.into_owned(),
         private_ipv4,
         ipv6,
         tags: raw.tags.into_iter().map(|t| (t.key, t.value)).collect(),
         security_groups: raw
             .security_groups
             .into_iter()
-            .filter_map(|g| g.group_name)
+            .filter_map(|g| g.group_name.map(Cow::into_owned))
             .collect(),
-        launch_time: raw.launch_time,
+        launch_time: raw.launch_time.map(Cow::into_owned),
         region,
-        vpc_id: raw.vpc_id,
+        vpc_id: raw.vpc_id.map(Cow::into_owned),
         availability_zone,
-        instance_type: raw.instance_type,
+        instance_type: raw.instance_type.map(Cow::into_owned),
     }
 }
 
@@ -256,7 +316,7 @@ mod tests {
         let v4: Vec<String> = i.private_ipv4.iter().map(|a| a.to_string()).collect();
         assert_eq!(v4, ["10.0.0.5", "10.0.0.6", "10.0.1.9"]);
         assert_eq!(i.ipv6, ["2001:db8::5".parse::<Ipv6Addr>().unwrap()]);
-        assert_eq!(i.tags["Name"], "web-1");
+        assert_eq!(i.tags.get("Name"), Some("web-1"));
         assert_eq!(i.security_groups, ["web"]);
         assert_eq!(i.region.as_deref(), Some("eu-west-1"));
         assert_eq!(i.availability_zone.as_deref(), Some("eu-west-1b"));
