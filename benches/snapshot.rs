@@ -83,9 +83,15 @@ fn bench(c: &mut Criterion) {
     }
     query.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
     let mut reply = Vec::with_capacity(1232);
+    let settings = fleetdns::config::read_config("", "bench")
+        .expect("default config")
+        .validate(&fleetdns::config::Overrides::default())
+        .expect("valid");
+    let fast_zone = fleetdns::dns::fast::FastZone::new(&settings.zone);
     c.bench_function("fast-path answer in 100k-instance snapshot", |b| {
         b.iter(|| {
-            fleetdns::dns::fast::answer(&snapshot, 30, black_box(&query), &mut reply).is_some()
+            fleetdns::dns::fast::answer(&snapshot, &fast_zone, black_box(&query), &mut reply)
+                .is_some()
         })
     });
 

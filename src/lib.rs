@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod background;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -286,7 +286,7 @@ impl Refresher {
         let snapshot = Arc::new(snapshot);
         let old = self.store.swap(Some(snapshot.clone()));
         let old_sent = self.changes.send_replace(Some(snapshot));
-        drop_elsewhere((old, old_sent));
+        crate::background::drop_later((old, old_sent));
     }
 
     /// Fetches once and swaps in a new snapshot if the content changed.
@@ -321,7 +321,7 @@ impl Refresher {
                             instances: Arc::new(instances),
                         },
                     );
-                    drop_elsewhere(old);
+                    crate::background::drop_later(old);
                 }
                 Err(error) => {
                     let kept = self
@@ -360,7 +360,7 @@ impl Refresher {
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
         let unchanged = !inventory_changed && current.is_some();
-        let built = tokio::task::spawn_blocking(move || {
+        let built = crate::background::run(move || {
             if unchanged {
                 return None;
             }
@@ -441,7 +441,7 @@ impl Refresher {
             .map(|(label, u)| (label.clone(), u.fetched_at, u.instances.clone()))
             .collect();
         let path = state::state_path(&dir);
-        let written = tokio::task::spawn_blocking(move || {
+        let written = crate::background::run(move || {
             let borrowed: Vec<(&str, SystemTime, &[Instance])> = units
                 .iter()
                 .map(|(label, at, instances)| (label.as_str(), *at, instances.as_slice()))
@@ -508,19 +508,6 @@ impl Refresher {
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
-    }
-}
-
-/// Drops `value` on a blocking thread when inside a runtime. Freeing the
-/// previous snapshot or instance list of a large fleet (a few hundred
-/// thousand allocations) would otherwise hold a runtime worker, and the
-/// queries it serves, for tens of milliseconds.
-fn drop_elsewhere<T: Send + 'static>(value: T) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn_blocking(move || drop(value));
-        }
-        Err(_) => drop(value),
     }
 }
 

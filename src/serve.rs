@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Settings, SourceSpec};
-use crate::dns::fast::FastPath;
+use crate::dns::fast::{FastPath, FastZone};
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
@@ -66,7 +66,7 @@ pub fn spawn_subscriber(
             if let Some(snapshot) = current {
                 let subscriber = subscriber.clone();
                 if let Err(error) =
-                    tokio::task::spawn_blocking(move || subscriber.on_swap(&snapshot)).await
+                    crate::background::run(move || subscriber.on_swap(&snapshot)).await
                 {
                     warn!(%error, "snapshot subscriber failed");
                 }
@@ -180,7 +180,7 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
     info!(zone = %settings.zone.zone, source = %source.describe(), state_dir = %settings.state_dir.display(), "serving");
     let fast = FastPath {
         store: store.clone(),
-        ttl: settings.zone.ttl,
+        zone: Arc::new(FastZone::new(&settings.zone)),
     };
     serve(bound, handler, Some(fast), settings.tcp.clone(), stop_rx).await;
     let _ = refresher_task.await;

@@ -227,6 +227,8 @@ pub enum Lookup<'a> {
 pub struct Snapshot {
     /// The zone apex, lowercase, fully qualified.
     zone: LowerName,
+    /// The apex in lowercase wire form.
+    zone_wire: Box<[u8]>,
     /// SOA serial; rises only when the content changes.
     serial: u32,
     /// When this snapshot was built.
@@ -466,6 +468,7 @@ impl Snapshot {
 
         Snapshot {
             zone: LowerName::new(&zone),
+            zone_wire,
             serial: unix_serial(SystemTime::now()),
             built_at: SystemTime::now(),
             wire,
@@ -555,19 +558,20 @@ impl Snapshot {
         let Ok(key) = name.to_bytes() else {
             return Lookup::NotFound;
         };
-        match self.find(&key) {
+        self.wire_lookup(&key)
+    }
+
+    /// Classifies the name whose lowercase wire form is `key` (the fast
+    /// path's lookup). `NotFound` includes names outside the zone.
+    pub fn wire_lookup(&self, key: &[u8]) -> Lookup<'_> {
+        if *key == *self.zone_wire {
+            return Lookup::Apex;
+        }
+        match self.find(key) {
             Some(i) if i < self.named => Lookup::Name(self.entry(i)),
             Some(_) => Lookup::EmptyNonTerminal,
             None => Lookup::NotFound,
         }
-    }
-
-    /// The name with data whose lowercase wire form is `key` (the fast
-    /// path's lookup).
-    pub fn wire_entry(&self, key: &[u8]) -> Option<Entry<'_>> {
-        self.find(key)
-            .filter(|&i| i < self.named)
-            .map(|i| self.entry(i))
     }
 
     /// Whether `name` is the zone or below it.

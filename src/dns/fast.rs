@@ -1,4 +1,4 @@
-//! The fast path: positive A and AAAA answers over UDP, straight from bytes.
+//! The fast path: A and AAAA answers over UDP, straight from bytes.
 //!
 //! Most of what a fleet asks is "the address of this name". The general
 //! path costs several microseconds and allocations for that: hickory
@@ -9,33 +9,148 @@
 //! into a buffer the caller reuses: the header from the query's, the
 //! question copied byte for byte (so its case is echoed), then the records.
 //!
+//! A and AAAA queries for names in the zone without such records (NODATA)
+//! or that do not exist (NXDOMAIN) are answered here too, with the zone's
+//! SOA in the authority section: that record is encoded once per zone
+//! ([`FastZone`]), and only its serial and its name pointers are patched
+//! per reply.
+//!
 //! Anything else returns `None` and takes the general path: another type, a
-//! name without data, EDNS options or version, a reply that would not fit,
-//! or any unusual header bit. The bytes are the general path's bytes
+//! name outside the zone, EDNS options or version, a reply that would not
+//! fit, or any unusual header bit. The bytes are the general path's bytes
 //! exactly: a test compares the two over a large random query set, and so
 //! does the `dns_request` fuzz target.
 
-use hickory_proto::rr::RecordType;
+use std::sync::Arc;
 
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use hickory_proto::serialize::binary::BinEncodable;
+
+use crate::config::ZoneSettings;
+use crate::dns::handler::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY};
 use crate::dns::wire::MAX_UDP_PAYLOAD;
-use crate::snapshot::{Snapshot, Store};
+use crate::snapshot::{wire_key, Lookup, Snapshot, Store};
 
 /// What a UDP loop needs for the fast path.
 #[derive(Clone)]
 pub struct FastPath {
     /// The served snapshot.
     pub store: Store,
-    /// TTL of the answers (the zone's `ttl`).
-    pub ttl: u32,
+    /// The zone's settings, encoded.
+    pub zone: Arc<FastZone>,
 }
 
 impl FastPath {
     /// [`answer`] from the current snapshot; `None` also when none is loaded.
     /// The snapshot is released before this returns, so callers may await.
-    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Option<RecordType> {
+    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Option<(RecordType, ResponseCode)> {
         let snapshot = self.store.load();
-        answer(snapshot.as_deref()?, self.ttl, query, out)
+        answer(snapshot.as_deref()?, &self.zone, query, out)
     }
+}
+
+/// The zone's parts of a fast reply, encoded once.
+#[derive(Debug, Clone)]
+pub struct FastZone {
+    /// TTL of positive answers.
+    ttl: u32,
+    /// The apex in lowercase wire form.
+    apex: Box<[u8]>,
+    /// The authority section of a negative reply, as the general path's
+    /// encoder writes it when the record starts at offset 0: the apex,
+    /// then the SOA with its names compressed.
+    soa: Vec<u8>,
+    /// Where in `soa` the serial goes.
+    serial_at: usize,
+    /// Where in `soa` a compression pointer must be moved by the record's
+    /// real offset.
+    pointers_at: Vec<usize>,
+}
+
+impl FastZone {
+    /// Encodes what `zone` puts into every reply.
+    pub fn new(zone: &ZoneSettings) -> FastZone {
+        let apex = wire_key(&zone.zone);
+        let negative_ttl = zone.ttl.min(zone.negative_ttl);
+        let mut soa = Vec::with_capacity(128);
+        // The names the encoder may point back to: (offset, the bytes
+        // written from there to the end of that name's labels).
+        let mut stored: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut pointers_at = Vec::new();
+        emit_name(&mut soa, &apex, &mut stored, &mut pointers_at);
+        soa.extend_from_slice(&[0, 6, 0, 1]);
+        soa.extend_from_slice(&negative_ttl.to_be_bytes());
+        let rdlen_at = soa.len();
+        soa.extend_from_slice(&[0, 0]);
+        for name in [&zone.nameserver, &zone.hostmaster] {
+            // Valid names always encode; the root stands in otherwise.
+            let wire = name.to_bytes().unwrap_or_else(|_| vec![0]);
+            emit_name(&mut soa, &wire, &mut stored, &mut pointers_at);
+        }
+        let serial_at = soa.len();
+        soa.extend_from_slice(&[0; 4]);
+        for value in [SOA_REFRESH, SOA_RETRY, SOA_EXPIRE] {
+            soa.extend_from_slice(&value.to_be_bytes());
+        }
+        soa.extend_from_slice(&zone.negative_ttl.to_be_bytes());
+        let rdlen = (soa.len() - rdlen_at - 2) as u16;
+        soa[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        FastZone {
+            ttl: zone.ttl,
+            apex,
+            soa,
+            serial_at,
+            pointers_at,
+        }
+    }
+}
+
+/// Appends the wire-format name `name` to `out` the way hickory's encoder
+/// does: for each suffix, longest first, a pointer to an earlier identical
+/// byte sequence if there is one (and then stop), else remember it.
+fn emit_name(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    stored: &mut Vec<(usize, Vec<u8>)>,
+    pointers_at: &mut Vec<usize>,
+) {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while let Some(&len) = name.get(i) {
+        if len == 0 {
+            break;
+        }
+        let end = (i + 1 + usize::from(len)).min(name.len());
+        starts.push(out.len());
+        out.extend_from_slice(&name[i..end]);
+        i = end;
+    }
+    let last = out.len();
+    for start in starts {
+        let found = stored
+            .iter()
+            .find(|(_, bytes)| bytes[..] == out[start..last])
+            .map(|(at, _)| *at);
+        if let Some(at) = found {
+            out.truncate(start);
+            pointers_at.push(out.len());
+            out.extend_from_slice(&(0xc000 | at as u16).to_be_bytes());
+            return;
+        }
+        stored.push((start, out[start..last].to_vec()));
+    }
+    out.push(0);
+}
+
+/// Whether the lowercase wire name `key` is at or below `apex`: some
+/// label boundary of it starts the apex's bytes.
+fn in_zone(key: &[u8], apex: &[u8]) -> bool {
+    let mut pos = 0;
+    while key.len() - pos > apex.len() {
+        pos += 1 + usize::from(key[pos]);
+    }
+    pos < key.len() && key[pos..] == *apex
 }
 
 /// The DNS header's size.
@@ -48,10 +163,10 @@ const MAX_NAME: usize = 255;
 /// path" and leaves `out` in an unspecified state.
 pub fn answer(
     snapshot: &Snapshot,
-    ttl: u32,
+    zone: &FastZone,
     query: &[u8],
     out: &mut Vec<u8>,
-) -> Option<RecordType> {
+) -> Option<(RecordType, ResponseCode)> {
     let header = query.get(..HEADER)?;
     // QR=0, opcode QUERY, AA=0, TC=0 (RD may be either); no rcode bits.
     if header[2] & 0xfe != 0 || header[3] & 0x0f != 0 {
@@ -110,16 +225,34 @@ pub fn answer(
         return None;
     }
 
-    let entry = snapshot.wire_entry(&key[..k])?;
-    let (rtype, rdlen, answers) = match qtype {
-        1 => (RecordType::A, 4usize, entry.ipv4().len()),
-        28 => (RecordType::AAAA, 16usize, entry.ipv6().len()),
+    let rtype = match qtype {
+        1 => RecordType::A,
+        28 => RecordType::AAAA,
         _ => return None,
     };
-    if answers == 0 {
-        return None; // NODATA: the general path adds the SOA
-    }
     let edns = arcount == 1;
+    let key = &key[..k];
+    let entry = match snapshot.wire_lookup(key) {
+        Lookup::Name(entry) => entry,
+        Lookup::Apex | Lookup::EmptyNonTerminal => {
+            return negative(snapshot, zone, query, question_end, edns, limit, out, false)
+                .map(|rcode| (rtype, rcode));
+        }
+        Lookup::NotFound if in_zone(key, &zone.apex) => {
+            return negative(snapshot, zone, query, question_end, edns, limit, out, true)
+                .map(|rcode| (rtype, rcode));
+        }
+        Lookup::NotFound => return None,
+    };
+    let (rdlen, answers) = match rtype {
+        RecordType::A => (4usize, entry.ipv4().len()),
+        _ => (16usize, entry.ipv6().len()),
+    };
+    if answers == 0 {
+        return negative(snapshot, zone, query, question_end, edns, limit, out, false)
+            .map(|rcode| (rtype, rcode));
+    }
+    let ttl = zone.ttl;
     let owner = &query[HEADER..name_end];
     let size = question_end
         + owner.len()
@@ -167,7 +300,52 @@ pub fn answer(
         let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
         out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
     }
-    Some(rtype)
+    Some((rtype, ResponseCode::NoError))
+}
+
+/// Writes a NODATA (or, with `nxdomain`, NXDOMAIN) reply: the header, the
+/// question as asked, the zone's SOA as authority, and the OPT if asked.
+#[allow(clippy::too_many_arguments)]
+fn negative(
+    snapshot: &Snapshot,
+    zone: &FastZone,
+    query: &[u8],
+    question_end: usize,
+    edns: bool,
+    limit: usize,
+    out: &mut Vec<u8>,
+    nxdomain: bool,
+) -> Option<ResponseCode> {
+    let size = question_end + zone.soa.len() + if edns { 11 } else { 0 };
+    if size > limit {
+        return None;
+    }
+    let rcode = if nxdomain {
+        ResponseCode::NXDomain
+    } else {
+        ResponseCode::NoError
+    };
+    out.clear();
+    out.reserve(size);
+    out.extend_from_slice(&query[..2]); // id
+    out.push(0x84 | (query[2] & 0x01)); // QR, AA, RD as asked
+    out.push((query[3] & 0x10) | u8::from(rcode.low())); // CD as asked
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, u8::from(edns)]);
+    out.extend_from_slice(&query[HEADER..question_end]);
+    let base = out.len();
+    out.extend_from_slice(&zone.soa);
+    out[base + zone.serial_at..base + zone.serial_at + 4]
+        .copy_from_slice(&snapshot.serial().to_be_bytes());
+    for &at in &zone.pointers_at {
+        let at = base + at;
+        let pointer = u16::from_be_bytes([out[at], out[at + 1]]) + base as u16;
+        out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
+    }
+    if edns {
+        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
+        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    }
+    Some(rcode)
 }
 
 #[cfg(test)]
@@ -228,9 +406,13 @@ mod tests {
         q.extend_from_slice(&[b2, b3]);
         let edns = rng.below(4); // 0: none, 1: bare, 2: odd, 3: bare, small size
         q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns != 0)]);
-        let name = match rng.below(10) {
-            0 => format!("nosuch-{}.fleet.internal.", rng.below(100)),
-            1 => "example.com.".to_string(),
+        let name = match rng.below(20) {
+            0 | 1 => format!("nosuch-{}.fleet.internal.", rng.below(100)),
+            2 => "example.com.".to_string(),
+            3 => "fleet.internal.".to_string(),
+            // an empty non-terminal, and names below a name
+            4 => "db.fleet.internal.".to_string(),
+            5 => format!("x.{}", names[rng.below(names.len() as u64) as usize]),
             _ => names[rng.below(names.len() as u64) as usize].clone(),
         };
         q.extend_from_slice(&wire_name(&name, rng));
@@ -288,26 +470,37 @@ mod tests {
         store.store(Some(snapshot.clone()));
         let handler = ZoneHandler::new(store, settings.zone.clone(), None);
         let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let zone = FastZone::new(&settings.zone);
 
         let mut rng = Rng(0x5eed_f1ee_7d25);
-        let (mut fast, mut total) = (0, 0);
+        let (mut fast, mut total, mut nxdomain, mut nodata) = (0, 0, 0, 0);
         let mut out = Vec::new();
         for _ in 0..20_000 {
             let q = query(&mut rng, &names);
             let general = process(&handler, q.clone(), src, Protocol::Udp).await;
             total += 1;
-            if answer(&snapshot, settings.zone.ttl, &q, &mut out).is_some() {
+            if let Some((_, rcode)) = answer(&snapshot, &zone, &q, &mut out) {
                 fast += 1;
+                if rcode == ResponseCode::NXDomain {
+                    nxdomain += 1;
+                } else if out[6..8] == [0, 0] {
+                    nodata += 1;
+                }
                 assert_eq!(Some(&out), general.as_ref(), "query {q:02x?}");
             }
         }
         // the common case does take the fast path
         // (about a third of this deliberately odd mix)
         assert!(fast * 100 / total >= 25, "only {fast} of {total} were fast");
+        // negative answers too, each compared above
+        assert!(
+            nxdomain > 100 && nodata > 100,
+            "{nxdomain} NXDOMAIN, {nodata} NODATA"
+        );
         // and the big name falls back in both sizes
         let mut q = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         q.extend_from_slice(&wire_name("big.fleet.internal.", &mut Rng(1)));
         q.extend_from_slice(&[0, 1, 0, 1]);
-        assert!(answer(&snapshot, 30, &q, &mut out).is_none());
+        assert!(answer(&snapshot, &zone, &q, &mut out).is_none());
     }
 }

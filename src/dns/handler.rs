@@ -31,9 +31,9 @@ use crate::dns::wire::response_edns;
 use crate::snapshot::{Entry, Lookup, Snapshot, Store};
 
 /// SOA timers for secondaries (not used by fleetdns itself): refresh, retry, expire.
-const SOA_REFRESH: i32 = 300;
-const SOA_RETRY: i32 = 60;
-const SOA_EXPIRE: i32 = 1_209_600;
+pub(crate) const SOA_REFRESH: i32 = 300;
+pub(crate) const SOA_RETRY: i32 = 60;
+pub(crate) const SOA_EXPIRE: i32 = 1_209_600;
 
 /// Answers queries for the zone from the snapshot store, and forwards or
 /// refuses the rest.

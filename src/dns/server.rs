@@ -182,11 +182,11 @@ async fn serve_udp<H: RequestHandler>(
             continue; // cannot be answered
         }
         // The common case answered here, in this loop, without a task.
-        if let Some(qtype) = fast
+        if let Some((qtype, rcode)) = fast
             .as_ref()
             .and_then(|f| f.answer(&buf[..len], &mut reply))
         {
-            metrics().count_query(Protocol::Udp, Some(qtype), ResponseCode::NoError);
+            metrics().count_query(Protocol::Udp, Some(qtype), rcode);
             if let Err(error) = socket.send_to(&reply, src).await {
                 debug!(%error, %src, "UDP send failed");
             }

@@ -63,7 +63,7 @@ impl Source for FileSource {
         // The file is small next to anything the runtime does; reading it on a
         // blocking thread keeps a slow disk from stalling DNS answers.
         let this = self.clone();
-        let result = match tokio::task::spawn_blocking(move || this.read()).await {
+        let result = match crate::background::run(move || this.read()).await {
             Ok(result) => result,
             Err(join) => Err(SourceError::Parse {
                 path: self.path.display().to_string(),

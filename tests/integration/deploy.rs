@@ -151,7 +151,8 @@ fn child_of(parent: u32) -> u32 {
 fn the_daemon_makes_no_system_call_outside_its_unit_filter() {
     // systemd cannot run here (no init), so the filter is checked from the
     // other side: every call the daemon makes, traced, must be one the
-    // unit allows (@system-service minus @privileged and @resources).
+    // unit allows: its SystemCallFilter= lines in order (@system-service,
+    // minus @privileged and @resources, plus setpriority).
     if !have("strace") || !have("systemd-analyze") {
         return skip("syscall filter", "needs strace and systemd-analyze");
     }
@@ -162,13 +163,32 @@ fn the_daemon_makes_no_system_call_outside_its_unit_filter() {
         return skip("syscall filter", "ptrace is not allowed here");
     }
     let groups = syscall_groups();
+    let unit = fs::read_to_string(deploy("systemd/fleetdns.service")).unwrap();
     let mut allowed = BTreeSet::new();
-    expand(&groups, "@system-service", &mut allowed);
-    let mut denied = BTreeSet::new();
-    expand(&groups, "@privileged", &mut denied);
-    expand(&groups, "@resources", &mut denied);
-    let allowed: BTreeSet<String> = allowed.difference(&denied).cloned().collect();
+    for value in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (deny, list) = match value.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        for item in list.split_whitespace() {
+            let mut set = BTreeSet::new();
+            if item.starts_with('@') {
+                expand(&groups, item, &mut set);
+            } else {
+                set.insert(item.to_string());
+            }
+            if deny {
+                allowed.retain(|s| !set.contains(s));
+            } else {
+                allowed.extend(set);
+            }
+        }
+    }
     assert!(allowed.contains("recvfrom") && !allowed.contains("setrlimit"));
+    assert!(allowed.contains("setpriority") && !allowed.contains("sched_setattr"));
 
     let upstream = Dnsmasq::start();
     let dir = tempdir();
