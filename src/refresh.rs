@@ -309,16 +309,20 @@ impl Refresher {
                     self.status.update(|s| {
                         s.units.insert(unit.unit.clone(), Some(now));
                     });
-                    let same = self
-                        .last_good
-                        .get(&unit.unit)
-                        .is_some_and(|old| *old.instances == instances);
+                    let instances = Arc::new(instances);
+                    // Comparing 100,000 instances takes milliseconds: not
+                    // on a runtime worker, where queries would wait.
+                    let old = self.last_good.get(&unit.unit).map(|u| u.instances.clone());
+                    let new = instances.clone();
+                    let same = crate::background::run(move || old.is_some_and(|old| *old == *new))
+                        .await
+                        .unwrap_or(false);
                     inventory_changed |= !same;
                     let old = self.last_good.insert(
                         unit.unit,
                         UnitData {
                             fetched_at: now,
-                            instances: Arc::new(instances),
+                            instances,
                         },
                     );
                     crate::background::drop_later(old);

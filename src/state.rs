@@ -9,7 +9,7 @@
 //! file is "no state", and anything unreadable is an error for the caller
 //! to log and ignore; it must never stop the daemon.
 
-use std::fs::{self, DirBuilder};
+use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ pub fn state_path(dir: &Path) -> PathBuf {
 /// Reads the state in `dir`: `Ok(None)` when there is none yet.
 pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
     let path = state_path(dir);
-    let bytes = match fs::read(&path) {
+    let bytes = match crate::files::read_in_chunks(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
@@ -176,6 +176,7 @@ fn unix_secs(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn instance(id: &str) -> Instance {
         crate::inventory::test_instance(id, Some("web\n1"), &["10.0.0.1"])

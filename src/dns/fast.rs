@@ -329,7 +329,7 @@ fn negative(
     out.reserve(size);
     out.extend_from_slice(&query[..2]); // id
     out.push(0x84 | (query[2] & 0x01)); // QR, AA, RD as asked
-    out.push((query[3] & 0x10) | u8::from(rcode.low())); // CD as asked
+    out.push((query[3] & 0x10) | rcode.low()); // CD as asked
     out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, u8::from(edns)]);
     out.extend_from_slice(&query[HEADER..question_end]);
     let base = out.len();

@@ -41,10 +41,11 @@ impl FileSource {
     /// Reads and parses the file once.
     pub fn read(&self) -> Result<Vec<Instance>, SourceError> {
         let path = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path).map_err(|source| SourceError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text =
+            crate::files::read_text_in_chunks(&self.path).map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            })?;
         parse_describe_instances(&text).map_err(|reason| SourceError::Parse { path, reason })
     }
 }

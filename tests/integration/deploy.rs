@@ -152,7 +152,7 @@ fn the_daemon_makes_no_system_call_outside_its_unit_filter() {
     // systemd cannot run here (no init), so the filter is checked from the
     // other side: every call the daemon makes, traced, must be one the
     // unit allows: its SystemCallFilter= lines in order (@system-service,
-    // minus @privileged and @resources, plus setpriority).
+    // minus @privileged and @resources, plus sched_setscheduler).
     if !have("strace") || !have("systemd-analyze") {
         return skip("syscall filter", "needs strace and systemd-analyze");
     }
@@ -188,7 +188,7 @@ fn the_daemon_makes_no_system_call_outside_its_unit_filter() {
         }
     }
     assert!(allowed.contains("recvfrom") && !allowed.contains("setrlimit"));
-    assert!(allowed.contains("setpriority") && !allowed.contains("sched_setattr"));
+    assert!(allowed.contains("sched_setscheduler") && !allowed.contains("sched_setattr"));
 
     let upstream = Dnsmasq::start();
     let dir = tempdir();
