@@ -83,9 +83,11 @@ pub fn read_in_chunks(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = File::open(path)?;
     let size = file.metadata().map_or(0, |m| m.len() as usize);
+    // The size plus one byte, to see the end without growing; more only if
+    // the file grew meanwhile.
     let mut bytes = Vec::with_capacity(size + 1);
     loop {
-        if bytes.capacity() - bytes.len() < READ_CHUNK {
+        if bytes.len() == bytes.capacity() {
             bytes.reserve(READ_CHUNK);
         }
         let start = bytes.len();

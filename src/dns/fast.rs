@@ -5,7 +5,7 @@
 //! decodes the request, a task is spawned, the handler builds records, and
 //! the encoder writes them. Here a query is checked field by field, and its
 //! name is lowercased into a stack buffer and looked up in one hash map
-//! keyed by the wire-format name ([`Snapshot::wire_entry`]). The reply goes
+//! keyed by the wire-format name ([`Snapshot::wire_lookup`]). The reply goes
 //! into a buffer the caller reuses: the header from the query's, the
 //! question copied byte for byte (so its case is echoed), then the records.
 //!
