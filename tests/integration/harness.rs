@@ -491,15 +491,30 @@ pub struct Dnsmasq {
     pub addr: SocketAddr,
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and
+/// up), for upstreams that tests stop. fleetdns goes on sending queries to
+/// a stopped upstream's port; were that port ephemeral, the `dig` of a
+/// parallel test could get it as its source port and read one of those
+/// queries as its answer ("query response not set"), as happened in CI.
+fn quiet_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id() % 4000;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20000 + ((start + offset * 7) % 12000) as u16;
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+        assert!(offset < 12000, "no free port below 32000");
+    }
+}
+
 impl Dnsmasq {
     /// Starts it and waits until it answers.
     pub fn start() -> Dnsmasq {
-        // A free port: bind, note it, release; dnsmasq binds it next.
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = quiet_port();
         let child = Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
