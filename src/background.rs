@@ -21,11 +21,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
-        idle_this_thread();
-        work()
-    })
-    .await
+    tokio::task::spawn_blocking(idle(work)).await
 }
 
 /// Drops `value` on an idle-priority blocking thread when inside a runtime
@@ -34,12 +30,17 @@ where
 pub fn drop_later<T: Send + 'static>(value: T) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn_blocking(move || {
-                idle_this_thread();
-                drop(value)
-            });
+            runtime.spawn_blocking(idle(move || drop(value)));
         }
         Err(_) => drop(value),
+    }
+}
+
+/// `work`, run after putting its thread under `SCHED_IDLE`.
+fn idle<T>(work: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    move || {
+        idle_this_thread();
+        work()
     }
 }
 

@@ -281,10 +281,16 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
         }
     }
 
-    /// The index of `value`; [`NONE`] once 65,535 distinct values are in
-    /// (no fleet has that many zones, types or rules; the value is then
-    /// simply not shown).
-    fn get(&mut self, value: &T) -> u16 {
+    /// The index of `value`; `owned` makes the value to keep, and runs
+    /// only for a value not seen before (so looking up an instance's zone
+    /// allocates nothing). [`NONE`] once 65,535 distinct values are in (no
+    /// fleet has that many zones, types or rules; the value is then simply
+    /// not shown).
+    fn get<Q>(&mut self, value: &Q, owned: impl FnOnce() -> T) -> u16
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
         if let Some(&i) = self.seen.get(value) {
             return i;
         }
@@ -294,8 +300,9 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
         if i == NONE {
             return NONE;
         }
+        let value = owned();
         self.values.push(value.clone());
-        self.seen.insert(value.clone(), i);
+        self.seen.insert(value, i);
         i
     }
 }
@@ -335,7 +342,7 @@ impl Snapshot {
 
         let mut strings: Interner<Box<str>> = Interner::new();
         let mut rules: Interner<Rule> = Interner::new();
-        let id_rule = rules.get(&Rule::InstanceId);
+        let id_rule = rules.get(&Rule::InstanceId, || Rule::InstanceId);
         let mut text = String::with_capacity(served.iter().map(|s| s.0.len()).sum());
         let mut table = Vec::with_capacity(served.len());
         // (name relative to the zone, instance, rule), and whether each
@@ -345,7 +352,7 @@ impl Snapshot {
         let mut intern = |value: &Option<String>| {
             value
                 .as_deref()
-                .map_or(NONE, |v| strings.get(&Box::<str>::from(v)))
+                .map_or(NONE, |v| strings.get(v, || v.into()))
         };
         for (i, (id, instance)) in served.iter().enumerate() {
             let start = text.len();
@@ -360,7 +367,8 @@ impl Snapshot {
             let choice = naming.choose(instance, &mut report);
             chosen.push(choice.is_some());
             if let Some(choice) = choice {
-                claims.push((Cow::Owned(choice.name), i, rules.get(&choice.rule)));
+                let rule = rules.get(&choice.rule, || choice.rule.clone());
+                claims.push((Cow::Owned(choice.name), i, rule));
             }
         }
         claims.sort_unstable();

@@ -445,6 +445,14 @@ EOF
 fi
 
 # --- report ---------------------------------------------------------------
+# col KIND WHO COLUMN [N]: one column of the raw lines of KIND (main,
+# reload, state, swap, forward) for WHO (a server, or a swap mode), from
+# every round; only for N names when N is given.
+col() {
+    awk -v k="$1" -v w="$2" -v c="$3" -v n="${4:-}" \
+        '$1 == k && $3 == w && (n == "" || $2 == n) { print $c }' "$results"
+}
+
 report() {
     echo "# Load: fleetdns against dnsmasq, NSD, Knot, Unbound"
     echo
@@ -462,11 +470,11 @@ report() {
         best=0
         for s in "${servers[@]}"; do
             [ "$s" = fleetdns ] && continue
-            m="$(awk -v n="$n" -v s="$s" '$1 == "main" && $2 == n && $3 == s { print $6 }' "$results" | median)"
+            m="$(col main "$s" 6 "$n" | median)"
             best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
         done
         for s in "${servers[@]}"; do
-            sel() { awk -v n="$n" -v s="$s" -v c="$1" '$1 == "main" && $2 == n && $3 == s { print $c }' "$results"; }
+            sel() { col main "$s" "$1" "$n"; }
             kq="$(sel 6 | median)"
             ratio="$(awk -v a="$kq" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
             echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
@@ -478,19 +486,19 @@ report() {
     echo "| server | median | min/max |"
     echo "|---|---|---|"
     for s in "${servers[@]}"; do
-        v="$(awk -v s="$s" '$1 == "reload" && $3 == s { print $5 }' "$results")"
+        v="$(col reload "$s" 5)"
         echo "| $s | $(median <<<"$v") | $(minmax <<<"$v") |"
     done
     if grep -q '^state ' "$results"; then
         echo
-        echo "## fleetdns: startup from persisted state, $n names: $(awk '$1 == "state" { print $5 }' "$results" | median) ms (min/max $(awk '$1 == "state" { print $5 }' "$results" | minmax))"
+        echo "## fleetdns: startup from persisted state, $n names: $(col state fleetdns 5 | median) ms (min/max $(col state fleetdns 5 | minmax))"
         echo
         echo "## fleetdns under a fixed 20,000 q/s for 12 s, $n names, with and without a snapshot swap every second"
         echo
         echo "| mode | QPS | lost | avg ms | p99 ms | max ms |"
         echo "|---|---|---|---|---|---|"
         for mode in steady swapping; do
-            sel() { awk -v m="$mode" -v c="$1" '$1 == "swap" && $3 == m { print $c }' "$results"; }
+            sel() { col swap "$mode" "$1"; }
             echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 9 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) |"
         done
     fi
@@ -501,7 +509,7 @@ report() {
         echo "| server | QPS | q/CPU-s | avg ms | lost |"
         echo "|---|---|---|---|---|"
         for s in fleetdns dnsmasq; do
-            sel() { awk -v s="$s" -v c="$1" '$1 == "forward" && $3 == s { print $c }' "$results"; }
+            sel() { col forward "$s" "$1"; }
             echo "| $s | $(sel 5 | median) | $(sel 6 | median) k | $(sel 7 | median) | $(sel 9 | sort -g | tail -1) |"
         done
     fi

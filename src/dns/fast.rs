@@ -232,26 +232,32 @@ pub fn answer(
     };
     let edns = arcount == 1;
     let key = &key[..k];
-    let entry = match snapshot.wire_lookup(key) {
-        Lookup::Name(entry) => entry,
-        Lookup::Apex | Lookup::EmptyNonTerminal => {
-            return negative(snapshot, zone, query, question_end, edns, limit, out, false)
-                .map(|rcode| (rtype, rcode));
-        }
-        Lookup::NotFound if in_zone(key, &zone.apex) => {
-            return negative(snapshot, zone, query, question_end, edns, limit, out, true)
-                .map(|rcode| (rtype, rcode));
-        }
+    // A name with data, or why there is none: NODATA at the apex or an
+    // empty non-terminal, NXDOMAIN for a missing name in the zone.
+    let (entry, nxdomain) = match snapshot.wire_lookup(key) {
+        Lookup::Name(entry) => (Some(entry), false),
+        Lookup::Apex | Lookup::EmptyNonTerminal => (None, false),
+        Lookup::NotFound if in_zone(key, &zone.apex) => (None, true),
         Lookup::NotFound => return None,
     };
-    let (rdlen, answers) = match rtype {
-        RecordType::A => (4usize, entry.ipv4().len()),
-        _ => (16usize, entry.ipv6().len()),
+    let (rdlen, answers) = match (rtype, entry) {
+        (_, None) => (0, 0),
+        (RecordType::A, Some(e)) => (4usize, e.ipv4().len()),
+        (_, Some(e)) => (16usize, e.ipv6().len()),
     };
-    if answers == 0 {
-        return negative(snapshot, zone, query, question_end, edns, limit, out, false)
-            .map(|rcode| (rtype, rcode));
-    }
+    let Some(entry) = entry.filter(|_| answers > 0) else {
+        return negative(
+            snapshot,
+            zone,
+            query,
+            question_end,
+            edns,
+            limit,
+            out,
+            nxdomain,
+        )
+        .map(|rcode| (rtype, rcode));
+    };
     let ttl = zone.ttl;
     let owner = &query[HEADER..name_end];
     let size = question_end
