@@ -302,6 +302,82 @@ fn malformed_packets_get_formerr_or_nothing_and_the_server_keeps_answering() {
 }
 
 #[test]
+fn a_burst_from_several_clients_gets_every_answer_to_its_sender() {
+    // Queries sent without waiting queue up in the server's socket, which
+    // answers them in batches (one sendmmsg per batch): each client must
+    // still get exactly its own replies, whatever the mix of paths.
+    let d = demo();
+    let clients: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let asked: &[(&str, RecordType, ResponseCode, &[&str])] = &[
+        (
+            "web-1.fleet.internal.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &["10.20.1.11"],
+        ),
+        (
+            "nosuch.fleet.internal.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            "web-1.fleet.internal.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            &[],
+        ),
+        // not on the fast path: answered by the handler, in between
+        (
+            "web-1.fleet.internal.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            &[],
+        ),
+    ];
+    let per_client = 50u16;
+    for i in 0..per_client {
+        for (c, client) in clients.iter().enumerate() {
+            let (name, qtype, _, _) = asked[usize::from(i) % asked.len()];
+            let mut m = query(name, qtype, None);
+            m.metadata.id = i * 8 + c as u16;
+            client.send_to(&m.to_vec().unwrap(), d.udp).unwrap();
+        }
+    }
+    for (c, client) in clients.iter().enumerate() {
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 65535];
+        while seen.len() < usize::from(per_client) {
+            let n = client.recv(&mut buf).unwrap_or_else(|e| {
+                panic!("client {c}: {} of {per_client} replies: {e}", seen.len())
+            });
+            let m = strict_parse(&buf[..n]);
+            let id = m.metadata.id;
+            assert_eq!(
+                usize::from(id % 8),
+                c,
+                "client {c} got reply {id} of another"
+            );
+            assert!(seen.insert(id), "client {c} got reply {id} twice");
+            let (name, qtype, rcode, want) = asked[usize::from(id / 8) % asked.len()];
+            assert_eq!(m.queries[0].name().to_ascii(), name);
+            assert_eq!(m.queries[0].query_type(), qtype);
+            assert_eq!(m.metadata.response_code, rcode, "reply {id}");
+            if qtype == RecordType::TXT {
+                assert!(!m.answers.is_empty(), "reply {id}: no TXT");
+            } else {
+                assert_eq!(a_records(&m), want, "reply {id}");
+            }
+        }
+    }
+}
+
+#[test]
 fn notify_and_update_opcodes_are_not_implemented() {
     let d = demo();
     let mut q = query("fleet.internal.", RecordType::SOA, None);
