@@ -71,14 +71,16 @@ pub fn replace_with(
 }
 
 /// How much [`read_in_chunks`] asks of the kernel per call.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 64 << 10;
 
 /// Reads a whole file with many short `read` calls rather than one.
 ///
 /// The kernel copies a read's bytes without giving up the CPU (this
 /// kernel is built without involuntary preemption): one read of a 14 MB
-/// inventory kept the DNS loop off a shared CPU for milliseconds. Between
-/// 256 KiB reads it can switch to the loop.
+/// inventory kept the DNS loop off a shared CPU for milliseconds, and even
+/// 256 KiB reads took up to 2 ms when the pages had to be brought back.
+/// Between 64 KiB reads it offers the CPU to the loop
+/// ([`crate::background::offer`]).
 pub fn read_in_chunks(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = File::open(path)?;
@@ -87,6 +89,7 @@ pub fn read_in_chunks(path: &Path) -> io::Result<Vec<u8>> {
     // the file grew meanwhile.
     let mut bytes = Vec::with_capacity(size + 1);
     loop {
+        crate::background::offer();
         if bytes.len() == bytes.capacity() {
             bytes.reserve(READ_CHUNK);
         }

@@ -314,9 +314,11 @@ impl Refresher {
                     // on a runtime worker, where queries would wait.
                     let old = self.last_good.get(&unit.unit).map(|u| u.instances.clone());
                     let new = instances.clone();
-                    let same = crate::background::run(move || old.is_some_and(|old| *old == *new))
-                        .await
-                        .unwrap_or(false);
+                    let same = crate::background::run(move || {
+                        old.is_some_and(|old| crate::background::paced_eq(&old, &new))
+                    })
+                    .await
+                    .unwrap_or(false);
                     inventory_changed |= !same;
                     let old = self.last_good.insert(
                         unit.unit,

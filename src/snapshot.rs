@@ -20,6 +20,7 @@ use hashbrown::HashTable;
 use hickory_proto::rr::{LowerName, Name};
 use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
 
+use crate::background::checkpoint;
 use crate::inventory::Instance;
 use crate::naming::{is_instance_id, Naming, NamingReport, Rule};
 
@@ -326,6 +327,7 @@ impl Snapshot {
         // units) is one instance.
         let mut served: Vec<(String, &Instance)> = Vec::new();
         for instance in instances {
+            checkpoint();
             if !instance.is_running() {
                 report.not_running += 1;
                 continue;
@@ -337,7 +339,10 @@ impl Snapshot {
             }
             served.push((id, instance));
         }
-        served.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        served.sort_unstable_by(|a, b| {
+            checkpoint();
+            a.0.cmp(&b.0)
+        });
         served.dedup_by(|a, b| a.0 == b.0);
 
         let mut strings: Interner<Box<str>> = Interner::new();
@@ -355,6 +360,7 @@ impl Snapshot {
                 .map_or(NONE, |v| strings.get(v, || v.into()))
         };
         for (i, (id, instance)) in served.iter().enumerate() {
+            checkpoint();
             let start = text.len();
             text.push_str(id);
             table.push(InstanceRecord {
@@ -371,7 +377,10 @@ impl Snapshot {
                 claims.push((Cow::Owned(choice.name), i, rule));
             }
         }
-        claims.sort_unstable();
+        claims.sort_unstable_by(|a, b| {
+            checkpoint();
+            a.cmp(b)
+        });
         claims.dedup();
 
         let mut wire = Vec::with_capacity(claims.len() * (zone_wire.len() + 16));
@@ -380,6 +389,7 @@ impl Snapshot {
         let mut primary: Vec<Option<u32>> = vec![None; served.len()];
         let mut group_start = 0;
         while group_start < claims.len() {
+            checkpoint();
             let name = &claims[group_start].0;
             let group_end = claims[group_start..]
                 .iter()
@@ -419,6 +429,7 @@ impl Snapshot {
         let hasher = RandomState::new();
         let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
         for (i, record) in records.iter().enumerate() {
+            checkpoint();
             let key = &wire[record.wire.range()];
             index.insert_unique(hasher.hash_one(key), i as u32, |&j| {
                 hasher.hash_one(&wire[records[j as usize].wire.range()])
@@ -429,6 +440,7 @@ impl Snapshot {
         // ancestor is a suffix of the name's bytes, so its record points
         // into them.
         for i in 0..named {
+            checkpoint();
             let span = records[i].wire;
             let mut start = span.start as usize;
             let end = start + span.len as usize;
@@ -461,6 +473,7 @@ impl Snapshot {
 
         let mut reverse: Vec<(IpAddr, u32)> = Vec::with_capacity(served.len());
         for (i, (_, instance)) in served.iter().enumerate() {
+            checkpoint();
             if let Some(record) = primary[i] {
                 reverse.extend(
                     instance
@@ -471,7 +484,10 @@ impl Snapshot {
                 reverse.extend(instance.ipv6.iter().map(|a| (IpAddr::V6(*a), record)));
             }
         }
-        reverse.sort_unstable();
+        reverse.sort_unstable_by(|a, b| {
+            checkpoint();
+            a.cmp(b)
+        });
         reverse.dedup();
 
         Snapshot {

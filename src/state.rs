@@ -81,7 +81,7 @@ struct FileOut<'a> {
 struct UnitOut<'a> {
     unit: &'a str,
     fetched_at: u64,
-    instances: &'a [Instance],
+    instances: crate::background::Paced<'a, Instance>,
 }
 
 /// The file as read.
@@ -160,7 +160,7 @@ pub fn save(dir: &Path, serial: u32, units: &[(&str, SystemTime, &[Instance])]) 
             .map(|(unit, at, instances)| UnitOut {
                 unit,
                 fetched_at: unix_secs(*at),
-                instances,
+                instances: crate::background::Paced(instances),
             })
             .collect(),
     };

@@ -130,6 +130,7 @@ fn converted_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>,
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
             let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
             while let Some(raw) = seq.next_element::<RawInstance<'de>>()? {
+                crate::background::checkpoint();
                 out.push(into_instance(raw));
             }
             Ok(out)
