@@ -14,6 +14,9 @@
 # - Each server pinned to CPU 0 with one worker (taskset; fleetdns with
 #   TOKIO_WORKER_THREADS=1), dnsperf pinned to CPU 1, `-c 8 -q 100`.
 # - Servers interleaved (A B C A B C ...) for -r rounds; medians reported.
+# - Saturated runs: the same servers with two workers each (dnsmasq has
+#   one), nothing pinned, dnsperf `-c 8 -q 500` on the same two cores: the
+#   most each answers on this machine (QPS; CPU is all used).
 # - q/CPU-s = queries completed / server CPU seconds (utime+stime of the
 #   server's processes from /proc): the figure to compare on a noisy
 #   machine. Startup = launch until the last name answers. Peak RSS =
@@ -21,8 +24,9 @@
 # - Extra runs: time for a changed name to be visible after a reload
 #   (SIGHUP for every server); fleetdns swapping a 100,000-name snapshot
 #   every second under a fixed 20,000 q/s load, against the same load
-#   without swaps (with p99 latency, from dnsperf -v per-query lines); startup from persisted state; forwarding to one local
-#   upstream (NSD), cached, fleetdns against dnsmasq.
+#   without swaps (with p99 latency, from dnsperf -v per-query lines);
+#   startup from persisted state; forwarding to one local upstream (NSD),
+#   cached, fleetdns against dnsmasq.
 #
 # Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
 # installed. Uses target/release/fleetdns (built if missing) or $FLEETDNS_BIN.
@@ -119,6 +123,15 @@ gen_queries() { # N FILE
 }
 
 # --- servers --------------------------------------------------------------
+# How servers and dnsperf run: one worker each, the server on CPU 0 and
+# dnsperf on CPU 1 (the main runs), or, for the saturated runs, two workers
+# each and nothing pinned (empty prefixes). Prefixes, not a function, so
+# that $! is the server's own pid.
+workers=1
+server_pin=(taskset -c 0)
+perf_pin=(taskset -c 1)
+outstanding=100
+
 # start NAME N DIR PORT [fleetdns extra args...] -> sets $pid
 start() {
     local name="$1" n="$2" dir="$3" p="$4"
@@ -128,12 +141,12 @@ start() {
     mkdir -p "$run"
     case "$name" in
         fleetdns)
-            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin" serve \
+            TOKIO_WORKER_THREADS=$workers RUST_LOG=warn "${server_pin[@]}" "$bin" serve \
                 --listen "127.0.0.1:$p" --source "file:$dir/fleet.json" \
                 --state-dir "$run/state" "$@" 2>"$run/log" &
             ;;
         dnsmasq)
-            taskset -c 0 dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv \
+            "${server_pin[@]}" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv \
                 --no-hosts --addn-hosts="$dir/hosts" --local=/fleet.internal/ \
                 --listen-address=127.0.0.1 --bind-interfaces --port="$p" --user=root \
                 --pid-file= --log-facility=/dev/null "$@" 2>"$run/log" &
@@ -142,7 +155,7 @@ start() {
             cat >"$run/nsd.conf" <<EOF
 server:
     ip-address: 127.0.0.1@$p
-    server-count: 1
+    server-count: $workers
     username: ""
     chroot: ""
     zonesdir: "$dir"
@@ -162,7 +175,7 @@ zone:
     name: fleet.internal
     zonefile: "$dir/zone"
 EOF
-            taskset -c 0 nsd -d -c "$run/nsd.conf" 2>>"$run/log" &
+            "${server_pin[@]}" nsd -d -c "$run/nsd.conf" 2>>"$run/log" &
             ;;
         knot)
             mkdir -p "$run/db"
@@ -170,7 +183,7 @@ EOF
 server:
     listen: 127.0.0.1@$p
     rundir: "$run"
-    udp-workers: 1
+    udp-workers: $workers
     tcp-workers: 1
     background-workers: 1
 database:
@@ -185,14 +198,14 @@ zone:
     journal-content: none
     zonefile-sync: -1
 EOF
-            taskset -c 0 knotd -c "$run/knot.conf" 2>"$run/log" &
+            "${server_pin[@]}" knotd -c "$run/knot.conf" 2>"$run/log" &
             ;;
         unbound)
             cat >"$run/unbound.conf" <<EOF
 server:
     interface: 127.0.0.1@$p
     port: $p
-    num-threads: 1
+    num-threads: $workers
     do-daemonize: no
     chroot: ""
     username: ""
@@ -206,7 +219,7 @@ server:
 remote-control:
     control-enable: no
 EOF
-            taskset -c 0 unbound -d -c "$run/unbound.conf" 2>"$run/log" &
+            "${server_pin[@]}" unbound -d -c "$run/unbound.conf" 2>"$run/log" &
             ;;
     esac
     pid=$!
@@ -263,7 +276,7 @@ perf() { # port queries extra-args...
     local p="$1" q="$2"
     shift 2
     local o="$work/perf.out"
-    taskset -c 1 dnsperf -s 127.0.0.1 -p "$p" -d "$q" -c 8 -q 100 "$@" >"$o" 2>&1
+    "${perf_pin[@]}" dnsperf -s 127.0.0.1 -p "$p" -d "$q" -c 8 -q "$outstanding" "$@" >"$o" 2>&1
     local p99="-"
     if grep -q '^> ' "$o"; then
         p99="$(awk '/^> / { print $NF * 1000 }' "$o" | sort -g |
@@ -308,6 +321,28 @@ for n in "${sizes[@]}"; do
         done
     done
 done
+
+# --- saturated: both cores, two workers per server, nothing pinned ---------
+# dnsmasq has one thread whatever it is given. dnsperf shares the two
+# cores with the server, as a local client would; -q 500 keeps the server
+# busy. Servers interleaved as above.
+workers=2 server_pin=() perf_pin=() outstanding=500
+for n in "${sizes[@]}"; do
+    dir="$work/data-$n"
+    for round in $(seq "$rounds"); do
+        for s in "${servers[@]}"; do
+            port=$((port + 1))
+            start "$s" "$n" "$dir" "$port"
+            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null ||
+                { echo "$s did not start" >&2; exit 1; }
+            read -r qps _ lost avg _ _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
+            echo "sat $n $s $round $qps $lost $avg" >>"$results"
+            echo "saturated n=$n round=$round $s: $qps q/s, lost $lost, avg $avg ms" >&2
+            stop "$pid"
+        done
+    done
+done
+workers=1 server_pin=(taskset -c 0) perf_pin=(taskset -c 1) outstanding=100
 
 # --- reload: a changed name becomes visible (SIGHUP for all) ---------------
 n="${sizes[-1]}"
@@ -473,7 +508,7 @@ report() {
     echo "- machine: $machine"
     echo "- fleetdns: $("$bin" --version); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); NSD $(nsd -v 2>&1 | head -1 | awk '{print $NF}'); Knot $(knotd -V | awk '{print $NF}'); Unbound $(unbound -V | awk '/Version/ {print $2}'); dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2}')"
     echo "- command: benches/load/run.sh -n $(IFS=,; echo "${sizes[*]}") -r $rounds -l $duration -s $(IFS=,; echo "${servers[*]}")"
-    echo "- each server pinned to CPU 0 with one worker, dnsperf on CPU 1 (-c 8 -q 100); medians of $rounds interleaved rounds (QPS as min/median/max)"
+    echo "- main tables: each server pinned to CPU 0 with one worker, dnsperf on CPU 1 (-c 8 -q 100); medians of $rounds interleaved rounds (QPS as min/median/max)"
     for n in "${sizes[@]}"; do
         echo
         echo "## $n names"
@@ -491,6 +526,25 @@ report() {
             kq="$(sel 6 | median)"
             ratio="$(awk -v a="$kq" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
             echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
+        done
+    done
+    echo
+    echo "## Saturated: both cores, two workers per server (dnsmasq: one), dnsperf unpinned (-c 8 -q 500)"
+    echo
+    echo "| names | server | QPS min/max | QPS median | vs best ref | lost | avg ms |"
+    echo "|---|---|---|---|---|---|---|"
+    for n in "${sizes[@]}"; do
+        best=0
+        for s in "${servers[@]}"; do
+            [ "$s" = fleetdns ] && continue
+            m="$(col sat "$s" 5 "$n" | median)"
+            best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
+        done
+        for s in "${servers[@]}"; do
+            sel() { col sat "$s" "$1" "$n"; }
+            q="$(sel 5 | median)"
+            ratio="$(awk -v a="$q" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
+            echo "| $n | $s | $(sel 5 | minmax) | $q | $ratio | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) |"
         done
     done
     echo
