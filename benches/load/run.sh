@@ -501,6 +501,22 @@ col() {
         '$1 == k && $3 == w && (n == "" || $2 == n) { print $c }' "$results"
 }
 
+# best_ref KIND COLUMN N: the best median of COLUMN among the reference
+# servers (all but fleetdns) for N names.
+best_ref() {
+    local best=0 s m
+    for s in "${servers[@]}"; do
+        [ "$s" = fleetdns ] && continue
+        m="$(col "$1" "$s" "$2" "$3" | median)"
+        best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
+    done
+    echo "$best"
+}
+# ratio A BEST: A / BEST as "1.02x", or "-"
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }'
+}
+
 report() {
     echo "# Load: fleetdns against dnsmasq, NSD, Knot, Unbound"
     echo
@@ -515,16 +531,11 @@ report() {
         echo
         echo "| server | QPS | q/CPU-s | vs best ref | avg ms | max ms | lost | peak RSS MB | startup ms |"
         echo "|---|---|---|---|---|---|---|---|---|"
-        best=0
-        for s in "${servers[@]}"; do
-            [ "$s" = fleetdns ] && continue
-            m="$(col main "$s" 6 "$n" | median)"
-            best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
-        done
+        best="$(best_ref main 6 "$n")"
         for s in "${servers[@]}"; do
             sel() { col main "$s" "$1" "$n"; }
             kq="$(sel 6 | median)"
-            ratio="$(awk -v a="$kq" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
+            ratio="$(ratio "$kq" "$best")"
             echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
         done
     done
@@ -534,16 +545,11 @@ report() {
     echo "| names | server | QPS min/max | QPS median | vs best ref | lost | avg ms |"
     echo "|---|---|---|---|---|---|---|"
     for n in "${sizes[@]}"; do
-        best=0
-        for s in "${servers[@]}"; do
-            [ "$s" = fleetdns ] && continue
-            m="$(col sat "$s" 5 "$n" | median)"
-            best="$(awk -v a="$m" -v b="$best" 'BEGIN { print (a != "-" && a + 0 > b + 0) ? a : b }')"
-        done
+        best="$(best_ref sat 5 "$n")"
         for s in "${servers[@]}"; do
             sel() { col sat "$s" "$1" "$n"; }
             q="$(sel 5 | median)"
-            ratio="$(awk -v a="$q" -v b="$best" 'BEGIN { if (b > 0 && a != "-") printf "%.2fx", a / b; else print "-" }')"
+            ratio="$(ratio "$q" "$best")"
             echo "| $n | $s | $(sel 5 | minmax) | $q | $ratio | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) |"
         done
     done
