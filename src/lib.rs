@@ -15,8 +15,8 @@
 //! holds the flags; `serve` wires the daemon together, with `systemd` for
 //! readiness. `main.rs` is thin.
 
-// One audited call (`background::set_idle`) needs `unsafe`; everything
-// else is denied it.
+// Two audited calls need `unsafe` (`background::set_idle`, and
+// `recvmmsg` in `dns::batch`); everything else is denied it.
 #![deny(unsafe_code)]
 
 pub mod background;

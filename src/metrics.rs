@@ -226,7 +226,7 @@ impl Metrics {
         let dropped = Counter::default();
         registry.register(
             "queries_dropped",
-            "Packets that got no reply (shorter than a header, or a response)",
+            "Packets that got no reply (shorter than a header, a response, or a UDP datagram over 4 KiB)",
             dropped.clone(),
         );
 

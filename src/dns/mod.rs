@@ -10,6 +10,7 @@
 //! which caps UDP replies at 1232 bytes and truncates correctly for every
 //! kind of answer (zone, forwarded, error).
 
+pub mod batch;
 pub mod fast;
 pub mod forward;
 pub mod handler;

@@ -24,6 +24,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::config::TcpSettings;
+use crate::dns::batch::{Received, Replies, BATCH};
 use crate::dns::fast::FastPath;
 use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::metrics::metrics;
@@ -210,9 +211,7 @@ async fn serve_udp<H: RequestHandler>(
     shutdown: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
-    // The largest datagram there is; DNS queries are far smaller, but a
-    // short buffer would silently cut an odd one.
-    let mut buf = vec![0u8; 65535];
+    let mut received = Received::default();
     // The fast path's replies, reused: no allocation per answer.
     let mut reply = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let mut replies = Replies::default();
@@ -226,15 +225,15 @@ async fn serve_udp<H: RequestHandler>(
             },
             _ = &mut stop => break,
         }
-        // Drain what the kernel holds without going back to the runtime
-        // for each packet (under load, several wait at every wake-up), but
-        // at most a batch, so that other tasks on this worker get turns.
-        let mut drained = false;
-        for _ in 0..UDP_BATCH {
-            let (len, src) = match socket.try_recv_from(&mut buf) {
-                Ok(r) => r,
+        // Drain what the kernel holds, a batch per system call, without
+        // going back to the runtime for each packet, but at most
+        // UDP_BATCHES batches, so that other tasks on this thread get turns.
+        let mut caught_up = false;
+        for _ in 0..UDP_BATCHES {
+            let count = match received.receive(&socket) {
+                Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
+                    caught_up = true;
                     break;
                 }
                 Err(error) => {
@@ -243,117 +242,50 @@ async fn serve_udp<H: RequestHandler>(
                     continue;
                 }
             };
-            if src.port() == 0 {
-                continue; // cannot be answered
-            }
-            // The common case answered here, in this loop, without a task.
-            if let Some((qtype, rcode)) = fast
-                .as_ref()
-                .and_then(|f| f.answer(&buf[..len], &mut reply))
-            {
-                metrics().count_query(Protocol::Udp, Some(qtype), rcode);
-                replies.push(&reply, src);
-                continue;
-            }
-            let message = buf[..len].to_vec();
-            let handler = handler.clone();
-            let socket = socket.clone();
-            general.spawn(async move {
-                if let Some(reply) = process(&*handler, message, src, Protocol::Udp).await {
-                    send_udp(&socket, &reply, src).await;
+            for i in 0..count {
+                let Some((query, src)) = received.get(i).filter(|(_, src)| src.port() != 0) else {
+                    // cut short, not from IP, or port 0: cannot be answered
+                    metrics().count_dropped();
+                    continue;
+                };
+                // The common case answered here, in this loop, without a task.
+                if let Some((qtype, rcode)) =
+                    fast.as_ref().and_then(|f| f.answer(query, &mut reply))
+                {
+                    metrics().count_query(Protocol::Udp, Some(qtype), rcode);
+                    replies.push(&reply, src);
+                    continue;
                 }
-            });
+                let message = query.to_vec();
+                let handler = handler.clone();
+                let socket = socket.clone();
+                general.spawn(async move {
+                    if let Some(reply) = process(&*handler, message, src, Protocol::Udp).await {
+                        send_udp(&socket, &reply, src).await;
+                    }
+                });
+            }
+            replies.flush(&socket).await;
+            if count < BATCH {
+                // Caught up: the next receive most likely finds nothing
+                // and so re-arms the wait for readiness.
+                caught_up = true;
+                break;
+            }
         }
-        replies.flush(&socket).await;
-        if !drained {
+        if !caught_up {
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// Packets one receive loop takes from its socket before it lets the
-/// worker run other tasks.
-const UDP_BATCH: usize = 64;
-
-/// The fast path's replies to one drained batch of queries, sent together
-/// with one `sendmmsg`: a system call per batch instead of per reply, and
-/// the client, woken by the first, often finds the rest already there.
-#[derive(Default)]
-struct Replies {
-    /// The replies, one after the other.
-    bytes: Vec<u8>,
-    /// Where each reply ends in `bytes`, and where it goes.
-    ends: Vec<(usize, SocketAddr)>,
-}
-
-impl Replies {
-    fn push(&mut self, reply: &[u8], to: SocketAddr) {
-        self.bytes.extend_from_slice(reply);
-        self.ends.push((self.bytes.len(), to));
-    }
-
-    /// Sends every reply, then empties the batch.
-    async fn flush(&mut self, socket: &UdpSocket) {
-        let mut next = 0;
-        while next < self.ends.len() {
-            match self.send_from(socket, next) {
-                Ok(0) => break,
-                Ok(sent) => next += sent,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    // The send buffer is full: the rest one by one, each
-                    // when there is room.
-                    for i in next..self.ends.len() {
-                        let (reply, to) = self.get(i);
-                        send_udp(socket, reply, to).await;
-                    }
-                    break;
-                }
-                Err(error) => {
-                    // The first unsent reply failed (its peer is
-                    // unreachable, say): drop it, send the others.
-                    debug!(%error, to = %self.ends[next].1, "UDP send failed");
-                    next += 1;
-                }
-            }
-        }
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// Reply `i` and its destination.
-    fn get(&self, i: usize) -> (&[u8], SocketAddr) {
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p].0);
-        let (end, to) = self.ends[i];
-        (&self.bytes[start..end], to)
-    }
-
-    /// One `sendmmsg` of the replies from `first` on; how many went out.
-    fn send_from(&self, socket: &UdpSocket, first: usize) -> io::Result<usize> {
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-        use std::io::IoSlice;
-        let range = first..self.ends.len();
-        let addresses: Vec<SocketAddrAny> = range
-            .clone()
-            .map(|i| SocketAddrAny::from(self.ends[i].1))
-            .collect();
-        let slices: Vec<[IoSlice<'_>; 1]> = range.map(|i| [IoSlice::new(self.get(i).0)]).collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = slices
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut messages: Vec<MMsgHdr<'_>> = addresses
-            .iter()
-            .zip(&slices)
-            .zip(controls.iter_mut())
-            .map(|((address, slice), control)| MMsgHdr::new_with_addr(address, slice, control))
-            .collect();
-        Ok(sendmmsg(socket, &mut messages, SendFlags::empty())?)
-    }
-}
+/// Batches one receive loop takes from its socket before it lets the
+/// other tasks on its thread run.
+const UDP_BATCHES: usize = 4;
 
 /// Sends a UDP reply: at once when the socket has room (nearly always),
 /// else when it has.
-async fn send_udp(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+pub(crate) async fn send_udp(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
     let sent = match socket.try_send_to(reply, to) {
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => socket.send_to(reply, to).await,
         other => other,

@@ -378,6 +378,37 @@ fn a_burst_from_several_clients_gets_every_answer_to_its_sender() {
 }
 
 #[test]
+fn a_udp_datagram_over_4_kib_is_dropped_and_counted() {
+    // Queries are read in 4 KiB slots; a longer datagram (no DNS query is
+    // that long) arrives cut short and must not be answered as if whole.
+    let d = Daemon::start(&[
+        "--source",
+        &file_source(&example_fleet()),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let before = d.metric("fleetdns_queries_dropped_total", &[]);
+    let mut long = query("web-1.fleet.internal.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    long.resize(5000, 0);
+    assert_eq!(udp_raw(d.udp, &long), None);
+    let mut fits = query("web-1.fleet.internal.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    // one that fills a slot exactly is read whole and answered (bytes
+    // after the question are ignored, as they always were)
+    fits.resize(4096, 0);
+    let reply = udp_raw(d.udp, &fits).expect("a reply for a datagram of 4096 bytes");
+    assert_eq!(a_records(&strict_parse(&reply)), ["10.20.1.11"]);
+    assert_eq!(
+        d.metric("fleetdns_queries_dropped_total", &[]),
+        before + 1.0
+    );
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.20.1.11"]);
+}
+
+#[test]
 fn notify_and_update_opcodes_are_not_implemented() {
     let d = demo();
     let mut q = query("fleet.internal.", RecordType::SOA, None);
