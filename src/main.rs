@@ -20,8 +20,6 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Before the allocator maps much: pages faulted later are never huge.
-    fleetdns::background::no_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
