@@ -81,16 +81,21 @@ pub fn checkpoint() {
         n
     });
     if passed.is_multiple_of(STEPS_PER_LOOK) {
-        offer();
+        yield_if_due();
     }
 }
 
 /// [`checkpoint`] after a long step (a chunk of a file read): looks at
 /// the clock every time.
 pub fn offer() {
-    if !IDLE.with(Cell::get) {
-        return;
+    if IDLE.with(Cell::get) {
+        yield_if_due();
     }
+}
+
+/// Yields the CPU if this background thread last offered it a [`TURN`]
+/// ago or more.
+fn yield_if_due() {
     let now = Instant::now();
     let due = OFFERED
         .with(Cell::get)

@@ -164,7 +164,7 @@ impl Replies {
                     // when there is room.
                     for i in next..self.ends.len() {
                         let (reply, to) = self.get(i);
-                        super::server::send_udp(socket, reply, to).await;
+                        send_udp(socket, reply, to).await;
                     }
                     break;
                 }
@@ -208,5 +208,17 @@ impl Replies {
             .map(|((address, slice), control)| MMsgHdr::new_with_addr(address, slice, control))
             .collect();
         Ok(sendmmsg(socket, &mut messages, SendFlags::empty())?)
+    }
+}
+
+/// Sends a UDP reply: at once when the socket has room (nearly always),
+/// else when it has.
+pub async fn send_udp(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(reply, to) {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => socket.send_to(reply, to).await,
+        other => other,
+    };
+    if let Err(error) = sent {
+        debug!(%error, %to, "UDP send failed");
     }
 }

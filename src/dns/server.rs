@@ -24,7 +24,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::config::TcpSettings;
-use crate::dns::batch::{Received, Replies, BATCH};
+use crate::dns::batch::{send_udp, Received, Replies, BATCH};
 use crate::dns::fast::FastPath;
 use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::metrics::metrics;
@@ -281,18 +281,6 @@ async fn serve_udp<H: RequestHandler>(
 /// Batches one receive loop takes from its socket before it lets the
 /// other tasks on its thread run.
 const UDP_BATCHES: usize = 4;
-
-/// Sends a UDP reply: at once when the socket has room (nearly always),
-/// else when it has.
-pub(crate) async fn send_udp(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
-    let sent = match socket.try_send_to(reply, to) {
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => socket.send_to(reply, to).await,
-        other => other,
-    };
-    if let Err(error) = sent {
-        debug!(%error, %to, "UDP send failed");
-    }
-}
 
 async fn serve_tcp<H: RequestHandler>(
     listener: TcpListener,
