@@ -502,6 +502,16 @@ fn metrics_count_queries_by_type_and_rcode_and_describe_the_zone() {
         short(d.udp, &["+tcp", "web-1.fleet.internal"]),
         ["10.20.1.11"]
     );
+    // The refresh is counted when it ends, after its state file is
+    // written on an idle-priority thread, which a busy machine (the other
+    // tests) may run well after the zone answers.
+    wait_for_metric(
+        &d,
+        "fleetdns_refreshes_total",
+        &["result=\"changed\""],
+        1.0,
+        10,
+    );
     let (status, text) = d.http_get("/metrics");
     assert_eq!(status, 200);
     let q = |labels: &[&str]| sample(&text, "fleetdns_queries_total", labels);
