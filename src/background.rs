@@ -106,31 +106,6 @@ fn yield_if_due() {
     }
 }
 
-/// A slice that serializes as a sequence with a [`checkpoint`] per item:
-/// writing a large state file stays interruptible.
-pub struct Paced<'a, T>(pub &'a [T]);
-
-impl<T: serde::Serialize> serde::Serialize for Paced<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for item in self.0 {
-            checkpoint();
-            seq.serialize_element(item)?;
-        }
-        seq.end()
-    }
-}
-
-/// `a == b` for two lists, with a [`checkpoint`] per item.
-pub fn paced_eq<T: PartialEq>(a: &[T], b: &[T]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            checkpoint();
-            x == y
-        })
-}
-
 /// Puts the calling thread under `SCHED_IDLE`, once per thread. The
 /// blocking pool's threads run only background work (file reads, builds,
 /// state and hosts writes, frees), so they stay there. Failure (a seccomp
@@ -175,24 +150,6 @@ fn set_idle() {
 
 #[cfg(test)]
 mod tests {
-    use super::{paced_eq, Paced};
-
-    #[tokio::test]
-    async fn paced_work_gives_the_same_results_on_a_background_thread() {
-        let (same, json) = super::run(|| {
-            let a: Vec<u32> = (0..10_000).collect();
-            let mut b = a.clone();
-            let same = paced_eq(&a, &b) && !paced_eq(&a, &b[1..]);
-            b[9_999] = 0;
-            let json = serde_json::to_string(&Paced(&a[..3])).unwrap();
-            (same && !paced_eq(&a, &b), json)
-        })
-        .await
-        .unwrap();
-        assert!(same);
-        assert_eq!(json, "[0,1,2]");
-    }
-
     #[tokio::test]
     #[allow(unsafe_code)]
     async fn background_work_runs_under_sched_idle() {

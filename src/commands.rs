@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::HostsArgs;
@@ -56,9 +57,10 @@ pub fn snapshot_from_state(settings: &Settings) -> anyhow::Result<Arc<Snapshot>>
             dir.display()
         )
     })?;
-    let instances = state.units.iter().flat_map(|u| u.instances.iter());
-    let snapshot =
-        Snapshot::build(instances, &settings.naming, &settings.zone.zone).with_serial(state.serial);
+    let units = state.units.iter().map(|u| &u.instances);
+    let snapshot = Snapshot::build_packed(units, &settings.naming, &settings.zone.zone)
+        .with_context(|| format!("cannot read {}", state::state_path(dir).display()))?
+        .with_serial(state.serial);
     Ok(Arc::new(snapshot))
 }
 

@@ -14,22 +14,25 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` atomically, with permission bits `mode` unless
 /// `path` exists (then its mode is kept).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomic_with(path, mode, |w| w.write_all(bytes))
+    write_atomic_with(path, mode, |w| w.write_all(bytes)).map(drop)
 }
 
 /// [`write_atomic`] for content that `write` streams out (through a
 /// buffer), so that large content never has to be held in memory whole.
+/// Returns the new file, open for reading: what was written, whatever
+/// replaces `path` later.
 pub fn write_atomic_with(
     path: &Path,
     mode: u32,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<File> {
     let mode = match fs::metadata(path) {
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => mode,
     };
-    replace_with(path, mode, None, write)?;
-    sync_dir(&parent_of(path))
+    let file = replace_with(path, mode, None, write)?;
+    sync_dir(&parent_of(path))?;
+    Ok(file)
 }
 
 /// Puts `bytes` at `path` through a temporary file in the same directory:
@@ -38,16 +41,17 @@ pub fn write_atomic_with(
 /// the temporary file is removed and `path` is untouched. The directory is
 /// not flushed: callers decide whether [`sync_dir`] failing is an error.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
-    replace_with(path, mode, owner, |w| w.write_all(bytes))
+    replace_with(path, mode, owner, |w| w.write_all(bytes)).map(drop)
 }
 
-/// [`replace`] with the content streamed out by `write`.
+/// [`replace`] with the content streamed out by `write`; returns the new
+/// file, open for reading and writing.
 pub fn replace_with(
     path: &Path,
     mode: u32,
     owner: Option<(u32, u32)>,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<File> {
     let (temp_path, temp) = create_temp(&parent_of(path), path, mode)?;
     let staged = (|| {
         if let Some((uid, gid)) = owner {
@@ -67,7 +71,7 @@ pub fn replace_with(
         let _ = fs::remove_file(&temp_path);
         return Err(error);
     }
-    Ok(())
+    Ok(temp)
 }
 
 /// How much [`read_in_chunks`] asks of the kernel per call.
@@ -138,6 +142,7 @@ fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, Fil
             .map_or(0, |d| d.subsec_nanos());
         let candidate = dir.join(format!(".{base}.{pid}.{nanos:x}{attempt}.tmp"));
         match OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode)
@@ -156,6 +161,32 @@ fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, Fil
         io::ErrorKind::AlreadyExists,
         "no free temporary file name",
     ))
+}
+
+/// An unnamed temporary file in `dir`, readable and writable by the owner
+/// only, gone when its last handle closes (`O_TMPFILE`; where the
+/// filesystem lacks it, a named file removed at once). For spooling data
+/// that must not sit in memory and must not outlive the process.
+pub fn unnamed_temp(dir: &Path) -> io::Result<File> {
+    let unnamed = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match unnamed {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            let (path, file) = create_temp(dir, Path::new("spool"), 0o600)?;
+            fs::remove_file(&path)?;
+            Ok(file)
+        }
+        other => other,
+    }
 }
 
 /// Flushes a directory's entries (a rename in it) to disk.

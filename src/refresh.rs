@@ -3,7 +3,10 @@
 //! It knows only the [`Source`] trait and the [`Store`]; it does not know
 //! which source runs or who reads the snapshot. Each source unit keeps its
 //! own last good instance list, so a unit that fails (a region whose API is
-//! down) keeps serving what it had while the others move on. A snapshot
+//! down) keeps serving what it had while the others move on. Those lists
+//! are [`Packed`]: sources pack what they fetch into unnamed files in the
+//! state directory, and after each save they point into the state file, so
+//! the inventory is on disk and only the zone is in memory. A snapshot
 //! whose content equals the current one is not swapped, so the SOA serial
 //! moves only when answers change. Readers that act on a change (the hosts
 //! export) subscribe to a `watch` channel ([`Refresher::subscribe`]);
@@ -27,7 +30,8 @@ use hickory_proto::rr::Name;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::inventory::{Instance, Source};
+use crate::inventory::packed::{Packed, Spool};
+use crate::inventory::Source;
 use crate::metrics::{metrics, RefreshResult};
 use crate::naming::Naming;
 use crate::snapshot::{next_serial, Snapshot, Store};
@@ -157,7 +161,7 @@ struct UnitData {
     /// When it was fetched.
     fetched_at: SystemTime,
     /// What was fetched.
-    instances: Arc<Vec<Instance>>,
+    instances: Packed,
 }
 
 /// Keeps the store's snapshot in step with the source.
@@ -175,6 +179,9 @@ pub struct Refresher {
     last_good: BTreeMap<String, UnitData>,
     /// Timing and persistence.
     schedule: Option<Schedule>,
+    /// Where sources pack what they fetch: the state directory, or memory
+    /// without one.
+    spool: Spool,
     /// When the state file was last written by this process.
     persisted_at: Option<Instant>,
     /// Tells subscribers about each swapped-in snapshot.
@@ -198,14 +205,20 @@ impl Refresher {
             store,
             last_good: BTreeMap::new(),
             schedule: None,
+            spool: Spool::memory(),
             persisted_at: None,
             changes: watch::channel(None).0,
             status,
         }
     }
 
-    /// Sets the loop's timing and where state is persisted.
+    /// Sets the loop's timing and where state is persisted (and fetches
+    /// are spooled).
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.spool = match &schedule.state_dir {
+            Some(dir) => Spool::in_dir(dir),
+            None => Spool::memory(),
+        };
         self.schedule = Some(schedule);
         self
     }
@@ -254,14 +267,22 @@ impl Refresher {
                 unit.unit,
                 UnitData {
                     fetched_at: unit.fetched_at,
-                    instances: Arc::new(unit.instances),
+                    instances: unit.instances,
                 },
             );
         }
         if self.last_good.is_empty() {
             return false;
         }
-        let snapshot = self.build();
+        let units = self.last_good.values().map(|u| &u.instances);
+        let snapshot = match Snapshot::build_packed(units, &self.naming, &self.zone) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                warn!(%error, "ignoring the persisted inventory; waiting for the first fetch");
+                self.last_good.clear();
+                return false;
+            }
+        };
         // Never behind what was served before the restart (secondaries and
         // caches compare serials).
         let serial = next_serial(loaded.serial, snapshot.serial());
@@ -275,11 +296,6 @@ impl Refresher {
         );
         self.swap(snapshot);
         true
-    }
-
-    fn build(&self) -> Snapshot {
-        let instances = self.last_good.values().flat_map(|u| u.instances.iter());
-        Snapshot::build(instances, &self.naming, &self.zone)
     }
 
     fn swap(&self, snapshot: Snapshot) {
@@ -301,7 +317,7 @@ impl Refresher {
         // none do, the zone cannot have changed and is not rebuilt (the
         // build is the expensive part of a refresh of a large fleet).
         let mut inventory_changed = false;
-        for unit in self.source.fetch().await {
+        for unit in self.source.fetch(&self.spool).await {
             match unit.result {
                 Ok(instances) => {
                     succeeded += 1;
@@ -309,25 +325,31 @@ impl Refresher {
                     self.status.update(|s| {
                         s.units.insert(unit.unit.clone(), Some(now));
                     });
-                    let instances = Arc::new(instances);
-                    // Comparing 100,000 instances takes milliseconds: not
-                    // on a runtime worker, where queries would wait.
+                    // Comparing the packed bytes of 100,000 instances reads
+                    // megabytes: not on a runtime worker, where queries
+                    // would wait. A read error counts as a change.
                     let old = self.last_good.get(&unit.unit).map(|u| u.instances.clone());
                     let new = instances.clone();
                     let same = crate::background::run(move || {
-                        old.is_some_and(|old| crate::background::paced_eq(&old, &new))
+                        old.is_some_and(|old| old.same_as(&new).unwrap_or(false))
                     })
                     .await
                     .unwrap_or(false);
                     inventory_changed |= !same;
-                    let old = self.last_good.insert(
-                        unit.unit,
-                        UnitData {
-                            fetched_at: now,
-                            instances,
-                        },
-                    );
-                    crate::background::drop_later(old);
+                    match self.last_good.get_mut(&unit.unit) {
+                        // The same bytes: keep the ones already in the
+                        // state file and let the new spool go.
+                        Some(kept) if same => kept.fetched_at = now,
+                        _ => {
+                            self.last_good.insert(
+                                unit.unit,
+                                UnitData {
+                                    fetched_at: now,
+                                    instances,
+                                },
+                            );
+                        }
+                    }
                 }
                 Err(error) => {
                     let kept = self
@@ -356,9 +378,9 @@ impl Refresher {
             });
         }
         // Building and comparing a large zone takes CPU for a while (about
-        // half a second at 100,000 instances): on a blocking thread, so the
-        // runtime's workers keep answering queries meanwhile.
-        let units: Vec<Arc<Vec<Instance>>> = self
+        // a tenth of a second at 100,000 instances): on a blocking thread,
+        // so the runtime's workers keep answering queries meanwhile.
+        let units: Vec<Packed> = self
             .last_good
             .values()
             .map(|u| u.instances.clone())
@@ -368,18 +390,24 @@ impl Refresher {
         let unchanged = !inventory_changed && current.is_some();
         let built = crate::background::run(move || {
             if unchanged {
-                return None;
+                return Ok::<_, crate::inventory::packed::PackError>(None);
             }
-            let snapshot = Snapshot::build(units.iter().flat_map(|u| u.iter()), &naming, &zone);
-            match current.as_deref() {
+            let snapshot = Snapshot::build_packed(&units, &naming, &zone)?;
+            Ok(match current.as_deref() {
                 Some(current) if !snapshot.differs_from(current) => None,
                 Some(current) => Some(snapshot.with_serial_after(current)),
                 None => Some(snapshot),
-            }
+            })
         })
         .await;
         let snapshot = match built {
-            Ok(snapshot) => snapshot,
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(error)) => {
+                // A spool or state file that cannot be read back: the disk,
+                // not the inventory. Keep serving what we have.
+                tracing::error!(%error, "building the zone failed; serving the previous one");
+                None
+            }
             Err(error) => {
                 // A bug, not bad data: keep serving what we have.
                 tracing::error!(%error, "building the zone failed; serving the previous one");
@@ -441,24 +469,30 @@ impl Refresher {
         let Some(serial) = self.store.load().as_ref().map(|s| s.serial()) else {
             return;
         };
-        let units: Vec<(String, SystemTime, Arc<Vec<Instance>>)> = self
+        let units: Vec<(String, SystemTime, Packed)> = self
             .last_good
             .iter()
             .map(|(label, u)| (label.clone(), u.fetched_at, u.instances.clone()))
             .collect();
         let path = state::state_path(&dir);
         let written = crate::background::run(move || {
-            let borrowed: Vec<(&str, SystemTime, &[Instance])> = units
+            let borrowed: Vec<(&str, SystemTime, &Packed)> = units
                 .iter()
-                .map(|(label, at, instances)| (label.as_str(), *at, instances.as_slice()))
+                .map(|(label, at, instances)| (label.as_str(), *at, instances))
                 .collect();
             state::save(&dir, serial, &borrowed)
         })
         .await;
-        let ok = matches!(written, Ok(Ok(())));
-        metrics().count_state_write(ok);
+        metrics().count_state_write(matches!(written, Ok(Ok(_))));
         match written {
-            Ok(Ok(())) => self.persisted_at = Some(Instant::now()),
+            Ok(Ok(reread)) => {
+                self.persisted_at = Some(Instant::now());
+                // From now on each unit is read from the new file; the
+                // spools (and the previous file) are let go.
+                for (unit, instances) in self.last_good.values_mut().zip(reread) {
+                    unit.instances = instances;
+                }
+            }
             Ok(Err(error)) => {
                 warn!(path = %path.display(), %error, "cannot persist the inventory; serving goes on")
             }
@@ -566,7 +600,7 @@ fn random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{test_instance, SourceError, UnitFetch};
+    use crate::inventory::{test_instance, Instance, SourceError, UnitFetch};
     use crate::snapshot::new_store;
     use std::collections::VecDeque;
 
@@ -608,15 +642,21 @@ mod tests {
         fn units(&self) -> Vec<String> {
             self.units.clone()
         }
-        async fn fetch(&self) -> Vec<UnitFetch> {
+        async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch> {
             let step = self.script.lock().unwrap().pop_front().unwrap_or_default();
             step.into_iter()
                 .map(|(unit, r)| UnitFetch {
                     unit,
-                    result: r.map_err(|code| SourceError::Api {
-                        code: code.into(),
-                        message: "scripted".into(),
-                    }),
+                    result: r
+                        .map(|instances| {
+                            let mut packer = spool.packer();
+                            instances.iter().for_each(|i| packer.push(i));
+                            packer.finish().unwrap()
+                        })
+                        .map_err(|code| SourceError::Api {
+                            code: code.into(),
+                            message: "scripted".into(),
+                        }),
                 })
                 .collect()
         }
@@ -723,7 +763,10 @@ mod tests {
         state::save(
             dir.path(),
             future_serial,
-            &[("east", at, &kept), ("removed-region", at, &gone)],
+            &[
+                ("east", at, &Packed::from_instances(&kept)),
+                ("removed-region", at, &Packed::from_instances(&gone)),
+            ],
         )
         .unwrap();
         let source = Scripted::new(&["east", "west"]);

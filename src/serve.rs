@@ -193,6 +193,7 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::packed::{Packed, Spool};
     use crate::inventory::{test_instance, UnitFetch};
     use crate::naming::Naming;
     use crate::refresh::Refresher;
@@ -221,16 +222,16 @@ mod tests {
         fn units(&self) -> Vec<String> {
             vec!["names".into()]
         }
-        async fn fetch(&self) -> Vec<UnitFetch> {
+        async fn fetch(&self, _: &Spool) -> Vec<UnitFetch> {
             let names = self.0.lock().unwrap().clone();
-            let instances = names
+            let instances: Vec<_> = names
                 .iter()
                 .enumerate()
                 .map(|(i, n)| test_instance(&format!("i-{i:02x}"), Some(n), &["10.0.0.1"]))
                 .collect();
             vec![UnitFetch {
                 unit: "names".into(),
-                result: Ok(instances),
+                result: Ok(Packed::from_instances(&instances)),
             }]
         }
     }

@@ -5,8 +5,14 @@
 //! load the current `Arc` once and answer from it without locks, so a query
 //! in flight keeps the version it started with. Everything that reads the
 //! map (DNS, `list`, the hosts export, metrics) reads the same snapshot.
+//!
+//! It is also most of the daemon's memory, so it is laid out flat and
+//! small (about 110 bytes per instance with a tag name, both of its names
+//! included), and [`SnapshotBuilder`] takes instances one at a time and
+//! keeps only what the zone needs of each: a zone of 100,000 instances is
+//! built without ever holding 100,000 [`Instance`]s.
 
-use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -18,11 +24,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use hashbrown::HashTable;
 use hickory_proto::rr::{LowerName, Name};
-use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::background::checkpoint;
+use crate::inventory::packed::{PackError, Packed};
 use crate::inventory::Instance;
-use crate::naming::{is_instance_id, Naming, NamingReport, Rule};
+use crate::naming::{is_instance_id, Naming, NamingReport, Rule, MAX_LABEL};
 
 /// Where the current snapshot lives: swapped atomically, read without locks.
 ///
@@ -37,56 +44,32 @@ pub fn new_store() -> Store {
 
 /// `None` in a `u16` string or rule reference.
 const NONE: u16 = u16::MAX;
+/// `None` in a `u32` name reference.
+const NO_NAME: u32 = u32::MAX;
 
-/// A run of items in one of the snapshot's flat arrays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Span {
-    start: u32,
-    len: u32,
-}
-
-impl Span {
-    fn of(range: Range<usize>) -> Span {
-        // A snapshot holds far fewer than 4 billion of anything: names are
-        // at most 255 bytes and a fleet has at most millions of instances.
-        Span {
-            start: range.start as u32,
-            len: (range.end - range.start) as u32,
-        }
-    }
-
-    fn range(self) -> Range<usize> {
-        self.start as usize..(self.start + self.len) as usize
-    }
-}
-
-/// One name of the zone: where its parts live in the flat arrays.
+/// One name of the zone: where its parts start in the flat arrays. They
+/// end where the next record's start (the record after the last name with
+/// data is a sentinel holding the arrays' lengths); empty non-terminals,
+/// after the sentinel, have no data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NameRecord {
-    /// Its lowercase wire form, in `Snapshot::wire`.
-    wire: Span,
-    /// Its IPv4 addresses, in `Snapshot::ipv4`.
-    ipv4: Span,
-    /// Its IPv6 addresses, in `Snapshot::ipv6`.
-    ipv6: Span,
-    /// Its owners, in `Snapshot::owners`.
-    owners: Span,
+    /// Its relative name in `Snapshot::names` (see [`Snapshot`]).
+    name: u32,
+    /// Its first IPv4 address in `Snapshot::ipv4`.
+    ipv4: u32,
+    /// Its first IPv6 address in `Snapshot::ipv6`.
+    ipv6: u32,
+    /// Its first owner in `Snapshot::owners`.
+    owners: u32,
 }
 
-/// An instance behind a name, by reference into the snapshot's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OwnerRecord {
-    /// Index into `Snapshot::instances`.
-    instance: u32,
-    /// Index into `Snapshot::rules`.
-    rule: u16,
-}
-
-/// A served instance: its id and interned zone and type.
+/// A served instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InstanceRecord {
-    /// Its lowercase id, in `Snapshot::text`.
-    id: Span,
+    /// Its instance-id name in `Snapshot::names`, which holds the id.
+    id: u32,
+    /// The rule of its chosen name (index into `Snapshot::rules`), or [`NONE`].
+    rule: u16,
     /// Index into `Snapshot::strings`, or [`NONE`].
     availability_zone: u16,
     /// Index into `Snapshot::strings`, or [`NONE`].
@@ -110,44 +93,57 @@ pub struct Owner<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     snapshot: &'a Snapshot,
-    record: &'a NameRecord,
+    record: usize,
 }
 
 impl<'a> Entry<'a> {
-    /// The full name in lowercase wire format (length-prefixed labels and a
-    /// zero byte), as [`wire_key`] gives it.
-    pub fn wire(&self) -> &'a [u8] {
-        &self.snapshot.wire[self.record.wire.range()]
+    /// The name relative to the zone in lowercase wire format, without the
+    /// final zero (`\x05web-1` for `web-1.<zone>`).
+    pub fn relative_wire(&self) -> &'a [u8] {
+        self.snapshot.relative(self.record)
     }
 
     /// The full name, lowercase, fully qualified.
     pub fn name(&self) -> Name {
-        // The bytes were encoded from a valid name at build time.
-        Name::from_bytes(self.wire()).unwrap_or_else(|_| Name::root())
+        let mut wire = self.relative_wire().to_vec();
+        wire.extend_from_slice(&self.snapshot.zone_wire);
+        name_from_wire(&wire)
     }
 
     /// The full name as text with its final dot, e.g. `web-1.fleet.internal.`.
     pub fn text(&self) -> String {
-        wire_text(self.wire())
+        let mut text = wire_text(self.relative_wire());
+        text.push('.');
+        text.push_str(&self.snapshot.zone_text);
+        text
     }
 
     /// IPv4 addresses of all owners, sorted, without duplicates.
     pub fn ipv4(&self) -> &'a [Ipv4Addr] {
-        &self.snapshot.ipv4[self.record.ipv4.range()]
+        let s = self.snapshot;
+        &s.ipv4[s.span(self.record, |r| r.ipv4)]
     }
 
     /// IPv6 addresses of all owners, sorted, without duplicates.
     pub fn ipv6(&self) -> &'a [Ipv6Addr] {
-        &self.snapshot.ipv6[self.record.ipv6.range()]
+        let s = self.snapshot;
+        &s.ipv6[s.span(self.record, |r| r.ipv6)]
     }
 
     /// The instances that carry the name, sorted by instance id.
     pub fn owners(&self) -> impl ExactSizeIterator<Item = Owner<'a>> + 'a {
         let snapshot = self.snapshot;
-        snapshot.owners[self.record.owners.range()]
+        let name = snapshot.records[self.record].name;
+        snapshot.owners[snapshot.span(self.record, |r| r.owners)]
             .iter()
-            .map(move |o| snapshot.owner(o))
+            .map(move |&o| snapshot.owner(o, name))
     }
+}
+
+/// A name from wire bytes this module encoded from a valid name.
+fn name_from_wire(wire: &[u8]) -> Name {
+    use hickory_proto::serialize::binary::BinDecodable;
+    Name::from_bytes(wire).unwrap_or_else(|_| Name::root())
 }
 
 /// `name` lowercased in wire format: length-prefixed labels and a zero.
@@ -161,44 +157,84 @@ pub fn wire_key(name: &Name) -> Box<[u8]> {
     key.into_boxed_slice()
 }
 
-/// Wire-format labels as dotted text with the final dot (`.` for the root).
+/// The labels of the wire name `key` before `apex`, if `key` is at or
+/// below `apex`: some label boundary of it starts the apex's bytes.
+pub fn split_zone<'k>(key: &'k [u8], apex: &[u8]) -> Option<&'k [u8]> {
+    let mut pos = 0;
+    while key.len().saturating_sub(pos) > apex.len() {
+        pos += 1 + usize::from(key[pos]);
+    }
+    (pos < key.len() && key[pos..] == *apex).then(|| &key[..pos])
+}
+
+/// Wire-format labels (no final zero) as dotted text without a final dot.
 /// Bytes outside printable ASCII other than LDH never occur in built names.
 fn wire_text(wire: &[u8]) -> String {
     let mut text = String::with_capacity(wire.len());
-    let mut rest = wire;
-    while let Some((&len, tail)) = rest.split_first() {
-        if len == 0 {
-            break;
-        }
-        let (label, tail) = tail.split_at(usize::from(len).min(tail.len()));
-        text.extend(label.iter().map(|&b| char::from(b)));
-        text.push('.');
-        rest = tail;
-    }
-    if text.is_empty() {
-        text.push('.');
+    for byte in text_bytes(wire) {
+        text.push(char::from(byte));
     }
     text
 }
 
-/// Appends `relative` (a dotted LDH name) in lowercase wire form and then
-/// `zone_wire` to `out`. On an empty or over-long label, or a name over 255
-/// bytes, `out` is left as it was and `false` returned.
-fn push_wire(relative: &str, zone_wire: &[u8], out: &mut Vec<u8>) -> bool {
+/// The bytes of wire-format labels in presentation order: each label's
+/// bytes, a `.` between labels.
+fn text_bytes(wire: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut pos = 0usize;
+    let mut left = 0usize;
+    std::iter::from_fn(move || {
+        let &byte = wire.get(pos)?;
+        pos += 1;
+        if left > 0 {
+            left -= 1;
+            return Some(byte);
+        }
+        // A length byte: the start of a label, a dot unless it is the first.
+        left = usize::from(byte);
+        if pos == 1 {
+            left = left.saturating_sub(1);
+            let &first = wire.get(pos)?;
+            pos += 1;
+            Some(first)
+        } else {
+            Some(b'.')
+        }
+    })
+}
+
+/// Compares two names given as wire-format labels in the order of their
+/// text (`db.x` before `db-x`, `web-10` before `web-9`): the order of
+/// [`Snapshot::entries`]. Names of one label, nearly all, compare their
+/// bytes directly.
+fn text_order(a: &[u8], b: &[u8]) -> Ordering {
+    let single = |w: &[u8]| w.first().is_some_and(|&n| usize::from(n) + 1 == w.len());
+    if single(a) && single(b) {
+        return a[1..].cmp(&b[1..]);
+    }
+    text_bytes(a).cmp(text_bytes(b))
+}
+
+/// Appends `relative` (a dotted LDH name) as a length byte and lowercase
+/// wire-format labels. On an empty or over-long label, or a name longer
+/// than `room` bytes in wire form, `out` is left as it was and `false`
+/// returned.
+fn push_name(relative: &str, room: usize, out: &mut Vec<u8>) -> bool {
     let start = out.len();
+    out.push(0);
     for label in relative.split('.') {
-        if label.is_empty() || label.len() > 63 {
+        if label.is_empty() || label.len() > MAX_LABEL {
             out.truncate(start);
             return false;
         }
         out.push(label.len() as u8);
         out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
     }
-    out.extend_from_slice(zone_wire);
-    if out.len() - start > 255 {
+    let len = out.len() - start - 1;
+    if len > room {
         out.truncate(start);
         return false;
     }
+    out[start] = len as u8;
     true
 }
 
@@ -219,30 +255,38 @@ pub enum Lookup<'a> {
 /// The immutable zone built from one inventory.
 ///
 /// The layout is flat so that a zone of 100,000 instances stays small and
-/// quick to build and drop: every name's wire form lives in one byte
-/// buffer, its addresses and owners in shared arrays, and one hash table of
-/// `u32` indexes finds a name from a packet's bytes. All of it is built in
-/// a canonical order (instances by id, names by text), so two snapshots of
-/// the same content compare equal field by field.
+/// quick to build and drop. Every name lives once in one byte buffer,
+/// `names`, relative to the zone: a length byte, then its lowercase
+/// wire-format labels without the final zero (`\x06\x05web-1`); an instance
+/// id is its instance-id name there. Names are added in the order
+/// instances come; the records that point at them are sorted by the
+/// names' text, and their addresses and owners follow in that order in
+/// shared arrays. One hash table of `u32` indexes finds a name from a
+/// packet's bytes. Instances are sorted by id. So everything but the
+/// offsets into `names` and the interned strings comes out in a canonical
+/// order, and [`Snapshot::differs_from`] compares those two by value.
 #[derive(Debug)]
 pub struct Snapshot {
     /// The zone apex, lowercase, fully qualified.
     zone: LowerName,
     /// The apex in lowercase wire form.
     zone_wire: Box<[u8]>,
+    /// The apex as text with its final dot.
+    zone_text: Box<str>,
     /// SOA serial; rises only when the content changes.
     serial: u32,
     /// When this snapshot was built.
     built_at: SystemTime,
-    /// Every name's lowercase wire form, back to back.
-    wire: Vec<u8>,
-    /// Names with data (the first `named` records, sorted by their text
-    /// relative to the zone), then the empty non-terminals: names that
-    /// exist only as ancestors of other names.
+    /// Every name and instance id (see above).
+    names: Vec<u8>,
+    /// Names with data (the first `named`, sorted by their text relative to
+    /// the zone), a sentinel, then the empty non-terminals: names that exist
+    /// only as ancestors of other names.
     records: Vec<NameRecord>,
     /// How many of `records` have data.
     named: usize,
-    /// Every record's index, hashed by its wire form.
+    /// Every record's index but the sentinel's, hashed by its relative wire
+    /// labels.
     index: HashTable<u32>,
     /// The hash of `index` (seeded per process: names come from tags and
     /// queries, so their hashes must not be predictable).
@@ -251,19 +295,19 @@ pub struct Snapshot {
     ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses of all names.
     ipv6: Vec<Ipv6Addr>,
-    /// Owners of all names.
-    owners: Vec<OwnerRecord>,
+    /// Owners of all names, as indexes into `instances`.
+    owners: Vec<u32>,
     /// Served instances, sorted by id.
     instances: Vec<InstanceRecord>,
-    /// Instance ids, back to back.
-    text: String,
     /// Distinct availability zones and instance types.
     strings: Vec<Box<str>>,
-    /// Distinct naming rules.
+    /// Distinct naming rules; the first is [`Rule::InstanceId`].
     rules: Vec<Rule>,
-    /// (address, record of the primary name of an instance that has it),
-    /// sorted, without duplicates.
-    reverse: Vec<(IpAddr, u32)>,
+    /// (IPv4 address, record of the primary name of an instance that has
+    /// it), sorted, without duplicates.
+    reverse4: Vec<(u32, u32)>,
+    /// The same for IPv6.
+    reverse6: Vec<(Ipv6Addr, u32)>,
     /// What naming rewrote and skipped.
     report: NamingReport,
 }
@@ -308,6 +352,367 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
     }
 }
 
+/// An instance as the builder keeps it until [`SnapshotBuilder::finish`].
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// Its instance-id name in the builder's `names`.
+    id: u32,
+    /// Its chosen name there, or [`NO_NAME`].
+    name: u32,
+    /// The rule of its chosen name, or [`NONE`].
+    rule: u16,
+    /// Interned zone, or [`NONE`].
+    availability_zone: u16,
+    /// Interned type, or [`NONE`].
+    instance_type: u16,
+    /// Its addresses: from here to the next pending instance's.
+    ipv4: u32,
+    /// The same for IPv6.
+    ipv6: u32,
+}
+
+/// Builds a [`Snapshot`] from instances given one at a time.
+///
+/// Of each instance it keeps its names (in the snapshot's own buffer),
+/// addresses and a few indexes, about 50 bytes, and [`finish`] sorts
+/// and indexes them without copying the names.
+///
+/// [`finish`]: SnapshotBuilder::finish
+pub struct SnapshotBuilder<'n> {
+    /// How instances are named.
+    naming: &'n Naming,
+    /// The apex, lowercase.
+    zone: Name,
+    /// The apex in lowercase wire form.
+    zone_wire: Box<[u8]>,
+    /// What naming rewrote and skipped, and what was not served.
+    report: NamingReport,
+    /// The snapshot's `names`, as instances come.
+    names: Vec<u8>,
+    /// Served instances as they came.
+    pending: Vec<Pending>,
+    /// Their addresses, each instance's sorted.
+    ipv4: Vec<Ipv4Addr>,
+    /// Their IPv6 addresses.
+    ipv6: Vec<Ipv6Addr>,
+    /// Availability zones and types.
+    strings: Interner<Box<str>>,
+    /// Naming rules.
+    rules: Interner<Rule>,
+}
+
+impl<'n> SnapshotBuilder<'n> {
+    /// A builder for the zone `zone` with the naming policy `naming`,
+    /// expecting about `instances` instances (to size its buffers).
+    pub fn new(naming: &'n Naming, zone: &Name, instances: usize) -> Self {
+        let zone = zone.to_lowercase();
+        let zone_wire = wire_key(&zone);
+        let mut rules = Interner::new();
+        rules.get(&Rule::InstanceId, || Rule::InstanceId);
+        // Room reserved but never touched is not resident, so reserving for
+        // long names costs nothing where names are short, and saves the
+        // copies of growing.
+        SnapshotBuilder {
+            naming,
+            zone,
+            zone_wire,
+            report: NamingReport::default(),
+            names: Vec::with_capacity(instances * 64),
+            pending: Vec::with_capacity(instances),
+            ipv4: Vec::with_capacity(instances),
+            ipv6: Vec::new(),
+            strings: Interner::new(),
+            rules,
+        }
+    }
+
+    /// Adds `instance`: served with its names if it is running and its id
+    /// is valid, else only counted in the report.
+    pub fn add(&mut self, instance: &Instance) {
+        checkpoint();
+        if !instance.is_running() {
+            self.report.not_running += 1;
+            return;
+        }
+        let room = 255 - self.zone_wire.len();
+        let id_start = self.names.len();
+        let id = instance.id.to_ascii_lowercase();
+        if !is_instance_id(&id) || !push_name(&id, room, &mut self.names) {
+            self.report.bad_ids.push(instance.id.clone());
+            return;
+        }
+        let (mut name, mut rule) = (NO_NAME, NONE);
+        if let Some(choice) = self.naming.choose(instance, &mut self.report) {
+            let start = self.names.len();
+            // Naming yields only valid names that fit, so this holds; a
+            // name that somehow does not is left out rather than served wrong.
+            if push_name(&choice.name, room, &mut self.names) {
+                name = start as u32;
+                rule = self.rules.get(&choice.rule, || choice.rule.clone());
+            }
+        }
+        let (v4, v6) = (self.ipv4.len(), self.ipv6.len());
+        self.ipv4.extend_from_slice(&instance.private_ipv4);
+        self.ipv6.extend_from_slice(&instance.ipv6);
+        sort_dedup_tail(&mut self.ipv4, v4);
+        sort_dedup_tail(&mut self.ipv6, v6);
+        let strings = &mut self.strings;
+        let mut intern = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map_or(NONE, |v| strings.get(v, || v.into()))
+        };
+        let pending = Pending {
+            id: id_start as u32,
+            name,
+            rule,
+            availability_zone: intern(&instance.availability_zone),
+            instance_type: intern(&instance.instance_type),
+            ipv4: v4 as u32,
+            ipv6: v6 as u32,
+        };
+        self.pending.push(pending);
+    }
+
+    /// Adds every instance of `packed`.
+    pub fn add_packed(&mut self, packed: &Packed) -> Result<(), PackError> {
+        packed.for_each(|instance| self.add(instance))
+    }
+
+    /// The relative wire labels of the name at `at` in `names`.
+    fn labels(names: &[u8], at: u32) -> &[u8] {
+        let at = at as usize;
+        let len = usize::from(names[at]);
+        &names[at + 1..at + 1 + len]
+    }
+
+    /// Sorts, indexes and returns the zone. The serial is the current Unix
+    /// time; [`Snapshot::with_serial_after`] makes it follow a predecessor.
+    pub fn finish(self) -> Snapshot {
+        let SnapshotBuilder {
+            zone,
+            zone_wire,
+            report,
+            mut names,
+            pending,
+            ipv4: pending_v4,
+            ipv6: pending_v6,
+            strings,
+            rules,
+            ..
+        } = self;
+        let span = |k: usize| -> (Range<usize>, Range<usize>) {
+            let next = pending.get(k + 1);
+            let v4 = pending[k].ipv4 as usize..next.map_or(pending_v4.len(), |n| n.ipv4 as usize);
+            let v6 = pending[k].ipv6 as usize..next.map_or(pending_v6.len(), |n| n.ipv6 as usize);
+            (v4, v6)
+        };
+
+        // Instances in id order; one instance listed twice (by two units)
+        // is one instance, and the first copy wins.
+        let mut order: Vec<u32> = (0..pending.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            checkpoint();
+            let (x, y) = (pending[a as usize].id, pending[b as usize].id);
+            Self::labels(&names, x)
+                .cmp(Self::labels(&names, y))
+                .then(a.cmp(&b))
+        });
+        order.dedup_by(|later, earlier| {
+            Self::labels(&names, pending[*later as usize].id)
+                == Self::labels(&names, pending[*earlier as usize].id)
+        });
+        let instances: Vec<InstanceRecord> = order
+            .iter()
+            .map(|&k| {
+                let p = &pending[k as usize];
+                InstanceRecord {
+                    id: p.id,
+                    rule: p.rule,
+                    availability_zone: p.availability_zone,
+                    instance_type: p.instance_type,
+                }
+            })
+            .collect();
+
+        // Chosen names, sorted by text and then by instance (so each
+        // name's owners come in id order). Instance-id names are already
+        // in order and never equal a chosen name (naming refuses names
+        // shaped like ids): the two runs are merged.
+        let mut chosen: Vec<(u32, u32)> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| pending[k as usize].name != NO_NAME)
+            .map(|(i, &k)| (pending[k as usize].name, i as u32))
+            .collect();
+        chosen.sort_unstable_by(|a, b| {
+            checkpoint();
+            text_order(Self::labels(&names, a.0), Self::labels(&names, b.0)).then(a.1.cmp(&b.1))
+        });
+
+        let mut records: Vec<NameRecord> = Vec::with_capacity(order.len() + chosen.len() + 1);
+        let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(pending_v4.len() * 2);
+        let mut ipv6: Vec<Ipv6Addr> = Vec::new();
+        let mut owners: Vec<u32> = Vec::with_capacity(order.len() + chosen.len());
+        // Each instance's primary name: its chosen one, else its id's.
+        let mut primary: Vec<u32> = vec![NO_NAME; order.len()];
+        let (mut next_id, mut next_chosen) = (0usize, 0usize);
+        loop {
+            checkpoint();
+            let id_name = order.get(next_id).map(|&k| pending[k as usize].id);
+            let chosen_name = chosen.get(next_chosen).map(|c| c.0);
+            // The group of claims on one name: an instance's id, or the
+            // chosen names equal to the next one.
+            let (name, group) = match (id_name, chosen_name) {
+                (None, None) => break,
+                (Some(i), Some(c))
+                    if text_order(Self::labels(&names, c), Self::labels(&names, i))
+                        == Ordering::Less =>
+                {
+                    (c, None)
+                }
+                (Some(i), _) => (i, Some(next_id)),
+                (None, Some(c)) => (c, None),
+            };
+            let record = records.len() as u32;
+            records.push(NameRecord {
+                name,
+                ipv4: ipv4.len() as u32,
+                ipv6: ipv6.len() as u32,
+                owners: owners.len() as u32,
+            });
+            let (v4_start, v6_start) = (ipv4.len(), ipv6.len());
+            if let Some(i) = group {
+                let (v4, v6) = span(order[i] as usize);
+                ipv4.extend_from_slice(&pending_v4[v4]);
+                ipv6.extend_from_slice(&pending_v6[v6]);
+                owners.push(i as u32);
+                if pending[order[i] as usize].name == NO_NAME {
+                    primary[i] = record;
+                }
+                next_id += 1;
+                continue;
+            }
+            let labels = Self::labels(&names, name);
+            let mut members = 0;
+            while let Some(&(other, i)) = chosen.get(next_chosen) {
+                if Self::labels(&names, other) != labels {
+                    break;
+                }
+                let (v4, v6) = span(order[i as usize] as usize);
+                ipv4.extend_from_slice(&pending_v4[v4]);
+                ipv6.extend_from_slice(&pending_v6[v6]);
+                owners.push(i);
+                primary[i as usize] = record;
+                members += 1;
+                next_chosen += 1;
+            }
+            if members > 1 {
+                sort_dedup_tail(&mut ipv4, v4_start);
+                sort_dedup_tail(&mut ipv6, v6_start);
+            }
+        }
+        drop(chosen);
+        let named = records.len();
+        records.push(NameRecord {
+            name: 0,
+            ipv4: ipv4.len() as u32,
+            ipv6: ipv6.len() as u32,
+            owners: owners.len() as u32,
+        });
+
+        let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(pending_v4.len());
+        let mut reverse6: Vec<(Ipv6Addr, u32)> = Vec::new();
+        for (i, &k) in order.iter().enumerate() {
+            checkpoint();
+            let (v4, v6) = span(k as usize);
+            let record = primary[i];
+            reverse4.extend(pending_v4[v4].iter().map(|a| (u32::from(*a), record)));
+            reverse6.extend(pending_v6[v6].iter().map(|a| (*a, record)));
+        }
+        drop((pending, pending_v4, pending_v6, order, primary));
+        reverse4.sort_unstable_by(|a, b| {
+            checkpoint();
+            a.cmp(b)
+        });
+        reverse4.dedup();
+        reverse6.sort_unstable();
+        reverse6.dedup();
+
+        let hasher = RandomState::new();
+        let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
+        let hash_of = |names: &[u8], records: &[NameRecord], j: u32| {
+            hasher.hash_one(Self::labels(names, records[j as usize].name))
+        };
+        for i in 0..named {
+            checkpoint();
+            let hash = hash_of(&names, &records, i as u32);
+            index.insert_unique(hash, i as u32, |&j| hash_of(&names, &records, j));
+        }
+        // Every ancestor of a name, up to the apex, exists: those without
+        // data of their own are empty non-terminals, with names of their own
+        // in `names` (they are few: only names of several labels have them).
+        for i in 0..named {
+            checkpoint();
+            let at = records[i].name as usize;
+            let len = usize::from(names[at]);
+            let mut start = at + 1;
+            let end = start + len;
+            loop {
+                start += 1 + usize::from(names[start]);
+                if start >= end {
+                    break;
+                }
+                let labels = &names[start..end];
+                let hash = hasher.hash_one(labels);
+                let present = index
+                    .find(hash, |&j| {
+                        Self::labels(&names, records[j as usize].name) == labels
+                    })
+                    .is_some();
+                if present {
+                    // Present, and so are its own ancestors.
+                    break;
+                }
+                let name = names.len() as u32;
+                let copy = labels.to_vec();
+                names.push(copy.len() as u8);
+                names.extend_from_slice(&copy);
+                let j = records.len() as u32;
+                records.push(NameRecord {
+                    name,
+                    ipv4: ipv4.len() as u32,
+                    ipv6: ipv6.len() as u32,
+                    owners: owners.len() as u32,
+                });
+                index.insert_unique(hash, j, |&k| hash_of(&names, &records, k));
+            }
+        }
+
+        Snapshot {
+            zone_text: zone.to_ascii().into(),
+            zone: LowerName::new(&zone),
+            zone_wire,
+            serial: unix_serial(SystemTime::now()),
+            built_at: SystemTime::now(),
+            names,
+            records,
+            named,
+            index,
+            hasher,
+            ipv4,
+            ipv6,
+            owners,
+            instances,
+            strings: strings.values,
+            rules: rules.values,
+            reverse4,
+            reverse6,
+            report,
+        }
+    }
+}
+
 impl Snapshot {
     /// Builds the zone `zone` from `instances` with the naming policy `naming`.
     ///
@@ -319,197 +724,26 @@ impl Snapshot {
         naming: &Naming,
         zone: &Name,
     ) -> Snapshot {
-        let zone = zone.to_lowercase();
-        let zone_wire = wire_key(&zone);
-        let mut report = NamingReport::default();
-
-        // Served instances in id order; one instance listed twice (by two
-        // units) is one instance.
-        let mut served: Vec<(String, &Instance)> = Vec::new();
+        let instances = instances.into_iter();
+        let mut builder = SnapshotBuilder::new(naming, zone, instances.size_hint().0);
         for instance in instances {
-            checkpoint();
-            if !instance.is_running() {
-                report.not_running += 1;
-                continue;
-            }
-            let id = instance.id.to_ascii_lowercase();
-            if !is_instance_id(&id) {
-                report.bad_ids.push(instance.id.clone());
-                continue;
-            }
-            served.push((id, instance));
+            builder.add(instance);
         }
-        served.sort_unstable_by(|a, b| {
-            checkpoint();
-            a.0.cmp(&b.0)
-        });
-        served.dedup_by(|a, b| a.0 == b.0);
+        builder.finish()
+    }
 
-        let mut strings: Interner<Box<str>> = Interner::new();
-        let mut rules: Interner<Rule> = Interner::new();
-        let id_rule = rules.get(&Rule::InstanceId, || Rule::InstanceId);
-        let mut text = String::with_capacity(served.iter().map(|s| s.0.len()).sum());
-        let mut table = Vec::with_capacity(served.len());
-        // (name relative to the zone, instance, rule), and whether each
-        // instance's primary name is a chosen one (else its id).
-        let mut claims: Vec<(Cow<'_, str>, u32, u16)> = Vec::with_capacity(served.len() * 2);
-        let mut chosen = Vec::with_capacity(served.len());
-        let mut intern = |value: &Option<String>| {
-            value
-                .as_deref()
-                .map_or(NONE, |v| strings.get(v, || v.into()))
-        };
-        for (i, (id, instance)) in served.iter().enumerate() {
-            checkpoint();
-            let start = text.len();
-            text.push_str(id);
-            table.push(InstanceRecord {
-                id: Span::of(start..text.len()),
-                availability_zone: intern(&instance.availability_zone),
-                instance_type: intern(&instance.instance_type),
-            });
-            let i = i as u32;
-            claims.push((Cow::Borrowed(id.as_str()), i, id_rule));
-            let choice = naming.choose(instance, &mut report);
-            chosen.push(choice.is_some());
-            if let Some(choice) = choice {
-                let rule = rules.get(&choice.rule, || choice.rule.clone());
-                claims.push((Cow::Owned(choice.name), i, rule));
-            }
+    /// [`Snapshot::build`] from packed units, read one instance at a time.
+    pub fn build_packed<'a>(
+        units: impl IntoIterator<Item = &'a Packed> + Clone,
+        naming: &Naming,
+        zone: &Name,
+    ) -> Result<Snapshot, PackError> {
+        let count = units.clone().into_iter().map(Packed::len).sum();
+        let mut builder = SnapshotBuilder::new(naming, zone, count);
+        for unit in units {
+            builder.add_packed(unit)?;
         }
-        claims.sort_unstable_by(|a, b| {
-            checkpoint();
-            a.cmp(b)
-        });
-        claims.dedup();
-
-        let mut wire = Vec::with_capacity(claims.len() * (zone_wire.len() + 16));
-        let mut records: Vec<NameRecord> = Vec::with_capacity(claims.len());
-        let (mut ipv4, mut ipv6, mut owners) = (Vec::new(), Vec::new(), Vec::new());
-        let mut primary: Vec<Option<u32>> = vec![None; served.len()];
-        let mut group_start = 0;
-        while group_start < claims.len() {
-            checkpoint();
-            let name = &claims[group_start].0;
-            let group_end = claims[group_start..]
-                .iter()
-                .position(|c| c.0 != *name)
-                .map_or(claims.len(), |n| group_start + n);
-            let group = &claims[group_start..group_end];
-            group_start = group_end;
-            // Naming only yields valid names, so this never fails; a name
-            // that somehow does not encode is left out rather than served wrong.
-            let wire_start = wire.len();
-            if !push_wire(name, &zone_wire, &mut wire) {
-                continue;
-            }
-            let record = records.len() as u32;
-            let (v4_start, v6_start, owners_start) = (ipv4.len(), ipv6.len(), owners.len());
-            for &(_, instance, rule) in group {
-                let served_instance = served[instance as usize].1;
-                ipv4.extend_from_slice(&served_instance.private_ipv4);
-                ipv6.extend_from_slice(&served_instance.ipv6);
-                owners.push(OwnerRecord { instance, rule });
-                if chosen[instance as usize] != (rule == id_rule) {
-                    primary[instance as usize] = Some(record);
-                }
-            }
-            sort_dedup_tail(&mut ipv4, v4_start);
-            sort_dedup_tail(&mut ipv6, v6_start);
-            records.push(NameRecord {
-                wire: Span::of(wire_start..wire.len()),
-                ipv4: Span::of(v4_start..ipv4.len()),
-                ipv6: Span::of(v6_start..ipv6.len()),
-                owners: Span::of(owners_start..owners.len()),
-            });
-        }
-        drop(claims);
-        let named = records.len();
-
-        let hasher = RandomState::new();
-        let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
-        for (i, record) in records.iter().enumerate() {
-            checkpoint();
-            let key = &wire[record.wire.range()];
-            index.insert_unique(hasher.hash_one(key), i as u32, |&j| {
-                hasher.hash_one(&wire[records[j as usize].wire.range()])
-            });
-        }
-        // Every ancestor of a name, up to the apex, exists: those without
-        // data of their own are empty non-terminals. In wire form an
-        // ancestor is a suffix of the name's bytes, so its record points
-        // into them.
-        for i in 0..named {
-            checkpoint();
-            let span = records[i].wire;
-            let mut start = span.start as usize;
-            let end = start + span.len as usize;
-            loop {
-                start += 1 + usize::from(wire[start]);
-                if end - start <= zone_wire.len() {
-                    break;
-                }
-                let key = &wire[start..end];
-                let hash = hasher.hash_one(key);
-                if index
-                    .find(hash, |&j| wire[records[j as usize].wire.range()] == *key)
-                    .is_some()
-                {
-                    // Present, and so are its own ancestors.
-                    break;
-                }
-                let j = records.len() as u32;
-                records.push(NameRecord {
-                    wire: Span::of(start..end),
-                    ipv4: Span::default(),
-                    ipv6: Span::default(),
-                    owners: Span::default(),
-                });
-                index.insert_unique(hash, j, |&k| {
-                    hasher.hash_one(&wire[records[k as usize].wire.range()])
-                });
-            }
-        }
-
-        let mut reverse: Vec<(IpAddr, u32)> = Vec::with_capacity(served.len());
-        for (i, (_, instance)) in served.iter().enumerate() {
-            checkpoint();
-            if let Some(record) = primary[i] {
-                reverse.extend(
-                    instance
-                        .private_ipv4
-                        .iter()
-                        .map(|a| (IpAddr::V4(*a), record)),
-                );
-                reverse.extend(instance.ipv6.iter().map(|a| (IpAddr::V6(*a), record)));
-            }
-        }
-        reverse.sort_unstable_by(|a, b| {
-            checkpoint();
-            a.cmp(b)
-        });
-        reverse.dedup();
-
-        Snapshot {
-            zone: LowerName::new(&zone),
-            zone_wire,
-            serial: unix_serial(SystemTime::now()),
-            built_at: SystemTime::now(),
-            wire,
-            records,
-            named,
-            index,
-            hasher,
-            ipv4,
-            ipv6,
-            owners,
-            instances: table,
-            text,
-            strings: strings.values,
-            rules: rules.values,
-            reverse,
-            report,
-        }
+        Ok(builder.finish())
     }
 
     /// Gives this snapshot a serial above `previous`'s (RFC 1982 order):
@@ -526,40 +760,94 @@ impl Snapshot {
     }
 
     /// Whether the zone content (what any query could see, serial aside)
-    /// differs from `other`. Both are built in canonical order, so this
-    /// compares the tables as they are.
+    /// differs from `other`. Both are built in canonical order but for the
+    /// offsets of names and the indexes of interned strings, which are
+    /// compared by what they point at.
     pub fn differs_from(&self, other: &Snapshot) -> bool {
-        self.zone != other.zone
-            || self.named != other.named
-            || self.wire != other.wire
-            || self.records != other.records
-            || self.ipv4 != other.ipv4
-            || self.ipv6 != other.ipv6
-            || self.owners != other.owners
-            || self.instances != other.instances
-            || self.text != other.text
-            || self.strings != other.strings
-            || self.rules != other.rules
-            || self.reverse != other.reverse
+        fn string(s: &Snapshot, i: u16) -> Option<&Box<str>> {
+            s.strings.get(usize::from(i))
+        }
+        fn rule(s: &Snapshot, i: u16) -> Option<&Rule> {
+            s.rules.get(usize::from(i))
+        }
+        let same_records = self.records.len() == other.records.len()
+            && self
+                .records
+                .iter()
+                .zip(&other.records)
+                .enumerate()
+                .all(|(r, (a, b))| {
+                    checkpoint();
+                    a.ipv4 == b.ipv4
+                        && a.ipv6 == b.ipv6
+                        && a.owners == b.owners
+                        && (r == self.named || self.relative(r) == other.relative(r))
+                });
+        let same_instances = self.instances.len() == other.instances.len()
+            && self.instances.iter().zip(&other.instances).all(|(a, b)| {
+                checkpoint();
+                Self::labels_at(&self.names, a.id) == Self::labels_at(&other.names, b.id)
+                    && rule(self, a.rule) == rule(other, b.rule)
+                    && string(self, a.availability_zone) == string(other, b.availability_zone)
+                    && string(self, a.instance_type) == string(other, b.instance_type)
+            });
+        !(self.zone == other.zone
+            && self.named == other.named
+            && same_records
+            && same_instances
+            && self.ipv4 == other.ipv4
+            && self.ipv6 == other.ipv6
+            && self.owners == other.owners
+            && self.reverse4 == other.reverse4
+            && self.reverse6 == other.reverse6)
     }
 
-    /// The owner `o` as a view.
-    fn owner(&self, o: &OwnerRecord) -> Owner<'_> {
-        let instance = &self.instances[o.instance as usize];
+    /// The relative wire labels of the name at `at` in `names`.
+    fn labels_at(names: &[u8], at: u32) -> &[u8] {
+        SnapshotBuilder::labels(names, at)
+    }
+
+    /// The relative wire labels of record `record`'s name.
+    fn relative(&self, record: usize) -> &[u8] {
+        Self::labels_at(&self.names, self.records[record].name)
+    }
+
+    /// The range of record `record`'s items in the array whose start
+    /// `field` gives: up to the next record's start; nothing for an empty
+    /// non-terminal.
+    fn span(&self, record: usize, field: impl Fn(&NameRecord) -> u32) -> Range<usize> {
+        if record >= self.named {
+            return 0..0;
+        }
+        field(&self.records[record]) as usize..field(&self.records[record + 1]) as usize
+    }
+
+    /// Owner `instance` of the record whose name is at `name`, as a view.
+    fn owner(&self, instance: u32, name: u32) -> Owner<'_> {
+        let instance = &self.instances[instance as usize];
         let string = |i: u16| self.strings.get(usize::from(i)).map(|s| &**s);
+        // The id name holds the id: one label after the length bytes.
+        let id = Self::labels_at(&self.names, instance.id);
+        let rule = if instance.id == name {
+            &self.rules[0]
+        } else {
+            self.rules
+                .get(usize::from(instance.rule))
+                .unwrap_or(&self.rules[0])
+        };
         Owner {
-            instance_id: &self.text[instance.id.range()],
-            rule: &self.rules[usize::from(o.rule)],
+            instance_id: std::str::from_utf8(id.get(1..).unwrap_or_default()).unwrap_or_default(),
+            rule,
             availability_zone: string(instance.availability_zone),
             instance_type: string(instance.instance_type),
         }
     }
 
-    /// The record whose lowercase wire form is `key`.
-    fn find(&self, key: &[u8]) -> Option<usize> {
+    /// The record whose relative wire labels are `labels`.
+    fn find(&self, labels: &[u8]) -> Option<usize> {
         self.index
-            .find(self.hasher.hash_one(key), |&j| {
-                self.wire[self.records[j as usize].wire.range()] == *key
+            .find(self.hasher.hash_one(labels), |&j| {
+                self.relative(j as usize) == labels
             })
             .map(|&j| j as usize)
     }
@@ -567,7 +855,7 @@ impl Snapshot {
     fn entry(&self, record: usize) -> Entry<'_> {
         Entry {
             snapshot: self,
-            record: &self.records[record],
+            record,
         }
     }
 
@@ -588,13 +876,14 @@ impl Snapshot {
     /// Classifies the name whose lowercase wire form is `key` (the fast
     /// path's lookup). `NotFound` includes names outside the zone.
     pub fn wire_lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if *key == *self.zone_wire {
-            return Lookup::Apex;
-        }
-        match self.find(key) {
-            Some(i) if i < self.named => Lookup::Name(self.entry(i)),
-            Some(_) => Lookup::EmptyNonTerminal,
+        match split_zone(key, &self.zone_wire) {
             None => Lookup::NotFound,
+            Some([]) => Lookup::Apex,
+            Some(labels) => match self.find(labels) {
+                Some(i) if i < self.named => Lookup::Name(self.entry(i)),
+                Some(_) => Lookup::EmptyNonTerminal,
+                None => Lookup::NotFound,
+            },
         }
     }
 
@@ -606,19 +895,28 @@ impl Snapshot {
     /// The primary names of the instances that have `address`, in the
     /// order of their text.
     pub fn names_of(&self, address: IpAddr) -> impl Iterator<Item = Entry<'_>> {
-        let start = self.reverse.partition_point(|(a, _)| *a < address);
-        self.reverse[start..]
+        fn matching<A: Ord + Copy>(table: &[(A, u32)], address: Option<A>) -> &[(A, u32)] {
+            let Some(address) = address else {
+                return &[];
+            };
+            let start = table.partition_point(|(a, _)| *a < address);
+            let len = table[start..].partition_point(|(a, _)| *a == address);
+            &table[start..start + len]
+        }
+        let (v4, v6) = match address {
+            IpAddr::V4(a) => (Some(u32::from(a)), None),
+            IpAddr::V6(a) => (None, Some(a)),
+        };
+        matching(&self.reverse4, v4)
             .iter()
-            .take_while(move |(a, _)| *a == address)
-            .map(|&(_, record)| self.entry(record as usize))
+            .map(|&(_, r)| r)
+            .chain(matching(&self.reverse6, v6).iter().map(|&(_, r)| r))
+            .map(|record| self.entry(record as usize))
     }
 
     /// Every name with data, sorted by its text relative to the zone.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = Entry<'_>> {
-        self.records[..self.named].iter().map(|record| Entry {
-            snapshot: self,
-            record,
-        })
+        (0..self.named).map(|record| self.entry(record))
     }
 
     /// Every name with data with its [`Name`], in DNSSEC (canonical) order.
@@ -661,6 +959,9 @@ impl Snapshot {
 
 /// Sorts `items[start..]` and drops its duplicates.
 fn sort_dedup_tail<T: Ord + Copy>(items: &mut Vec<T>, start: usize) {
+    if items.len() - start < 2 {
+        return;
+    }
     items[start..].sort_unstable();
     let mut kept = start;
     for i in start..items.len() {

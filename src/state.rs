@@ -1,29 +1,42 @@
 //! The persisted inventory: what the daemon serves after a restart while the
 //! API is still down.
 //!
-//! The file (`<state_dir>/inventory.json`) keeps each source unit's last
+//! The file (`<state_dir>/inventory.bin`) keeps each source unit's last
 //! good instances with the time they were fetched, not the built zone: the
 //! naming policy or zone may change between runs, and rebuilding a snapshot
-//! is cheap. It is written with [`crate::files::write_atomic`], so a crash
+//! is cheap. Its first line is a JSON header (`head -1` shows the units,
+//! their fetch times and sizes); the units' instances follow in the packed
+//! form of [`crate::inventory::packed`], back to back. The daemon reads a
+//! unit from the file when it needs it instead of keeping it in memory: the
+//! [`Packed`] handles that [`load`] and [`save`] return point into the file
+//! through an open handle, which stays valid when a newer file replaces it.
+//!
+//! It is written with [`crate::files::write_atomic_with`], so a crash
 //! leaves the old file or the new one. Reading it is forgiving: a missing
 //! file is "no state", and anything unreadable is an error for the caller
-//! to log and ignore; it must never stop the daemon.
+//! to log and ignore; it must never stop the daemon. A state file of
+//! version 1 (`inventory.json`, the whole inventory as JSON) is still read,
+//! and removed once the new file is written.
 
-use std::fs::DirBuilder;
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::{DirBuilder, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomic_with;
+use crate::inventory::packed::Packed;
 use crate::inventory::Instance;
 
-/// The only layout version written and read.
-const VERSION: u32 = 1;
-/// Marks the file as ours, so a stray JSON file is not taken for state.
+/// The layout version written (and the newest read).
+const VERSION: u32 = 2;
+/// Marks the file as ours, so a stray file is not taken for state.
 const FORMAT: &str = "fleetdns-state";
+/// The longest header line read: a few units' labels and sizes are far less.
+const MAX_HEADER: u64 = 1 << 20;
 
 /// Why the state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +68,7 @@ pub struct UnitState {
     /// When the unit last fetched successfully.
     pub fetched_at: SystemTime,
     /// Its instances.
-    pub instances: Vec<Instance>,
+    pub instances: Packed,
 }
 
 /// What a state file holds.
@@ -67,47 +80,140 @@ pub struct State {
     pub units: Vec<UnitState>,
 }
 
-/// The file as written: borrowed, so saving copies nothing.
-#[derive(Serialize)]
-struct FileOut<'a> {
-    format: &'static str,
+/// The header line.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
     version: u32,
     saved_at: u64,
     serial: u32,
-    units: Vec<UnitOut<'a>>,
+    units: Vec<UnitHeader>,
 }
 
-#[derive(Serialize)]
-struct UnitOut<'a> {
-    unit: &'a str,
-    fetched_at: u64,
-    instances: crate::background::Paced<'a, Instance>,
-}
-
-/// The file as read.
-#[derive(Deserialize)]
-struct FileIn {
-    format: String,
-    version: u32,
-    serial: u32,
-    units: Vec<UnitIn>,
-}
-
-#[derive(Deserialize)]
-struct UnitIn {
+/// One unit in the header; its bytes follow the previous unit's.
+#[derive(Serialize, Deserialize)]
+struct UnitHeader {
     unit: String,
     fetched_at: u64,
-    instances: Vec<Instance>,
+    instances: u32,
+    bytes: u64,
 }
 
 /// The state file in `dir`.
 pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("inventory.bin")
+}
+
+/// The version 1 state file in `dir`.
+fn old_state_path(dir: &Path) -> PathBuf {
     dir.join("inventory.json")
 }
 
 /// Reads the state in `dir`: `Ok(None)` when there is none yet.
 pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
     let path = state_path(dir);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return load_version_1(dir),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let invalid = |reason: String| StateError::Invalid {
+        path: path.clone(),
+        reason,
+    };
+    let read_error = |source: io::Error| StateError::Read {
+        path: path.clone(),
+        source,
+    };
+    let size = file.metadata().map_err(read_error)?.len();
+    let line = header_line(&file, size).map_err(read_error)?;
+    let Some(line) = line else {
+        return Err(invalid("no header line".to_string()));
+    };
+    let header: Header = serde_json::from_slice(&line).map_err(|e| invalid(e.to_string()))?;
+    if header.format != FORMAT {
+        return Err(invalid(format!(
+            "format is {:?}, not {FORMAT:?}",
+            header.format
+        )));
+    }
+    if header.version != VERSION {
+        return Err(invalid(format!(
+            "version {} (this fleetdns reads version {VERSION})",
+            header.version
+        )));
+    }
+    let mut offset = line.len() as u64 + 1;
+    let body: u64 = header
+        .units
+        .iter()
+        .map(|u| u.bytes)
+        .fold(0, u64::saturating_add);
+    if offset.saturating_add(body) != size {
+        return Err(invalid(format!(
+            "{size} bytes, but the header describes {}",
+            offset.saturating_add(body)
+        )));
+    }
+    let file = Arc::new(file);
+    let units = header
+        .units
+        .into_iter()
+        .map(|u| {
+            let instances = Packed::in_file(file.clone(), offset, u.bytes, u.instances);
+            offset += u.bytes;
+            UnitState {
+                unit: u.unit,
+                fetched_at: UNIX_EPOCH + Duration::from_secs(u.fetched_at),
+                instances,
+            }
+        })
+        .collect();
+    Ok(Some(State {
+        serial: header.serial,
+        units,
+    }))
+}
+
+/// The first line of `file` without its newline, read in chunks; `None`
+/// if there is no newline in the first [`MAX_HEADER`] bytes.
+fn header_line(file: &File, size: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while (line.len() as u64) < size.min(MAX_HEADER) {
+        let at = line.len() as u64;
+        let n = file.read_at(&mut chunk, at)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(end) = chunk[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&chunk[..end]);
+            return Ok(Some(line));
+        }
+        line.extend_from_slice(&chunk[..n]);
+    }
+    Ok(None)
+}
+
+/// The state file of version 1, as JSON.
+#[derive(Deserialize)]
+struct FileV1 {
+    format: String,
+    version: u32,
+    serial: u32,
+    units: Vec<UnitV1>,
+}
+
+#[derive(Deserialize)]
+struct UnitV1 {
+    unit: String,
+    fetched_at: u64,
+    instances: Vec<Instance>,
+}
+
+/// Reads a version 1 state file (`inventory.json`), packed in memory.
+fn load_version_1(dir: &Path) -> Result<Option<State>, StateError> {
+    let path = old_state_path(dir);
     let bytes = match crate::files::read_in_chunks(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -117,19 +223,14 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
         path: path.clone(),
         reason,
     };
-    let file: FileIn = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    if file.format != FORMAT {
+    let file: FileV1 = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if file.format != FORMAT || file.version != 1 {
         return Err(invalid(format!(
-            "format is {:?}, not {FORMAT:?}",
-            file.format
+            "format {:?} version {}, not {FORMAT:?} version 1",
+            file.format, file.version
         )));
     }
-    if file.version != VERSION {
-        return Err(invalid(format!(
-            "version {} (this fleetdns reads version {VERSION})",
-            file.version
-        )));
-    }
+    tracing::info!(path = %path.display(), "reading the state file of an older fleetdns; it is replaced at the next save");
     Ok(Some(State {
         serial: file.serial,
         units: file
@@ -138,35 +239,71 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
             .map(|u| UnitState {
                 unit: u.unit,
                 fetched_at: UNIX_EPOCH + Duration::from_secs(u.fetched_at),
-                instances: u.instances,
+                instances: Packed::from_instances(&u.instances),
             })
             .collect(),
     }))
 }
 
-/// Writes the state to `dir` atomically, creating `dir` if needed.
+/// Writes the state to `dir` atomically, creating `dir` if needed, and
+/// returns each unit's instances as read back from the new file (in the
+/// order of `units`), so callers can let go of the spools they came from.
 ///
 /// `units` are `(label, fetched_at, instances)`. The file is readable by
 /// the owner and group only: it lists every internal address and tag.
-pub fn save(dir: &Path, serial: u32, units: &[(&str, SystemTime, &[Instance])]) -> io::Result<()> {
+pub fn save(
+    dir: &Path,
+    serial: u32,
+    units: &[(&str, SystemTime, &Packed)],
+) -> io::Result<Vec<Packed>> {
     DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
-    let file = FileOut {
-        format: FORMAT,
+    let header = Header {
+        format: FORMAT.to_string(),
         version: VERSION,
         saved_at: unix_secs(SystemTime::now()),
         serial,
         units: units
             .iter()
-            .map(|(unit, at, instances)| UnitOut {
-                unit,
+            .map(|(unit, at, instances)| UnitHeader {
+                unit: unit.to_string(),
                 fetched_at: unix_secs(*at),
-                instances: crate::background::Paced(instances),
+                instances: instances.len() as u32,
+                bytes: instances.byte_len(),
             })
             .collect(),
     };
-    write_atomic_with(&state_path(dir), 0o640, |w| {
-        serde_json::to_writer(w, &file).map_err(io::Error::other)
-    })
+    // JSON escapes control characters, so the line holds no newline.
+    let mut line = serde_json::to_vec(&header).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let file = write_atomic_with(&state_path(dir), 0o640, |w: &mut dyn Write| {
+        w.write_all(&line)?;
+        for (_, _, instances) in units {
+            instances.write_to(w)?;
+        }
+        Ok(())
+    })?;
+    let file = Arc::new(file);
+    let mut offset = line.len() as u64;
+    let reread = units
+        .iter()
+        .map(|(_, _, instances)| {
+            let packed = Packed::in_file(
+                file.clone(),
+                offset,
+                instances.byte_len(),
+                instances.len() as u32,
+            );
+            offset += instances.byte_len();
+            packed
+        })
+        .collect();
+    match std::fs::remove_file(old_state_path(dir)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            tracing::warn!(path = %old_state_path(dir).display(), error = %e, "cannot remove the old state file")
+        }
+        _ => {}
+    }
+    Ok(reread)
 }
 
 fn unix_secs(at: SystemTime) -> u64 {
@@ -186,13 +323,18 @@ mod tests {
     fn saved_state_loads_back_unit_by_unit() {
         let dir = tempfile::tempdir().unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let a = vec![instance("i-0a")];
-        save(
+        let a = vec![instance("i-0a"), instance("i-0b")];
+        let (pa, pb) = (Packed::from_instances(&a), Packed::from_instances(&[]));
+        let reread = save(
             dir.path(),
             42,
-            &[("ec2:ambient:eu-west-1", at, &a), ("file:x", at, &[])],
+            &[("ec2:ambient:eu-west-1", at, &pa), ("file:x", at, &pb)],
         )
         .unwrap();
+        // what save hands back is the new file's copy
+        assert!(!reread[0].in_memory());
+        assert_eq!(reread[0].instances().unwrap(), a);
+        assert!(reread[1].is_empty());
         let state = load(dir.path()).unwrap().unwrap();
         assert_eq!(state.serial, 42);
         // it lists internal addresses and tags: not world-readable
@@ -205,23 +347,79 @@ mod tests {
         assert_eq!(state.units.len(), 2);
         assert_eq!(state.units[0].unit, "ec2:ambient:eu-west-1");
         assert_eq!(state.units[0].fetched_at, at);
-        assert_eq!(state.units[0].instances, a);
-        assert!(state.units[1].instances.is_empty());
+        assert_eq!(state.units[0].instances.instances().unwrap(), a);
+        assert!(state.units[1].instances.instances().unwrap().is_empty());
+        // the header line is readable on its own
+        let text = fs::read(state_path(dir.path())).unwrap();
+        let first = text.split(|&b| b == b'\n').next().unwrap();
+        let header: serde_json::Value = serde_json::from_slice(first).unwrap();
+        assert_eq!(header["units"][0]["instances"], 2);
+    }
+
+    #[test]
+    fn handles_stay_valid_after_the_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = SystemTime::now();
+        let a = Packed::from_instances(&[instance("i-0a")]);
+        let first = save(dir.path(), 1, &[("u", at, &a)]).unwrap();
+        let b = Packed::from_instances(&[instance("i-0b"), instance("i-0c")]);
+        save(dir.path(), 2, &[("u", at, &b)]).unwrap();
+        assert_eq!(first[0].instances().unwrap(), [instance("i-0a")]);
+        let state = load(dir.path()).unwrap().unwrap();
+        assert_eq!(state.units[0].instances.len(), 2);
+    }
+
+    #[test]
+    fn a_version_1_state_is_read_and_replaced_at_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = serde_json::json!({
+            "format": "fleetdns-state", "version": 1, "saved_at": 1, "serial": 7,
+            "units": [{"unit": "file:x", "fetched_at": 1_700_000_000u64,
+                       "instances": [instance("i-0a")]}]
+        });
+        fs::write(old_state_path(dir.path()), v1.to_string()).unwrap();
+        let state = load(dir.path()).unwrap().unwrap();
+        assert_eq!(state.serial, 7);
+        assert_eq!(
+            state.units[0].instances.instances().unwrap(),
+            [instance("i-0a")]
+        );
+        let units = [(
+            "file:x",
+            state.units[0].fetched_at,
+            &state.units[0].instances,
+        )];
+        save(dir.path(), 8, &units).unwrap();
+        assert!(!old_state_path(dir.path()).exists());
+        assert_eq!(load(dir.path()).unwrap().unwrap().serial, 8);
     }
 
     #[test]
     fn missing_state_is_none_and_garbage_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_none());
+        let unit = Packed::from_instances(&[instance("i-0a")]);
+        save(dir.path(), 1, &[("u", SystemTime::now(), &unit)]).unwrap();
+        let good = fs::read(state_path(dir.path())).unwrap();
+        let header_end = good.iter().position(|&b| b == b'\n').unwrap();
+        let mut longer = good.clone();
+        longer.push(0);
         for garbage in [
-            &b"\x00\xffnot json"[..],
-            b"{\"format\":\"fleetdns-state\",\"version\":1,\"serial\":1,\"units\":[{",
-            b"{\"format\":\"other\",\"version\":1,\"serial\":1,\"units\":[]}",
-            b"{\"format\":\"fleetdns-state\",\"version\":9,\"serial\":1,\"units\":[]}",
+            b"\x00\xffnot json\n".to_vec(),
+            b"{\"format\":\"fleetdns-state\",\"version\":2,\"serial\":1,\"units\":[{".to_vec(),
+            b"{\"format\":\"other\",\"version\":2,\"saved_at\":1,\"serial\":1,\"units\":[]}\n".to_vec(),
+            b"{\"format\":\"fleetdns-state\",\"version\":9,\"saved_at\":1,\"serial\":1,\"units\":[]}\n".to_vec(),
+            good[..good.len() - 1].to_vec(),
+            good[..header_end].to_vec(),
+            longer,
         ] {
             fs::write(state_path(dir.path()), garbage).unwrap();
             let error = load(dir.path()).unwrap_err().to_string();
-            assert!(error.contains("inventory.json"), "{error}");
+            assert!(error.contains("inventory.bin"), "{error}");
         }
+        fs::remove_file(state_path(dir.path())).unwrap();
+        fs::write(old_state_path(dir.path()), "{{{").unwrap();
+        let error = load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("inventory.json"), "{error}");
     }
 }

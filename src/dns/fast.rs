@@ -30,7 +30,7 @@ use hickory_proto::serialize::binary::BinEncodable;
 use crate::config::ZoneSettings;
 use crate::dns::handler::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY};
 use crate::dns::wire::MAX_UDP_PAYLOAD;
-use crate::snapshot::{wire_key, Lookup, Snapshot, Store};
+use crate::snapshot::{split_zone, wire_key, Lookup, Snapshot, Store};
 
 /// What a UDP loop needs for the fast path.
 #[derive(Clone)]
@@ -143,16 +143,6 @@ fn emit_name(
     out.push(0);
 }
 
-/// Whether the lowercase wire name `key` is at or below `apex`: some
-/// label boundary of it starts the apex's bytes.
-fn in_zone(key: &[u8], apex: &[u8]) -> bool {
-    let mut pos = 0;
-    while key.len() - pos > apex.len() {
-        pos += 1 + usize::from(key[pos]);
-    }
-    pos < key.len() && key[pos..] == *apex
-}
-
 /// The DNS header's size.
 const HEADER: usize = 12;
 /// Longest name in wire format (RFC 1035 section 2.3.4).
@@ -237,7 +227,7 @@ pub fn answer(
     let (entry, nxdomain) = match snapshot.wire_lookup(key) {
         Lookup::Name(entry) => (Some(entry), false),
         Lookup::Apex | Lookup::EmptyNonTerminal => (None, false),
-        Lookup::NotFound if in_zone(key, &zone.apex) => (None, true),
+        Lookup::NotFound if split_zone(key, &zone.apex).is_some() => (None, true),
         Lookup::NotFound => return None,
     };
     let (rdlen, answers) = match (rtype, entry) {

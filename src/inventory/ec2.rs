@@ -35,6 +35,7 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
 use tokio::task::JoinSet;
 
+use super::packed::{Packed, Packer, Spool};
 use super::{
     collect_addresses, is_throttling_code, Instance, InterfaceAddresses, Source, SourceError,
     UnitCheck, UnitFetch,
@@ -181,14 +182,15 @@ impl Source for Ec2Source {
         self.unit_labels()
     }
 
-    async fn fetch(&self) -> Vec<UnitFetch> {
+    async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch> {
         let mut tasks = JoinSet::new();
         for unit in &self.units {
             let unit = unit.clone();
             let filters = self.filters.clone();
             let page_size = self.page_size;
+            let packer = spool.packer();
             tasks.spawn(async move {
-                let result = fetch_unit(&unit, &filters, page_size).await;
+                let result = fetch_unit(&unit, &filters, page_size, packer).await;
                 UnitFetch {
                     unit: unit.label,
                     result,
@@ -287,12 +289,14 @@ impl Intercept for CountAttempts {
     }
 }
 
-/// Every running instance of one unit, all pages, sorted by id.
+/// Every running instance of one unit, all pages, packed page by page in
+/// the order the API lists them (the snapshot sorts and drops duplicates).
 async fn fetch_unit(
     unit: &Unit,
     filters: &[Filter],
     page_size: i32,
-) -> Result<Vec<Instance>, SourceError> {
+    mut packer: Packer,
+) -> Result<Packed, SourceError> {
     let mut pages = unit
         .client
         .describe_instances()
@@ -300,7 +304,6 @@ async fn fetch_unit(
         .max_results(page_size)
         .into_paginator()
         .send();
-    let mut instances = Vec::new();
     let mut calls = 0u32;
     while let Some(page) = pages.next().await {
         calls += 1;
@@ -308,15 +311,14 @@ async fn fetch_unit(
         for reservation in page.reservations() {
             for raw in reservation.instances() {
                 if let Some(instance) = into_instance(raw, &unit.region) {
-                    instances.push(instance);
+                    packer.push(&instance);
                 }
             }
         }
     }
-    tracing::debug!(unit = %unit.label, calls, instances = instances.len(), "fetched");
-    instances.sort_by(|a, b| a.id.cmp(&b.id));
-    instances.dedup_by(|a, b| a.id == b.id);
-    Ok(instances)
+    let packed = packer.finish().map_err(SourceError::Spool)?;
+    tracing::debug!(unit = %unit.label, calls, instances = packed.len(), "fetched");
+    Ok(packed)
 }
 
 /// An SDK error as a [`SourceError::Api`] with the AWS error code, or a

@@ -7,15 +7,21 @@
 //! an error naming the file; a single bad address inside an otherwise good
 //! document is skipped with a warning, so one odd instance cannot hide the
 //! rest of the fleet.
-
-use std::path::{Path, PathBuf};
+//!
+//! The file is read in 64 KiB chunks and never held whole: a scanner walks
+//! the document's outer structure (`Reservations`, each reservation's
+//! `Instances`), skipping what it does not need, and hands each instance's
+//! bytes to serde, so memory holds one instance at a time whatever the
+//! size of the fleet (a document of 100,000 instances is 14 MB).
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
-use serde::de::{SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use super::packed::{Packed, Spool};
 use super::{
     collect_addresses, region_of_zone, Instance, InterfaceAddresses, Source, SourceError, UnitFetch,
 };
@@ -38,15 +44,23 @@ impl FileSource {
         &self.path
     }
 
-    /// Reads and parses the file once.
-    pub fn read(&self) -> Result<Vec<Instance>, SourceError> {
+    /// Reads and parses the file once, packing instances as they come.
+    pub fn read(&self, spool: &Spool) -> Result<Packed, SourceError> {
         let path = self.path.display().to_string();
-        let text =
-            crate::files::read_text_in_chunks(&self.path).map_err(|source| SourceError::Read {
+        let read_error = |source| SourceError::Read {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&self.path).map_err(read_error)?;
+        let mut packer = spool.packer();
+        scan_describe_instances(file, |instance| packer.push(&instance)).map_err(|e| match e {
+            ScanError::Io(source) => read_error(source),
+            ScanError::Document(reason) => SourceError::Parse {
                 path: path.clone(),
-                source,
-            })?;
-        parse_describe_instances(&text).map_err(|reason| SourceError::Parse { path, reason })
+                reason,
+            },
+        })?;
+        packer.finish().map_err(SourceError::Spool)
     }
 }
 
@@ -60,11 +74,11 @@ impl Source for FileSource {
         vec![self.describe()]
     }
 
-    async fn fetch(&self) -> Vec<UnitFetch> {
-        // The file is small next to anything the runtime does; reading it on a
-        // blocking thread keeps a slow disk from stalling DNS answers.
-        let this = self.clone();
-        let result = match crate::background::run(move || this.read()).await {
+    async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch> {
+        // Parsing a large file takes a while: on a background thread, so
+        // that DNS answers do not wait for it.
+        let (this, spool) = (self.clone(), spool.clone());
+        let result = match crate::background::run(move || this.read(&spool)).await {
             Ok(result) => result,
             Err(join) => Err(SourceError::Parse {
                 path: self.path.display().to_string(),
@@ -78,65 +92,336 @@ impl Source for FileSource {
     }
 }
 
-/// The top of a describe-instances document.
+/// Why a document could not be read.
+#[derive(Debug)]
+enum ScanError {
+    /// Reading failed.
+    Io(io::Error),
+    /// The bytes are not a describe-instances document.
+    Document(String),
+}
+
+impl From<io::Error> for ScanError {
+    fn from(e: io::Error) -> Self {
+        ScanError::Io(e)
+    }
+}
+
+/// How much is read at a time.
+const CHUNK: usize = 64 << 10;
+/// The deepest nesting of arrays and objects accepted in skipped values
+/// (serde_json's own limit), so a hostile document cannot run the scanner
+/// out of stack or memory.
+const MAX_DEPTH: usize = 128;
+
+/// Reads a JSON document from `src` a chunk at a time.
 ///
-/// Instances are converted one by one as the parser reaches them, and the
-/// raw strings borrow from the text, so a large document never exists
-/// twice in memory (raw and converted).
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Document {
-    /// Every reservation's instances, in document order.
-    #[serde(deserialize_with = "all_instances")]
-    reservations: Vec<Instance>,
+/// Bytes from `mark` on are kept while a value is captured; everything
+/// before the reading position is otherwise dropped as the next chunk
+/// comes in.
+struct Scanner<R> {
+    /// Where the bytes come from.
+    src: R,
+    /// Bytes read and not yet dropped.
+    buf: Vec<u8>,
+    /// The next byte to look at, in `buf`.
+    pos: usize,
+    /// Where a captured value starts, in `buf`.
+    mark: Option<usize>,
+    /// Bytes dropped from the front of `buf` so far (for error offsets).
+    dropped: u64,
+    /// Whether `src` has ended.
+    eof: bool,
 }
 
-/// One reservation (one `run-instances` call).
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Reservation {
-    /// The instances launched together, converted.
-    #[serde(default, deserialize_with = "converted_instances")]
-    instances: Vec<Instance>,
-}
-
-/// Reads the `Reservations` array into one list of instances.
-fn all_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
-    struct Reservations;
-    impl<'de> Visitor<'de> for Reservations {
-        type Value = Vec<Instance>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of reservations")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
-            let mut all = Vec::new();
-            while let Some(reservation) = seq.next_element::<Reservation>()? {
-                all.extend(reservation.instances);
-            }
-            Ok(all)
+impl<R: Read> Scanner<R> {
+    fn new(src: R) -> Self {
+        Scanner {
+            src,
+            buf: Vec::with_capacity(CHUNK),
+            pos: 0,
+            mark: None,
+            dropped: 0,
+            eof: false,
         }
     }
-    d.deserialize_seq(Reservations)
-}
 
-/// Reads an `Instances` array, converting each instance as it is parsed.
-fn converted_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
-    struct Instances;
-    impl<'de> Visitor<'de> for Instances {
-        type Value = Vec<Instance>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of instances")
+    /// The offset of the reading position in the document.
+    fn offset(&self) -> u64 {
+        self.dropped + self.pos as u64
+    }
+
+    fn error<T>(&self, what: &str) -> Result<T, ScanError> {
+        Err(ScanError::Document(format!(
+            "{what} at byte {}",
+            self.offset()
+        )))
+    }
+
+    /// Reads another chunk; `false` at the end of the input.
+    fn fill(&mut self) -> Result<bool, ScanError> {
+        if self.eof {
+            return Ok(false);
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(raw) = seq.next_element::<RawInstance<'de>>()? {
-                crate::background::checkpoint();
-                out.push(into_instance(raw));
+        let keep = self.mark.unwrap_or(self.pos);
+        if keep > 0 {
+            self.buf.drain(..keep);
+            self.dropped += keep as u64;
+            self.pos -= keep;
+            self.mark = self.mark.map(|m| m - keep);
+        }
+        crate::background::offer();
+        let have = self.buf.len();
+        self.buf.resize(have + CHUNK, 0);
+        let n = loop {
+            match self.src.read(&mut self.buf[have..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e.into());
+                }
             }
-            Ok(out)
+        };
+        self.buf.truncate(have + n);
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n > 0)
+    }
+
+    /// The next byte without taking it, `None` at the end.
+    fn peek(&mut self) -> Result<Option<u8>, ScanError> {
+        while self.pos == self.buf.len() {
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buf[self.pos]))
+    }
+
+    /// The next byte that is not whitespace, without taking it.
+    fn peek_token(&mut self) -> Result<Option<u8>, ScanError> {
+        loop {
+            match self.peek()? {
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.pos += 1,
+                other => return Ok(other),
+            }
         }
     }
-    d.deserialize_seq(Instances)
+
+    /// Takes the next token, which must be `byte`.
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), ScanError> {
+        match self.peek_token()? {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => self.error(&format!("expected {what}")),
+            None => self.error(&format!("the document ends where {what} was expected")),
+        }
+    }
+
+    /// Takes a `,` or the closing `close` of a container; `true` if more
+    /// items follow.
+    fn more(&mut self, close: u8) -> Result<bool, ScanError> {
+        match self.peek_token()? {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(_) => self.error(&format!("expected `,` or `{}`", char::from(close))),
+            None => self.error("the document ends inside a list"),
+        }
+    }
+
+    /// Takes an object key and its `:`; escapes in keys are resolved.
+    fn key(&mut self) -> Result<String, ScanError> {
+        if self.peek_token()? != Some(b'"') {
+            return self.error("expected a key");
+        }
+        self.mark = Some(self.pos);
+        self.skip_string()?;
+        let start = self.mark.take().unwrap_or(self.pos);
+        let raw = &self.buf[start..self.pos];
+        let key = serde_json::from_slice::<String>(raw)
+            .map_err(|e| ScanError::Document(format!("bad key at byte {}: {e}", self.offset())))?;
+        self.expect(b':', "`:`")?;
+        Ok(key)
+    }
+
+    /// Takes a string, its quotes included.
+    fn skip_string(&mut self) -> Result<(), ScanError> {
+        self.pos += 1; // the opening quote, already seen
+        loop {
+            if self.pos == self.buf.len() && !self.fill()? {
+                return self.error("the document ends inside a string");
+            }
+            // The quick part: to the next quote or backslash in this chunk.
+            let rest = &self.buf[self.pos..];
+            match rest.iter().position(|&b| b == b'"' || b == b'\\') {
+                None => self.pos = self.buf.len(),
+                Some(i) if rest[i] == b'"' => {
+                    self.pos += i + 1;
+                    return Ok(());
+                }
+                Some(i) => {
+                    // A backslash escapes the next byte, whatever chunk it is in.
+                    self.pos += i + 1;
+                    if self.peek()?.is_none() {
+                        return self.error("the document ends inside a string");
+                    }
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes one value of any kind. Strings and nesting are followed
+    /// exactly; the rest of a skipped value is checked only loosely (its
+    /// bytes must be ones JSON uses), as fleetdns does not read it.
+    fn skip_value(&mut self) -> Result<(), ScanError> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            let Some(byte) = self.peek_token()? else {
+                return self.error("the document ends inside a value");
+            };
+            match byte {
+                b'"' => self.skip_string()?,
+                b'{' | b'[' => {
+                    if open.len() == MAX_DEPTH {
+                        return self.error("nested too deeply");
+                    }
+                    open.push(if byte == b'{' { b'}' } else { b']' });
+                    self.pos += 1;
+                }
+                b'}' | b']' => {
+                    if open.pop() != Some(byte) {
+                        return self.error(&format!("unexpected `{}`", char::from(byte)));
+                    }
+                    self.pos += 1;
+                }
+                b',' | b':' if !open.is_empty() => self.pos += 1,
+                b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' => {
+                    // A number or a literal: up to the next delimiter.
+                    while let Some(b) = self.peek()? {
+                        if !matches!(b, b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+                        {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                other => {
+                    return self.error(&format!("unexpected byte 0x{other:02x}"));
+                }
+            }
+            if open.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes one value and returns its bytes, which stay valid until the
+    /// scanner is used again.
+    fn capture(&mut self) -> Result<(u64, &[u8]), ScanError> {
+        self.peek_token()?;
+        let at = self.offset();
+        self.mark = Some(self.pos);
+        self.skip_value()?;
+        let start = self.mark.take().unwrap_or(self.pos);
+        Ok((at, &self.buf[start..self.pos]))
+    }
+
+    /// Takes the members of an object whose `{` is next, calling `member`
+    /// with each key; `member` must take the value.
+    fn object(
+        &mut self,
+        what: &str,
+        mut member: impl FnMut(&mut Self, &str) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        if self.peek_token()? != Some(b'{') {
+            return self.error(&format!("invalid type: expected {what}"));
+        }
+        self.pos += 1;
+        if self.peek_token()? == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, &key)?;
+            if !self.more(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes the items of an array whose `[` is next, calling `item` for
+    /// each; `item` must take the value.
+    fn array(
+        &mut self,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        if self.peek_token()? != Some(b'[') {
+            return self.error(&format!("invalid type: expected {what}"));
+        }
+        self.pos += 1;
+        if self.peek_token()? == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            if !self.more(b']')? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads a describe-instances document from `src`, calling `found` with
+/// each instance in document order.
+fn scan_describe_instances(
+    src: impl Read,
+    mut found: impl FnMut(Instance),
+) -> Result<(), ScanError> {
+    let mut scan = Scanner::new(src);
+    let mut reservations = false;
+    scan.object("a describe-instances object", |scan, key| {
+        if key != "Reservations" {
+            return scan.skip_value();
+        }
+        reservations = true;
+        scan.array("an array of reservations", |scan| {
+            scan.object("a reservation object", |scan, key| {
+                if key != "Instances" {
+                    return scan.skip_value();
+                }
+                scan.array("an array of instances", |scan| {
+                    crate::background::checkpoint();
+                    let (at, bytes) = scan.capture()?;
+                    let raw: RawInstance<'_> = serde_json::from_slice(bytes).map_err(|e| {
+                        ScanError::Document(format!("the instance at byte {at}: {e}"))
+                    })?;
+                    found(into_instance(raw));
+                    Ok(())
+                })
+            })
+        })
+    })?;
+    if scan.peek_token()?.is_some() {
+        return scan.error("trailing characters");
+    }
+    if !reservations {
+        return Err(ScanError::Document("missing field `Reservations`".into()));
+    }
+    Ok(())
 }
 
 /// The fields of an instance that fleetdns reads. Strings borrow from the
@@ -232,8 +517,12 @@ struct RawPlacement<'a> {
 ///
 /// Returns the reason as text when the document is not usable at all.
 pub fn parse_describe_instances(text: &str) -> Result<Vec<Instance>, String> {
-    let doc: Document = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(doc.reservations)
+    let mut all = Vec::new();
+    scan_describe_instances(text.as_bytes(), |i| all.push(i)).map_err(|e| match e {
+        ScanError::Io(e) => e.to_string(),
+        ScanError::Document(reason) => reason,
+    })?;
+    Ok(all)
 }
 
 /// Turns the CLI's shape into an [`Instance`], skipping unparsable addresses.

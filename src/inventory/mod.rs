@@ -11,6 +11,7 @@
 pub mod ec2;
 pub mod ec2_settings;
 pub mod file;
+pub mod packed;
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -18,6 +19,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use packed::{Packed, Spool};
 
 /// One machine of the fleet, as the inventory describes it.
 ///
@@ -182,6 +185,9 @@ pub enum SourceError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The fetched instances could not be kept (their spool file failed).
+    #[error("cannot keep the fetched instances: {0}")]
+    Spool(std::io::Error),
 }
 
 impl SourceError {
@@ -283,8 +289,8 @@ pub(crate) fn test_instance(id: &str, name: Option<&str>, ips: &[&str]) -> Insta
 pub struct UnitFetch {
     /// A stable label for the unit, e.g. `file:/etc/fleetdns/fleet.json`.
     pub unit: String,
-    /// Its instances, or why there are none this time.
-    pub result: Result<Vec<Instance>, SourceError>,
+    /// Its instances, packed, or why there are none this time.
+    pub result: Result<Packed, SourceError>,
 }
 
 /// What checking one unit found: a summary, or what is wrong.
@@ -309,13 +315,14 @@ pub trait Source: Send + Sync {
     /// fetch (persisted data of other units is not served).
     fn units(&self) -> Vec<String>;
 
-    /// Fetches every unit once. Each unit succeeds or fails on its own.
-    async fn fetch(&self) -> Vec<UnitFetch>;
+    /// Fetches every unit once, packing each unit's instances as they
+    /// come with a packer from `spool`. Each unit succeeds or fails on its own.
+    async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch>;
 
     /// Checks that every unit can be read (for `fleetdns check`). The
     /// default fetches once; sources with a cheaper probe override it.
     async fn check(&self) -> Vec<UnitCheck> {
-        self.fetch()
+        self.fetch(&Spool::memory())
             .await
             .into_iter()
             .map(|u| UnitCheck {

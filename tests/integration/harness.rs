@@ -371,10 +371,18 @@ pub fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
 /// so right after its first swap), or panics after 5 s.
 pub fn wait_for_state(state_dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !state_dir.join("inventory.json").exists() {
+    while !state_dir.join("inventory.bin").exists() {
         assert!(Instant::now() < deadline, "no state file was written");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The JSON header line of the state file in `state_dir`, if the file is
+/// there and its first line is JSON.
+pub fn state_header(state_dir: &Path) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(state_dir.join("inventory.bin")).ok()?;
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    serde_json::from_slice(line).ok()
 }
 
 /// A finished command's stdout, as text.

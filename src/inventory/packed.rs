@@ -1,0 +1,775 @@
+//! A unit's instances in a compact binary form, in memory or in a file.
+//!
+//! The refresher keeps each unit's last good instances to compare the next
+//! fetch with, to rebuild the zone when another unit changes, and to
+//! persist them. Kept as parsed [`Instance`]s, 100,000 instances took 35 MB
+//! of heap, more than the whole zone; packed, they take about 60 bytes
+//! each, and they need not be in memory at all: a source packs what it
+//! fetches into an unnamed temporary file in the state directory (a
+//! [`Spool`]), the state file is the packed units back to back, and a unit's
+//! [`Packed`] handle then points into it. Reading goes through the page
+//! cache in 64 KiB chunks, so the daemon's resident memory holds the zone
+//! and little else.
+//!
+//! The form is private to fleetdns (the state file says which version it
+//! is): per instance, a little-endian `u32` length and then the fields in
+//! the order of [`Instance`], strings as a LEB128 length and UTF-8 bytes,
+//! lists as a count and their items, optional strings as length + 1 (0 is
+//! none). Decoding checks every length against what is there; a damaged
+//! file is an error, never a panic or an out-of-bounds read.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Instance, Tags};
+
+/// How much is read from a file, or buffered before writing one, at a time.
+const CHUNK: usize = 64 << 10;
+
+/// Why packed instances could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// Reading the file behind them failed.
+    #[error("cannot read packed instances: {0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not what [`Packer`] writes (a damaged state file).
+    #[error("damaged packed instances: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Where packed bytes live.
+#[derive(Debug, Clone)]
+enum Bytes {
+    /// On the heap (one-shot commands, or when no file could be written).
+    Memory(Arc<[u8]>),
+    /// A range of a file: a spool or the state file. The handle keeps the
+    /// file readable after it is replaced or unlinked.
+    File {
+        /// The open file.
+        file: Arc<File>,
+        /// Where the range starts.
+        offset: u64,
+        /// How long it is.
+        len: u64,
+    },
+}
+
+/// One unit's instances, packed: cheap to clone, immutable.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    /// The bytes.
+    bytes: Bytes,
+    /// How many instances they hold.
+    count: u32,
+}
+
+impl Packed {
+    /// Packs `instances` in memory.
+    pub fn from_instances<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> Packed {
+        let mut bytes = Vec::new();
+        let mut count = 0;
+        for instance in instances {
+            encode(instance, &mut bytes);
+            count += 1;
+        }
+        Packed {
+            bytes: Bytes::Memory(bytes.into()),
+            count,
+        }
+    }
+
+    /// `count` instances packed at `offset..offset + len` of `file` (a
+    /// state file this module's writer produced).
+    pub fn in_file(file: Arc<File>, offset: u64, len: u64, count: u32) -> Packed {
+        Packed {
+            bytes: Bytes::File { file, offset, len },
+            count,
+        }
+    }
+
+    /// How many instances there are.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The size of the packed form in bytes.
+    pub fn byte_len(&self) -> u64 {
+        match &self.bytes {
+            Bytes::Memory(b) => b.len() as u64,
+            Bytes::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the bytes are held in memory rather than in a file.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.bytes, Bytes::Memory(_))
+    }
+
+    /// Calls `f` with each chunk of the packed bytes, in order, with a
+    /// [`crate::background::offer`] between chunks.
+    fn chunks(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        match &self.bytes {
+            Bytes::Memory(bytes) => {
+                for chunk in bytes.chunks(CHUNK) {
+                    crate::background::offer();
+                    f(chunk)?;
+                }
+                Ok(())
+            }
+            Bytes::File { file, offset, len } => {
+                let mut buf = vec![0u8; CHUNK.min(*len as usize)];
+                let mut done = 0u64;
+                while done < *len {
+                    crate::background::offer();
+                    let want = (*len - done).min(CHUNK as u64) as usize;
+                    file.read_exact_at(&mut buf[..want], offset + done)?;
+                    f(&buf[..want])?;
+                    done += want as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the packed bytes to `out` (into a state file).
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.chunks(|chunk| out.write_all(chunk))
+    }
+
+    /// Whether `other` holds exactly the same bytes: the same instances in
+    /// the same order. Reads both in chunks.
+    pub fn same_as(&self, other: &Packed) -> io::Result<bool> {
+        if self.count != other.count || self.byte_len() != other.byte_len() {
+            return Ok(false);
+        }
+        if let (Bytes::Memory(a), Bytes::Memory(b)) = (&self.bytes, &other.bytes) {
+            return Ok(a == b);
+        }
+        // One side in memory is compared against the other's chunks; two
+        // files chunk by chunk through a second buffer.
+        let mut same = true;
+        let mut at = 0usize;
+        let mut theirs = Vec::new();
+        let stop = || io::Error::other("differs");
+        let result = match &other.bytes {
+            Bytes::Memory(b) => self.chunks(|chunk| {
+                same = b[at..at + chunk.len()] == *chunk;
+                at += chunk.len();
+                if same {
+                    Ok(())
+                } else {
+                    Err(stop())
+                }
+            }),
+            Bytes::File { file, offset, .. } => self.chunks(|chunk| {
+                theirs.resize(chunk.len(), 0);
+                file.read_exact_at(&mut theirs, offset + at as u64)?;
+                same = theirs == chunk;
+                at += chunk.len();
+                if same {
+                    Ok(())
+                } else {
+                    Err(stop())
+                }
+            }),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(_) if !same => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls `f` with each instance in order. One [`Instance`] is decoded
+    /// into again and again, so reading allocates little.
+    pub fn for_each(&self, mut f: impl FnMut(&Instance)) -> Result<(), PackError> {
+        let mut instance = empty_instance();
+        let mut seen = 0u32;
+        let mut record = |body: &[u8]| -> Result<(), PackError> {
+            crate::background::checkpoint();
+            decode(body, &mut instance)?;
+            seen += 1;
+            f(&instance);
+            Ok(())
+        };
+        match &self.bytes {
+            Bytes::Memory(bytes) => {
+                let mut rest: &[u8] = bytes;
+                while !rest.is_empty() {
+                    let (body, tail) = split_record(rest)?;
+                    record(body)?;
+                    rest = tail;
+                }
+            }
+            Bytes::File { file, offset, len } => {
+                // Records are copied out of 64 KiB chunks; one that spans
+                // two chunks is completed from the next read.
+                let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(*len as usize));
+                let mut start = 0usize;
+                let mut read = 0u64;
+                loop {
+                    let mut rest = &buf[start..];
+                    while let Some((body, tail)) = whole_record(rest)? {
+                        record(body)?;
+                        rest = tail;
+                    }
+                    let unread = rest.len();
+                    if read == *len {
+                        if unread != 0 {
+                            return Err(PackError::Corrupt("the last record is cut off"));
+                        }
+                        break;
+                    }
+                    let keep = buf.len() - unread;
+                    buf.drain(..keep);
+                    start = 0;
+                    crate::background::offer();
+                    let want = (*len - read).min(CHUNK as u64) as usize;
+                    let have = buf.len();
+                    buf.resize(have + want, 0);
+                    file.read_exact_at(&mut buf[have..], offset + read)?;
+                    read += want as u64;
+                }
+            }
+        }
+        if seen != self.count {
+            return Err(PackError::Corrupt("fewer or more records than counted"));
+        }
+        Ok(())
+    }
+
+    /// Every instance, decoded into its own value (tests, small units).
+    pub fn instances(&self) -> Result<Vec<Instance>, PackError> {
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each(|i| all.push(i.clone()))?;
+        Ok(all)
+    }
+}
+
+/// An instance with nothing in it, to decode into.
+fn empty_instance() -> Instance {
+    Instance {
+        id: String::new(),
+        state: String::new(),
+        private_ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        tags: Tags::default(),
+        security_groups: Vec::new(),
+        launch_time: None,
+        region: None,
+        vpc_id: None,
+        availability_zone: None,
+        instance_type: None,
+    }
+}
+
+/// The first record of `bytes` and what follows it; `bytes` must hold it whole.
+fn split_record(bytes: &[u8]) -> Result<(&[u8], &[u8]), PackError> {
+    whole_record(bytes)?.ok_or(PackError::Corrupt("the last record is cut off"))
+}
+
+/// The first record of `bytes` and what follows it, or `None` if `bytes`
+/// ends before the record does.
+fn whole_record(bytes: &[u8]) -> Result<Option<(&[u8], &[u8])>, PackError> {
+    let Some(head) = bytes.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len == 0 {
+        return Err(PackError::Corrupt("a record of length zero"));
+    }
+    Ok(bytes.get(4..4 + len).map(|body| (body, &bytes[4 + len..])))
+}
+
+/// Where a [`Packer`] writes: a directory for unnamed temporary files, or
+/// memory.
+#[derive(Debug, Clone, Default)]
+pub struct Spool {
+    /// The directory (the daemon's state directory), or `None` for memory.
+    dir: Option<PathBuf>,
+}
+
+impl Spool {
+    /// Packs in memory (one-shot commands, tests).
+    pub fn memory() -> Spool {
+        Spool { dir: None }
+    }
+
+    /// Packs into unnamed temporary files in `dir`, created if missing.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Spool {
+        Spool {
+            dir: Some(dir.into()),
+        }
+    }
+
+    /// A new packer. Where no file can be made in the directory (read-only,
+    /// full, missing permission), it packs in memory: serving matters more
+    /// than memory.
+    pub fn packer(&self) -> Packer {
+        let Some(dir) = &self.dir else {
+            return Packer::in_memory();
+        };
+        match spool_file(dir) {
+            Ok(file) => Packer {
+                sink: Sink::File {
+                    file,
+                    written: 0,
+                    buffer: Vec::with_capacity(CHUNK),
+                },
+                count: 0,
+                lost: None,
+            },
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot spool the fetch to a file; keeping it in memory");
+                Packer::in_memory()
+            }
+        }
+    }
+}
+
+/// An unnamed temporary file in `dir` (created, mode 0750, if missing).
+fn spool_file(dir: &Path) -> io::Result<File> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)?;
+    crate::files::unnamed_temp(dir)
+}
+
+/// Where packed bytes go while a unit is fetched.
+enum Sink {
+    /// A growing buffer.
+    Memory(Vec<u8>),
+    /// A spool file, written in chunks from `buffer`.
+    File {
+        /// The unnamed file.
+        file: File,
+        /// Bytes already in the file.
+        written: u64,
+        /// Bytes not yet written.
+        buffer: Vec<u8>,
+    },
+}
+
+/// Packs instances one by one, as a source produces them.
+pub struct Packer {
+    /// Where the bytes go.
+    sink: Sink,
+    /// Instances packed so far.
+    count: u32,
+    /// Why packed instances were lost (a spool file that failed and could
+    /// not be read back): [`Packer::finish`] then fails.
+    lost: Option<io::Error>,
+}
+
+impl Packer {
+    /// A packer that keeps the bytes in memory.
+    pub fn in_memory() -> Packer {
+        Packer {
+            sink: Sink::Memory(Vec::new()),
+            count: 0,
+            lost: None,
+        }
+    }
+
+    /// Adds `instance`.
+    pub fn push(&mut self, instance: &Instance) {
+        let out = match &mut self.sink {
+            Sink::Memory(bytes) => bytes,
+            Sink::File { buffer, .. } => buffer,
+        };
+        encode(instance, out);
+        self.count += 1;
+        self.spill();
+    }
+
+    /// Writes the buffer to the spool file once it holds a chunk. A failed
+    /// write (a full disk) moves everything into memory: nothing fetched
+    /// is lost.
+    fn spill(&mut self) {
+        let Sink::File {
+            file,
+            written,
+            buffer,
+        } = &mut self.sink
+        else {
+            return;
+        };
+        if buffer.len() < CHUNK {
+            return;
+        }
+        if let Err(error) = file.write_all_at(buffer, *written) {
+            self.to_memory(&error);
+        } else {
+            *written += buffer.len() as u64;
+            buffer.clear();
+        }
+    }
+
+    /// Moves a spool's bytes into memory after `error`.
+    fn to_memory(&mut self, error: &io::Error) {
+        let Sink::File {
+            file,
+            written,
+            buffer,
+        } = &mut self.sink
+        else {
+            return;
+        };
+        let mut bytes = vec![0u8; *written as usize];
+        match file.read_exact_at(&mut bytes, 0) {
+            Ok(()) => {
+                bytes.extend_from_slice(buffer);
+                tracing::warn!(%error, "cannot write the spool file; keeping the fetch in memory");
+            }
+            Err(read) => {
+                // What the file held is gone: the fetch must not pass for
+                // complete (finish fails).
+                self.lost = Some(io::Error::new(
+                    read.kind(),
+                    format!("spool file failed ({error}) and cannot be read back ({read})"),
+                ));
+                bytes.clear();
+            }
+        }
+        self.sink = Sink::Memory(bytes);
+    }
+
+    /// The packed instances. A spool that fails here (its last write)
+    /// ends up in memory, as in [`Packer::push`]; the only error is a
+    /// spool that failed and could not be read back.
+    pub fn finish(mut self) -> io::Result<Packed> {
+        if let Sink::File {
+            file,
+            written,
+            buffer,
+        } = &mut self.sink
+        {
+            if !buffer.is_empty() {
+                match file.write_all_at(buffer, *written) {
+                    Ok(()) => {
+                        *written += buffer.len() as u64;
+                        buffer.clear();
+                    }
+                    Err(error) => self.to_memory(&error),
+                }
+            }
+        }
+        if let Some(lost) = self.lost {
+            return Err(lost);
+        }
+        let bytes = match self.sink {
+            Sink::Memory(bytes) => Bytes::Memory(bytes.into()),
+            Sink::File { file, written, .. } => Bytes::File {
+                file: Arc::new(file),
+                offset: 0,
+                len: written,
+            },
+        };
+        Ok(Packed {
+            bytes,
+            count: self.count,
+        })
+    }
+}
+
+/// Appends `value` as LEB128.
+fn put_len(out: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            put_len(out, s.len() + 1);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// Appends one record: its length, then its fields.
+fn encode(i: &Instance, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    put_str(out, &i.id);
+    put_str(out, &i.state);
+    put_len(out, i.private_ipv4.len());
+    for a in &i.private_ipv4 {
+        out.extend_from_slice(&a.octets());
+    }
+    put_len(out, i.ipv6.len());
+    for a in &i.ipv6 {
+        out.extend_from_slice(&a.octets());
+    }
+    put_len(out, i.tags.len());
+    for (k, v) in i.tags.iter() {
+        put_str(out, k);
+        put_str(out, v);
+    }
+    put_len(out, i.security_groups.len());
+    for g in &i.security_groups {
+        put_str(out, g);
+    }
+    for opt in [
+        &i.launch_time,
+        &i.region,
+        &i.vpc_id,
+        &i.availability_zone,
+        &i.instance_type,
+    ] {
+        put_opt(out, opt.as_deref());
+    }
+    // Instances are far smaller than 4 GiB (a tag value is at most 256
+    // characters, and EC2 allows 50 tags).
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Reads fields off the front of a record.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PackError> {
+        if n > self.0.len() {
+            return Err(PackError::Corrupt("a field runs past its record"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn len(&mut self) -> Result<usize, PackError> {
+        let mut value = 0usize;
+        for shift in (0..35).step_by(7) {
+            let byte = self.take(1)?[0];
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(PackError::Corrupt("a length of more than 32 bits"))
+    }
+
+    /// A count of items of at least `each` bytes, checked against what is left.
+    fn count(&mut self, each: usize) -> Result<usize, PackError> {
+        let n = self.len()?;
+        if n.saturating_mul(each) > self.0.len() {
+            return Err(PackError::Corrupt("a list runs past its record"));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, PackError> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| PackError::Corrupt("a string is not UTF-8"))
+    }
+
+    fn opt(&mut self) -> Result<Option<&'a str>, PackError> {
+        match self.len()? {
+            0 => Ok(None),
+            n => std::str::from_utf8(self.take(n - 1)?)
+                .map(Some)
+                .map_err(|_| PackError::Corrupt("a string is not UTF-8")),
+        }
+    }
+}
+
+/// Replaces `slot` with `value`, reusing its allocation.
+fn set_opt(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(s), Some(v)) => {
+            s.clear();
+            s.push_str(v);
+        }
+        (_, v) => *slot = v.map(str::to_string),
+    }
+}
+
+/// Decodes one record's body into `into`, reusing its allocations.
+fn decode(body: &[u8], into: &mut Instance) -> Result<(), PackError> {
+    let mut f = Fields(body);
+    into.id.clear();
+    into.id.push_str(f.str()?);
+    into.state.clear();
+    into.state.push_str(f.str()?);
+    into.private_ipv4.clear();
+    for _ in 0..f.count(4)? {
+        let o = f.take(4)?;
+        into.private_ipv4
+            .push(Ipv4Addr::new(o[0], o[1], o[2], o[3]));
+    }
+    into.ipv6.clear();
+    for _ in 0..f.count(16)? {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(f.take(16)?);
+        into.ipv6.push(Ipv6Addr::from(o));
+    }
+    let tags = f.count(2)?;
+    let mut pairs = Vec::with_capacity(tags);
+    for _ in 0..tags {
+        let k = f.str()?;
+        let v = f.str()?;
+        pairs.push((k, v));
+    }
+    // Through the collecting constructor: a damaged file cannot break the
+    // sorted order that lookups rely on.
+    into.tags = pairs.into_iter().collect();
+    let groups = f.count(1)?;
+    into.security_groups.truncate(groups);
+    for n in 0..groups {
+        let g = f.str()?;
+        match into.security_groups.get_mut(n) {
+            Some(s) => {
+                s.clear();
+                s.push_str(g);
+            }
+            None => into.security_groups.push(g.to_string()),
+        }
+    }
+    set_opt(&mut into.launch_time, f.opt()?);
+    set_opt(&mut into.region, f.opt()?);
+    set_opt(&mut into.vpc_id, f.opt()?);
+    set_opt(&mut into.availability_zone, f.opt()?);
+    set_opt(&mut into.instance_type, f.opt()?);
+    if !f.0.is_empty() {
+        return Err(PackError::Corrupt("a record is longer than its fields"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::test_instance;
+
+    fn fleet(n: usize) -> Vec<Instance> {
+        (0..n)
+            .map(|k| {
+                let mut i = test_instance(
+                    &format!("i-{k:017x}"),
+                    Some(&format!("web-{k}")),
+                    &["10.0.0.1", "2001:db8::1"],
+                );
+                i.security_groups = vec!["web".into(), format!("sg-{k}")];
+                i.launch_time = Some("2026-11-30T10:00:00Z".into());
+                i.region = (k % 2 == 0).then(|| "eu-west-1".into());
+                i.tags = [("Name", format!("web-{k}")), ("Team", "ünïcode\n".into())].into();
+                i
+            })
+            .collect()
+    }
+
+    #[test]
+    fn instances_come_back_as_they_went_in_from_memory_and_from_a_spool() {
+        let all = fleet(3000);
+        let dir = tempfile::tempdir().unwrap();
+        for spool in [Spool::memory(), Spool::in_dir(dir.path().join("new"))] {
+            let mut packer = spool.packer();
+            for i in &all {
+                packer.push(i);
+            }
+            let packed = packer.finish().unwrap();
+            assert_eq!(packed.len(), 3000);
+            // 3000 instances are several chunks: records span chunk borders
+            assert!(packed.byte_len() > 3 * CHUNK as u64);
+            assert_eq!(packed.instances().unwrap(), all);
+        }
+        // the spool files are unnamed: nothing is left in the directory
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn same_bytes_compare_equal_across_memory_and_files() {
+        let all = fleet(2000);
+        let dir = tempfile::tempdir().unwrap();
+        let in_memory = Packed::from_instances(&all);
+        let mut packer = Spool::in_dir(dir.path()).packer();
+        all.iter().for_each(|i| packer.push(i));
+        let in_file = packer.finish().unwrap();
+        assert!(!in_file.in_memory());
+        assert!(in_memory.same_as(&in_file).unwrap());
+        assert!(in_file.same_as(&in_memory).unwrap());
+        assert!(in_file.same_as(&in_file.clone()).unwrap());
+        let mut changed = all.clone();
+        changed[1999].private_ipv4 = vec!["10.9.9.9".parse().unwrap()];
+        let other = Packed::from_instances(&changed);
+        assert!(!other.same_as(&in_file).unwrap());
+        assert!(!in_file.same_as(&other).unwrap());
+        assert!(!in_memory
+            .same_as(&Packed::from_instances(&all[1..]))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_range_of_a_file_reads_back_alone() {
+        let all = fleet(10);
+        let packed = Packed::from_instances(&all[4..7]);
+        let mut bytes = b"header".to_vec();
+        packed.write_to(&mut bytes).unwrap();
+        bytes.extend_from_slice(b"trailer");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let range = Packed::in_file(file, 6, packed.byte_len(), 3);
+        assert_eq!(range.instances().unwrap(), &all[4..7]);
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors_not_panics() {
+        let all = fleet(4);
+        let good = Packed::from_instances(&all);
+        let mut bytes = Vec::new();
+        good.write_to(&mut bytes).unwrap();
+        let count = good.len() as u32;
+        // every truncation, and every single byte changed, of a small unit
+        for cut in 0..bytes.len() {
+            let p = Packed {
+                bytes: Bytes::Memory(bytes[..cut].into()),
+                count,
+            };
+            assert!(p.for_each(|_| {}).is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            for value in [0x00, 0x7f, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[at] = value;
+                let p = Packed {
+                    bytes: Bytes::Memory(damaged.into()),
+                    count,
+                };
+                // decodes to something or fails; never panics
+                let _ = p.for_each(|_| {});
+            }
+        }
+        let wrong_count = Packed {
+            bytes: Bytes::Memory(bytes.into()),
+            count: count + 1,
+        };
+        assert!(wrong_count.for_each(|_| {}).is_err());
+    }
+}
