@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fleetdns::inventory::ec2::{Ec2Settings, Ec2Source};
+use fleetdns::inventory::packed::{Packed, Spool};
 use fleetdns::inventory::Source;
 
 /// A DescribeInstancesResponse with `n` instances, one reservation each.
@@ -106,15 +107,16 @@ fn bench(c: &mut Criterion) {
         max_attempts: 1,
     };
     let source = runtime.block_on(Ec2Source::new(&settings)).unwrap();
-    let fetched = runtime.block_on(source.fetch());
-    let count = fetched[0].result.as_ref().map(Vec::len).unwrap();
+    let spool = Spool::memory();
+    let fetched = runtime.block_on(source.fetch(&spool));
+    let count = fetched[0].result.as_ref().map(Packed::len).unwrap();
     assert_eq!(count, 1000, "the saved page decodes to 1,000 instances");
     eprintln!("page of 1,000 instances: {size} bytes of XML");
 
     let mut group = c.benchmark_group("ec2");
     group.sample_size(20);
     group.bench_function("fetch and decode a 1,000-instance page", |b| {
-        b.iter(|| runtime.block_on(source.fetch()))
+        b.iter(|| runtime.block_on(source.fetch(&spool)))
     });
     group.finish();
 }

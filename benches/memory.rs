@@ -1,18 +1,22 @@
 // Run with: cargo bench --bench memory [-- INSTANCES]
 //
 // Live heap of the daemon's large structures at fleet scale, counted by a
-// wrapping global allocator (exact bytes requested, not RSS): the parsed
-// inventory of N instances (default 100,000, each with a Name tag, as the
-// load script's), the snapshot built from it, the saved state's bytes, and
-// the peak while parsing and while building. RSS as the kernel sees it is
-// measured by benches/load/run.sh; this bench says which structure it is.
+// wrapping global allocator (exact bytes requested, not RSS), along the
+// daemon's own path for N instances (default 100,000, each with a Name
+// tag, as the load script's): the describe-instances file packed into a
+// spool file as it is scanned, the snapshot built from the packed
+// instances, the state saved and loaded back; with the peak of each step.
+// For comparison, the same inventory parsed into `Instance`s and packed in
+// memory. RSS as the kernel sees it is measured by benches/load/run.sh;
+// this bench says which structure it is.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::SystemTime;
 
-use fleetdns::inventory::file::parse_describe_instances;
+use fleetdns::inventory::file::{parse_describe_instances, FileSource};
+use fleetdns::inventory::packed::{Packed, Spool};
 use fleetdns::naming::Naming;
 use fleetdns::snapshot::Snapshot;
 use hickory_proto::rr::Name;
@@ -97,18 +101,24 @@ fn main() {
         mb(text.len())
     );
 
-    let (instances, live, peak) = measure(|| parse_describe_instances(&text).expect("parses"));
+    let dir = std::env::temp_dir().join(format!("fleetdns-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("fleet.json");
+    std::fs::write(&path, &text).expect("writes the document");
+    let spool = Spool::in_dir(&dir);
+
+    let (packed, live, peak) = measure(|| FileSource::new(&path).read(&spool).expect("reads"));
     println!(
-        "parsed inventory: {} live ({} per instance), peak while parsing {}",
+        "file scanned and packed into a spool file ({} on disk): {} live, peak while scanning {}",
+        mb(packed.byte_len() as usize),
         mb(live),
-        live / n as usize,
         mb(peak)
     );
-    drop(text);
 
     let zone = Name::from_ascii("fleet.internal.").expect("zone");
     let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
-    let (snapshot, live, peak) = measure(|| Snapshot::build(&instances, &naming, &zone));
+    let (snapshot, live, peak) =
+        measure(|| Snapshot::build_packed([&packed], &naming, &zone).expect("builds"));
     println!(
         "snapshot ({} names): {} live ({} per name), peak while building {}",
         snapshot.name_count(),
@@ -117,16 +127,15 @@ fn main() {
         mb(peak)
     );
 
-    let dir = std::env::temp_dir().join(format!("fleetdns-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let units = [("file:bench", SystemTime::now(), instances.as_slice())];
-    let ((), _, peak) = measure(|| fleetdns::state::save(&dir, 1, &units).expect("saves"));
+    let units = [("file:bench", SystemTime::now(), &packed)];
+    let (reread, _, peak) = measure(|| fleetdns::state::save(&dir, 1, &units).expect("saves"));
     let size = std::fs::metadata(fleetdns::state::state_path(&dir)).map_or(0, |m| m.len());
     println!(
         "state file: {} on disk, peak while saving {}",
         mb(size as usize),
         mb(peak)
     );
+    drop((reread, packed));
     let (state, live, peak) = measure(|| fleetdns::state::load(&dir).expect("loads"));
     println!(
         "state loaded: {} live, peak while loading {}",
@@ -135,4 +144,17 @@ fn main() {
     );
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // What the daemon no longer keeps: the inventory as `Instance`s, and
+    // packed in memory.
+    let (instances, live, peak) = measure(|| parse_describe_instances(&text).expect("parses"));
+    println!(
+        "for comparison, the inventory parsed into Instances: {} live ({} per instance), peak while parsing {}",
+        mb(live),
+        live / n as usize,
+        mb(peak)
+    );
+    let (in_memory, live, _) = measure(|| Packed::from_instances(&instances));
+    println!("and packed in memory: {} live", mb(live));
+    drop((in_memory, instances));
 }

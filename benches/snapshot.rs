@@ -1,7 +1,8 @@
 // Run with: cargo bench --bench snapshot
 //
 // The pure core at fleet scale: naming hostile tag values, building a
-// snapshot of 100,000 instances, looking a name up in it (the general
+// snapshot of 100,000 instances (from `Instance`s and from their packed
+// form) and comparing two, looking a name up in it (the general
 // path's lookup and the UDP fast path's whole answer), and rendering and
 // merging a hosts block of 100,000 lines. Results are kept in
 // benches/results/ with date, machine and command.
@@ -11,6 +12,7 @@ use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fleetdns::hosts::{merge, render_block, render_lines};
+use fleetdns::inventory::packed::Packed;
 use fleetdns::inventory::{Instance, Tags};
 use fleetdns::naming::{sanitize, Naming};
 use fleetdns::snapshot::{Lookup, Snapshot};
@@ -67,9 +69,19 @@ fn bench(c: &mut Criterion) {
     group.bench_function("build 100k instances", |b| {
         b.iter(|| Snapshot::build(black_box(&fleet), &naming, &zone))
     });
+    // The daemon's path: the instances decoded one by one from their
+    // packed form (in memory here; the daemon reads it from a file).
+    let packed = Packed::from_instances(&fleet);
+    group.bench_function("build 100k packed instances", |b| {
+        b.iter(|| Snapshot::build_packed([black_box(&packed)], &naming, &zone))
+    });
+    let snapshot = Snapshot::build(&fleet, &naming, &zone);
+    let same = Snapshot::build_packed([&packed], &naming, &zone).expect("builds");
+    group.bench_function("compare two 100k-instance snapshots", |b| {
+        b.iter(|| black_box(&snapshot).differs_from(black_box(&same)))
+    });
     group.finish();
 
-    let snapshot = Snapshot::build(&fleet, &naming, &zone);
     let name = LowerName::new(&Name::from_ascii("web-server-54321.fleet.internal.").unwrap());
     c.bench_function("lookup in 100k-instance snapshot", |b| {
         b.iter(|| matches!(snapshot.lookup(black_box(&name)), Lookup::Name(_)))

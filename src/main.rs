@@ -20,6 +20,9 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc is built not to ask for huge pages; this also keeps a
+    // system whose THP mode is `always` from giving them.
+    fleetdns::background::no_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {

@@ -819,6 +819,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fetched_instances_live_in_the_state_file_not_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Scripted::new(&["east", "west"]);
+        let east: Vec<Instance> = (0..500)
+            .map(|k| test_instance(&format!("i-{k:04x}"), Some(&format!("e{k}")), &["10.0.0.1"]))
+            .collect();
+        let west = vec![test_instance("i-ffff", Some("w"), &["10.0.0.2"])];
+        source.then(&[("east", Ok(east.clone())), ("west", Ok(west.clone()))]);
+        source.then(&[("east", Ok(east.clone())), ("west", Err("InternalError"))]);
+        let mut r = refresher(source, Some(dir.path().to_path_buf()));
+        for _ in 0..2 {
+            r.refresh_once().await.unwrap();
+            // every unit is read from the saved file; the spools are gone
+            assert!(r.last_good.values().all(|u| !u.instances.in_memory()));
+            let files: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(files, ["inventory.bin"]);
+        }
+        assert_eq!(r.last_good["east"].instances.instances().unwrap(), east);
+        assert_eq!(r.last_good["west"].instances.instances().unwrap(), west);
+        assert_eq!(names(&r).len(), 501);
+    }
+
+    #[tokio::test]
     async fn a_corrupt_state_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(state::state_path(dir.path()), "{{{").unwrap();

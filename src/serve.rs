@@ -142,8 +142,6 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
     let zone = settings.zone.zone.clone();
     tokio::spawn(async move {
         if let Ok(current) = changes.wait_for(Option::is_some).await {
-            // From the first zone on, refreshes run beside queries.
-            crate::background::no_huge_pages();
             let names = current.as_ref().map_or(0, |s| s.name_count());
             info!(%zone, names, "zone is servable");
             ready_notifier.notify(&format!("READY=1\nSTATUS=serving {zone} ({names} names)"));

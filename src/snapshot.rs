@@ -764,8 +764,8 @@ impl Snapshot {
     /// offsets of names and the indexes of interned strings, which are
     /// compared by what they point at.
     pub fn differs_from(&self, other: &Snapshot) -> bool {
-        fn string(s: &Snapshot, i: u16) -> Option<&Box<str>> {
-            s.strings.get(usize::from(i))
+        fn string(s: &Snapshot, i: u16) -> Option<&str> {
+            s.strings.get(usize::from(i)).map(|b| &**b)
         }
         fn rule(s: &Snapshot, i: u16) -> Option<&Rule> {
             s.rules.get(usize::from(i))
@@ -1113,6 +1113,87 @@ mod tests {
             inst("i-0bb", Some("b"), &["10.0.0.3"]),
         ]);
         assert!(a.differs_from(&c));
+    }
+
+    #[test]
+    fn the_order_instances_come_in_does_not_change_the_content() {
+        let mut a = inst("i-0aa", Some("a"), &["10.0.0.1"]);
+        let mut b = inst("i-0bb", Some("b.x"), &["10.0.0.2", "2001:db8::2"]);
+        a.availability_zone = Some("eu-west-1a".into());
+        b.availability_zone = Some("eu-west-1b".into());
+        b.instance_type = Some("m7g.large".into());
+        let one = build(&[a.clone(), b.clone()]);
+        let other = build(&[b.clone(), a.clone()]);
+        assert!(!one.differs_from(&other));
+        let mut moved = b.clone();
+        moved.availability_zone = Some("eu-west-1c".into());
+        assert!(one.differs_from(&build(&[a.clone(), moved])));
+        let mut renamed = b.clone();
+        renamed.tags = [("Name", "b.y")].into();
+        assert!(one.differs_from(&build(&[a.clone(), renamed])));
+        let mut by_group = b;
+        by_group.tags = Default::default();
+        by_group.security_groups = vec!["b.x".into()];
+        assert!(one.differs_from(&build(&[a, by_group])));
+    }
+
+    #[test]
+    fn names_come_in_text_order_with_instance_ids_among_them() {
+        let s = build(&[
+            inst("i-0a1", Some("web-9"), &["10.0.0.1"]),
+            inst("i-0a2", Some("web-10"), &["10.0.0.2"]),
+            inst("i-0a3", Some("db-x"), &["10.0.0.3"]),
+            inst("i-0a4", Some("db.x"), &["10.0.0.4"]),
+            inst("i-0a5", Some("j"), &["10.0.0.5"]),
+            inst("i-0a6", None, &["10.0.0.6"]),
+        ]);
+        let names: Vec<String> = s.entries().map(|e| e.text()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names.len(), 11);
+        assert!(names.contains(&"i-0a6.fleet.internal.".to_string()));
+        // every name is found by its own bytes
+        for e in s.entries() {
+            let name = LowerName::new(&e.name());
+            assert!(matches!(s.lookup(&name), Lookup::Name(_)), "{}", e.text());
+        }
+    }
+
+    #[test]
+    fn an_instance_listed_twice_is_served_once_and_the_first_copy_wins() {
+        let first = inst("i-0aa", Some("first"), &["10.0.0.1"]);
+        let second = inst("I-0AA", Some("second"), &["10.0.0.2"]);
+        let s = build(&[first, second]);
+        assert_eq!(s.instance_count(), 1);
+        let names: Vec<String> = s.entries().map(|e| e.text()).collect();
+        assert_eq!(names, ["first.fleet.internal.", "i-0aa.fleet.internal."]);
+        let Lookup::Name(e) = s.lookup(&lower("i-0aa.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(e.ipv4(), ["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
+        let owner = e.owners().next().unwrap();
+        assert_eq!(owner.availability_zone, Some("us-east-1a"));
+        assert_eq!(owner.instance_type, Some("t3.micro"));
+    }
+
+    #[test]
+    fn a_zone_built_from_packed_units_is_the_one_built_from_instances() {
+        let east = [
+            inst("i-0aa", Some("api"), &["10.0.0.1"]),
+            inst("i-0bb", Some("api"), &["10.0.0.2"]),
+        ];
+        let west = [inst("i-0cc", Some("db.eu"), &["10.0.0.3", "2001:db8::3"])];
+        let units = [Packed::from_instances(&east), Packed::from_instances(&west)];
+        let packed = Snapshot::build_packed(
+            &units,
+            &Naming::new(Naming::default_rules(), "fleet.internal."),
+            &zone(),
+        )
+        .unwrap();
+        let all: Vec<Instance> = east.iter().chain(&west).cloned().collect();
+        assert!(!packed.differs_from(&build(&all)));
+        assert_eq!(packed.name_count(), 5);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Any bytes as a describe-instances document: an error or instances, and
-//! the instances go through naming, the snapshot and the hosts block
-//! without a panic and without an unsafe hosts line.
+//! the instances go through packing (and come back the same), naming, the
+//! snapshot and the hosts block without a panic and without an unsafe
+//! hosts line.
 #![no_main]
 
 use fleetdns::hosts::{glibc_fields, render_lines};
 use fleetdns::inventory::file::parse_describe_instances;
+use fleetdns::inventory::packed::Packed;
 use fleetdns::naming::Naming;
 use fleetdns::snapshot::Snapshot;
 use hickory_proto::rr::Name;
@@ -19,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let zone = Name::from_ascii("fleet.internal.").unwrap();
     let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
-    let snapshot = Snapshot::build(&instances, &naming, &zone);
+    let packed = Packed::from_instances(&instances);
+    assert_eq!(packed.instances().expect("unpacks"), instances);
+    let snapshot = Snapshot::build_packed([&packed], &naming, &zone).expect("builds");
     for line in render_lines(&snapshot) {
         assert!(!line.contains(['\n', '\r', '#']), "{line:?}");
         let (ip, names) = glibc_fields(line.as_bytes()).expect("a hosts line");

@@ -623,6 +623,127 @@ mod tests {
             .contains("Reservations"));
     }
 
+    /// A reader that hands out at most `step` bytes per call, so that
+    /// every token lands on a chunk border somewhere.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn scan_all(bytes: &[u8], step: usize) -> Result<Vec<Instance>, String> {
+        let mut all = Vec::new();
+        scan_describe_instances(Trickle { bytes, step }, |i| all.push(i))
+            .map(|()| all)
+            .map_err(|e| match e {
+                ScanError::Io(e) => e.to_string(),
+                ScanError::Document(reason) => reason,
+            })
+    }
+
+    /// A document of `n` instances in several reservations, with escapes,
+    /// unicode and fields fleetdns skips of every JSON kind.
+    fn big_document(n: usize) -> (String, Vec<(String, String)>) {
+        let mut expected = Vec::new();
+        let mut reservations = Vec::new();
+        for r in 0..n.div_ceil(7) {
+            let mut instances = Vec::new();
+            for k in r * 7..((r + 1) * 7).min(n) {
+                let id = format!("i-{k:017x}");
+                let name = format!("web-{k} \"quoted\" back\\slash ü {}", "x".repeat(k % 40));
+                instances.push(serde_json::json!({
+                    "InstanceId": id,
+                    "State": {"Code": 16, "Name": "running"},
+                    "PrivateIpAddress": format!("10.0.{}.{}", k / 250, k % 250 + 1),
+                    "Tags": [{"Key": "Name", "Value": name}],
+                    "Skipped": {"a": [1, -2.5e3, true, false, null, {"b": "}]\\"}], "c": []},
+                }));
+                expected.push((id, name));
+            }
+            reservations.push(serde_json::json!({
+                "Groups": [], "OwnerId": "123", "Instances": instances, "Late": [[["x"]]],
+            }));
+        }
+        let doc = serde_json::json!({"Reservations": reservations, "NextToken": null});
+        (serde_json::to_string_pretty(&doc).unwrap(), expected)
+    }
+
+    #[test]
+    fn a_document_read_in_pieces_of_any_size_gives_every_instance() {
+        let (doc, expected) = big_document(1500);
+        assert!(doc.len() > 3 * CHUNK, "{}", doc.len());
+        for step in [1, 7, 4093, CHUNK, usize::MAX] {
+            let all = scan_all(doc.as_bytes(), step).unwrap();
+            let got: Vec<(String, String)> = all
+                .iter()
+                .map(|i| (i.id.clone(), i.tags.get("Name").unwrap().to_string()))
+                .collect();
+            assert_eq!(got, expected, "step {step}");
+        }
+    }
+
+    #[test]
+    fn the_file_source_packs_what_the_document_holds() {
+        let (doc, expected) = big_document(300);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.json");
+        std::fs::write(&path, &doc).unwrap();
+        let packed = FileSource::new(&path)
+            .read(&Spool::in_dir(dir.path().join("spool")))
+            .unwrap();
+        assert!(!packed.in_memory());
+        let ids: Vec<String> = packed
+            .instances()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let want: Vec<String> = expected.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn every_truncation_of_a_document_is_an_error() {
+        let (doc, _) = big_document(3);
+        let bytes = doc.as_bytes();
+        for cut in 0..bytes.len() {
+            // The end may cut only whitespace after the last brace.
+            if bytes[cut..].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            assert!(scan_all(&bytes[..cut], 5).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_and_stray_bytes_are_errors_not_crashes() {
+        let deep = format!("{{\"Reservations\":[{{\"X\":{}", "[".repeat(1_000_000));
+        let error = scan_all(deep.as_bytes(), CHUNK).unwrap_err();
+        assert!(error.contains("nested too deeply"), "{error}");
+        for bad in [
+            "{\"Reservations\":[{\"Instances\":[]}]} x",
+            "{\"Reservations\":[{\"Instances\":[]}],}",
+            "{\"Reservations\":[{\"Instances\":[]}] \"A\":1}",
+            "{\"Reservations\":[{\"X\":[1}]}",
+            "{\"Reservations\":[{\"X\":\u{1}}]}",
+            "{\"Reservations\":[{\"Instances\":[{\"InstanceId\":5}]}]}",
+            "[]",
+        ] {
+            assert!(scan_all(bad.as_bytes(), 3).is_err(), "{bad}");
+        }
+        // escaped keys are still keys
+        let escaped = "{\"\\u0052eservations\":[{\"Instances\":[{\"InstanceId\":\"i-1\",\"State\":{\"Name\":\"running\"}}]}]}";
+        assert_eq!(scan_all(escaped.as_bytes(), 2).unwrap().len(), 1);
+    }
+
     #[test]
     fn terminated_instance_without_addresses_parses() {
         let text = r#"{"Reservations":[{"Instances":[{"InstanceId":"i-1","State":{"Name":"terminated"},

@@ -273,14 +273,17 @@ fn empty_instance() -> Instance {
     }
 }
 
+/// A record's body and the bytes after it.
+type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// The first record of `bytes` and what follows it; `bytes` must hold it whole.
-fn split_record(bytes: &[u8]) -> Result<(&[u8], &[u8]), PackError> {
+fn split_record(bytes: &[u8]) -> Result<Split<'_>, PackError> {
     whole_record(bytes)?.ok_or(PackError::Corrupt("the last record is cut off"))
 }
 
 /// The first record of `bytes` and what follows it, or `None` if `bytes`
 /// ends before the record does.
-fn whole_record(bytes: &[u8]) -> Result<Option<(&[u8], &[u8])>, PackError> {
+fn whole_record(bytes: &[u8]) -> Result<Option<Split<'_>>, PackError> {
     let Some(head) = bytes.get(..4) else {
         return Ok(None);
     };
@@ -410,7 +413,7 @@ impl Packer {
             return;
         }
         if let Err(error) = file.write_all_at(buffer, *written) {
-            self.to_memory(&error);
+            self.spill_to_memory(&error);
         } else {
             *written += buffer.len() as u64;
             buffer.clear();
@@ -418,7 +421,7 @@ impl Packer {
     }
 
     /// Moves a spool's bytes into memory after `error`.
-    fn to_memory(&mut self, error: &io::Error) {
+    fn spill_to_memory(&mut self, error: &io::Error) {
         let Sink::File {
             file,
             written,
@@ -462,7 +465,7 @@ impl Packer {
                         *written += buffer.len() as u64;
                         buffer.clear();
                     }
-                    Err(error) => self.to_memory(&error),
+                    Err(error) => self.spill_to_memory(&error),
                 }
             }
         }
