@@ -10,10 +10,11 @@
 //! indexed) -> `refresh` (swaps it into an `ArcSwap`) -> readers: `dns`
 //! (handler, listeners, forwarder), `metrics` (Prometheus text, health) and
 //! `commands` (`list`, `check`, `hosts`); `hosts` keeps the managed block of
-//! a hosts file. `refresh` persists the inventory through
-//! `state` (atomic writes in `files`). `config` parses and validates; `cli`
-//! holds the flags; `serve` wires the daemon together, with `systemd` for
-//! readiness. `main.rs` is thin.
+//! a hosts file. Sources pack what they fetch (`inventory::packed`) into
+//! files rather than memory; `refresh` persists the packed units through
+//! `state` (atomic writes in `files`) and reads them back from there.
+//! `config` parses and validates; `cli` holds the flags; `serve` wires the
+//! daemon together, with `systemd` for readiness. `main.rs` is thin.
 
 // Two audited calls need `unsafe` (`background::set_idle`, and
 // `recvmmsg` in `dns::batch`); everything else is denied it.

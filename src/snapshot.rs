@@ -63,6 +63,19 @@ struct NameRecord {
     owners: u32,
 }
 
+impl NameRecord {
+    /// A record for the name at `name` whose items start at the current
+    /// ends of the address and owner arrays.
+    fn next(name: u32, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr], owners: &[u32]) -> NameRecord {
+        NameRecord {
+            name,
+            ipv4: ipv4.len() as u32,
+            ipv6: ipv6.len() as u32,
+            owners: owners.len() as u32,
+        }
+    }
+}
+
 /// A served instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InstanceRecord {
@@ -417,7 +430,7 @@ impl<'n> SnapshotBuilder<'n> {
             zone,
             zone_wire,
             report: NamingReport::default(),
-            names: Vec::with_capacity(instances * 64),
+            names: Vec::with_capacity(instances * 48),
             pending: Vec::with_capacity(instances),
             ipv4: Vec::with_capacity(instances),
             ipv6: Vec::new(),
@@ -575,12 +588,7 @@ impl<'n> SnapshotBuilder<'n> {
                 (None, Some(c)) => (c, None),
             };
             let record = records.len() as u32;
-            records.push(NameRecord {
-                name,
-                ipv4: ipv4.len() as u32,
-                ipv6: ipv6.len() as u32,
-                owners: owners.len() as u32,
-            });
+            records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
             let (v4_start, v6_start) = (ipv4.len(), ipv6.len());
             if let Some(i) = group {
                 let (v4, v6) = span(order[i] as usize);
@@ -614,12 +622,7 @@ impl<'n> SnapshotBuilder<'n> {
         }
         drop(chosen);
         let named = records.len();
-        records.push(NameRecord {
-            name: 0,
-            ipv4: ipv4.len() as u32,
-            ipv6: ipv6.len() as u32,
-            owners: owners.len() as u32,
-        });
+        records.push(NameRecord::next(0, &ipv4, &ipv6, &owners));
 
         let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(pending_v4.len());
         let mut reverse6: Vec<(Ipv6Addr, u32)> = Vec::new();
@@ -679,12 +682,7 @@ impl<'n> SnapshotBuilder<'n> {
                 names.push(copy.len() as u8);
                 names.extend_from_slice(&copy);
                 let j = records.len() as u32;
-                records.push(NameRecord {
-                    name,
-                    ipv4: ipv4.len() as u32,
-                    ipv6: ipv6.len() as u32,
-                    owners: owners.len() as u32,
-                });
+                records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
                 index.insert_unique(hash, j, |&k| hash_of(&names, &records, k));
             }
         }

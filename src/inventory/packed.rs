@@ -397,10 +397,16 @@ impl Packer {
         self.spill();
     }
 
-    /// Writes the buffer to the spool file once it holds a chunk. A failed
-    /// write (a full disk) moves everything into memory: nothing fetched
-    /// is lost.
+    /// Writes the buffer to the spool file once it holds a chunk.
     fn spill(&mut self) {
+        if matches!(&self.sink, Sink::File { buffer, .. } if buffer.len() >= CHUNK) {
+            self.flush();
+        }
+    }
+
+    /// Writes what the buffer holds to the spool file. A failed write (a
+    /// full disk) moves everything into memory: nothing fetched is lost.
+    fn flush(&mut self) {
         let Sink::File {
             file,
             written,
@@ -409,14 +415,15 @@ impl Packer {
         else {
             return;
         };
-        if buffer.len() < CHUNK {
+        if buffer.is_empty() {
             return;
         }
-        if let Err(error) = file.write_all_at(buffer, *written) {
-            self.spill_to_memory(&error);
-        } else {
-            *written += buffer.len() as u64;
-            buffer.clear();
+        match file.write_all_at(buffer, *written) {
+            Ok(()) => {
+                *written += buffer.len() as u64;
+                buffer.clear();
+            }
+            Err(error) => self.spill_to_memory(&error),
         }
     }
 
@@ -453,22 +460,7 @@ impl Packer {
     /// ends up in memory, as in [`Packer::push`]; the only error is a
     /// spool that failed and could not be read back.
     pub fn finish(mut self) -> io::Result<Packed> {
-        if let Sink::File {
-            file,
-            written,
-            buffer,
-        } = &mut self.sink
-        {
-            if !buffer.is_empty() {
-                match file.write_all_at(buffer, *written) {
-                    Ok(()) => {
-                        *written += buffer.len() as u64;
-                        buffer.clear();
-                    }
-                    Err(error) => self.spill_to_memory(&error),
-                }
-            }
-        }
+        self.flush();
         if let Some(lost) = self.lost {
             return Err(lost);
         }
@@ -703,6 +695,30 @@ mod tests {
             std::fs::read_dir(dir.path().join("new")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_spool_on_a_full_disk_keeps_the_fetch_in_memory() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let full = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut packer = Packer {
+            sink: Sink::File {
+                file: full,
+                written: 0,
+                buffer: Vec::with_capacity(CHUNK),
+            },
+            count: 0,
+            lost: None,
+        };
+        let all = fleet(3000);
+        all.iter().for_each(|i| packer.push(i));
+        let packed = packer.finish().unwrap();
+        assert!(packed.in_memory());
+        assert_eq!(packed.instances().unwrap(), all);
     }
 
     #[test]
