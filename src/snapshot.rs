@@ -7,10 +7,10 @@
 //! map (DNS, `list`, the hosts export, metrics) reads the same snapshot.
 //!
 //! It is also most of the daemon's memory, so it is laid out flat and
-//! small (about 110 bytes per instance with a tag name, both of its names
-//! included), and [`SnapshotBuilder`] takes instances one at a time and
-//! keeps only what the zone needs of each: a zone of 100,000 instances is
-//! built without ever holding 100,000 [`Instance`]s.
+//! small (13 MB of heap for 100,000 instances named by a tag, 200,000 names
+//! with their instance-id names), and [`SnapshotBuilder`] takes instances
+//! one at a time and keeps only what the zone needs of each: a zone of
+//! 100,000 instances is built without ever holding 100,000 [`Instance`]s.
 
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
@@ -387,7 +387,7 @@ struct Pending {
 /// Builds a [`Snapshot`] from instances given one at a time.
 ///
 /// Of each instance it keeps its names (in the snapshot's own buffer),
-/// addresses and a few indexes, about 50 bytes, and [`finish`] sorts
+/// addresses and a few indexes, about 60 bytes, and [`finish`] sorts
 /// and indexes them without copying the names.
 ///
 /// [`finish`]: SnapshotBuilder::finish

@@ -122,8 +122,11 @@ const MAX_DEPTH: usize = 128;
 struct Scanner<R> {
     /// Where the bytes come from.
     src: R,
-    /// Bytes read and not yet dropped.
+    /// Bytes read and not yet dropped, up to `end`; the rest is room for
+    /// the next read (kept zeroed once, not cleared on every read).
     buf: Vec<u8>,
+    /// How much of `buf` holds bytes read.
+    end: usize,
     /// The next byte to look at, in `buf`.
     pos: usize,
     /// Where a captured value starts, in `buf`.
@@ -138,7 +141,8 @@ impl<R: Read> Scanner<R> {
     fn new(src: R) -> Self {
         Scanner {
             src,
-            buf: Vec::with_capacity(CHUNK),
+            buf: vec![0; CHUNK],
+            end: 0,
             pos: 0,
             mark: None,
             dropped: 0,
@@ -165,25 +169,25 @@ impl<R: Read> Scanner<R> {
         }
         let keep = self.mark.unwrap_or(self.pos);
         if keep > 0 {
-            self.buf.drain(..keep);
+            self.buf.copy_within(keep..self.end, 0);
+            self.end -= keep;
             self.dropped += keep as u64;
             self.pos -= keep;
             self.mark = self.mark.map(|m| m - keep);
         }
+        if self.end == self.buf.len() {
+            // A captured value longer than the buffer: make room.
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
         crate::background::offer();
-        let have = self.buf.len();
-        self.buf.resize(have + CHUNK, 0);
         let n = loop {
-            match self.src.read(&mut self.buf[have..]) {
+            match self.src.read(&mut self.buf[self.end..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         };
-        self.buf.truncate(have + n);
+        self.end += n;
         if n == 0 {
             self.eof = true;
         }
@@ -192,7 +196,7 @@ impl<R: Read> Scanner<R> {
 
     /// The next byte without taking it, `None` at the end.
     fn peek(&mut self) -> Result<Option<u8>, ScanError> {
-        while self.pos == self.buf.len() {
+        while self.pos == self.end {
             if !self.fill()? {
                 return Ok(None);
             }
@@ -258,13 +262,13 @@ impl<R: Read> Scanner<R> {
     fn skip_string(&mut self) -> Result<(), ScanError> {
         self.pos += 1; // the opening quote, already seen
         loop {
-            if self.pos == self.buf.len() && !self.fill()? {
+            if self.pos == self.end && !self.fill()? {
                 return self.error("the document ends inside a string");
             }
             // The quick part: to the next quote or backslash in this chunk.
-            let rest = &self.buf[self.pos..];
+            let rest = &self.buf[self.pos..self.end];
             match rest.iter().position(|&b| b == b'"' || b == b'\\') {
-                None => self.pos = self.buf.len(),
+                None => self.pos = self.end,
                 Some(i) if rest[i] == b'"' => {
                     self.pos += i + 1;
                     return Ok(());
