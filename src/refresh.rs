@@ -260,9 +260,6 @@ impl Refresher {
                 info!(unit = %unit.unit, "persisted unit is no longer configured; dropped");
                 continue;
             }
-            self.status.update(|s| {
-                s.units.insert(unit.unit.clone(), Some(unit.fetched_at));
-            });
             self.last_good.insert(
                 unit.unit,
                 UnitData {
@@ -278,11 +275,17 @@ impl Refresher {
         let snapshot = match Snapshot::build_packed(units, &self.naming, &self.zone) {
             Ok(snapshot) => snapshot,
             Err(error) => {
+                // The header was fine, the instances are damaged.
                 warn!(%error, "ignoring the persisted inventory; waiting for the first fetch");
                 self.last_good.clear();
                 return false;
             }
         };
+        self.status.update(|s| {
+            for (unit, data) in &self.last_good {
+                s.units.insert(unit.clone(), Some(data.fetched_at));
+            }
+        });
         // Never behind what was served before the restart (secondaries and
         // caches compare serials).
         let serial = next_serial(loaded.serial, snapshot.serial());
@@ -832,7 +835,7 @@ mod tests {
         for _ in 0..2 {
             r.refresh_once().await.unwrap();
             // every unit is read from the saved file; the spools are gone
-            assert!(r.last_good.values().all(|u| !u.instances.in_memory()));
+            assert!(r.last_good.values().all(|u| !u.instances.is_in_memory()));
             let files: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
@@ -851,6 +854,29 @@ mod tests {
         let mut r = refresher(Scripted::new(&["east"]), Some(dir.path().to_path_buf()));
         assert!(!r.restore());
         assert!(r.store.load().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_state_file_with_damaged_instances_is_ignored_and_not_counted_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let east = vec![test_instance("i-01", Some("e"), &["10.0.0.1"])];
+        let at = SystemTime::now();
+        state::save(
+            dir.path(),
+            7,
+            &[("east", at, &Packed::from_instances(&east))],
+        )
+        .unwrap();
+        let path = state::state_path(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let body = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        // the first record's length: zero is never written
+        bytes[body..body + 4].copy_from_slice(&[0; 4]);
+        std::fs::write(&path, bytes).unwrap();
+        let mut r = refresher(Scripted::new(&["east"]), Some(dir.path().to_path_buf()));
+        assert!(!r.restore());
+        assert!(r.store.load().is_none());
+        assert_eq!(r.status().get().units["east"], None);
     }
 
     #[test]

@@ -332,7 +332,7 @@ mod tests {
         )
         .unwrap();
         // what save hands back is the new file's copy
-        assert!(!reread[0].in_memory());
+        assert!(!reread[0].is_in_memory());
         assert_eq!(reread[0].instances().unwrap(), a);
         assert!(reread[1].is_empty());
         let state = load(dir.path()).unwrap().unwrap();

@@ -703,7 +703,7 @@ mod tests {
         let packed = FileSource::new(&path)
             .read(&Spool::in_dir(dir.path().join("spool")))
             .unwrap();
-        assert!(!packed.in_memory());
+        assert!(!packed.is_in_memory());
         let ids: Vec<String> = packed
             .instances()
             .unwrap()

@@ -111,7 +111,7 @@ impl Packed {
     }
 
     /// Whether the bytes are held in memory rather than in a file.
-    pub fn in_memory(&self) -> bool {
+    pub fn is_in_memory(&self) -> bool {
         matches!(self.bytes, Bytes::Memory(_))
     }
 
@@ -717,7 +717,7 @@ mod tests {
         let all = fleet(3000);
         all.iter().for_each(|i| packer.push(i));
         let packed = packer.finish().unwrap();
-        assert!(packed.in_memory());
+        assert!(packed.is_in_memory());
         assert_eq!(packed.instances().unwrap(), all);
     }
 
@@ -729,7 +729,7 @@ mod tests {
         let mut packer = Spool::in_dir(dir.path()).packer();
         all.iter().for_each(|i| packer.push(i));
         let in_file = packer.finish().unwrap();
-        assert!(!in_file.in_memory());
+        assert!(!in_file.is_in_memory());
         assert!(in_memory.same_as(&in_file).unwrap());
         assert!(in_file.same_as(&in_memory).unwrap());
         assert!(in_file.same_as(&in_file.clone()).unwrap());
