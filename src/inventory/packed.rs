@@ -418,29 +418,16 @@ impl Packer {
         if buffer.is_empty() {
             return;
         }
-        match file.write_all_at(buffer, *written) {
-            Ok(()) => {
-                *written += buffer.len() as u64;
-                buffer.clear();
-            }
-            Err(error) => self.spill_to_memory(&error),
-        }
-    }
-
-    /// Moves a spool's bytes into memory after `error`.
-    fn spill_to_memory(&mut self, error: &io::Error) {
-        let Sink::File {
-            file,
-            written,
-            buffer,
-        } = &mut self.sink
-        else {
+        let Err(error) = file.write_all_at(buffer, *written) else {
+            *written += buffer.len() as u64;
+            buffer.clear();
             return;
         };
         let mut bytes = vec![0u8; *written as usize];
-        match file.read_exact_at(&mut bytes, 0) {
+        let read = file.read_exact_at(&mut bytes, 0);
+        bytes.extend_from_slice(buffer);
+        match read {
             Ok(()) => {
-                bytes.extend_from_slice(buffer);
                 tracing::warn!(%error, "cannot write the spool file; keeping the fetch in memory");
             }
             Err(read) => {
