@@ -143,36 +143,51 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
             header.version
         )));
     }
-    let mut offset = line.len() as u64 + 1;
+    let start = line.len() as u64 + 1;
     let body: u64 = header
         .units
         .iter()
         .map(|u| u.bytes)
         .fold(0, u64::saturating_add);
-    if offset.saturating_add(body) != size {
+    if start.saturating_add(body) != size {
         return Err(invalid(format!(
             "{size} bytes, but the header describes {}",
-            offset.saturating_add(body)
+            start.saturating_add(body)
         )));
     }
-    let file = Arc::new(file);
+    let packed = units_in(
+        file,
+        start,
+        header.units.iter().map(|u| (u.bytes, u.instances)),
+    );
     let units = header
         .units
         .into_iter()
-        .map(|u| {
-            let instances = Packed::in_file(file.clone(), offset, u.bytes, u.instances);
-            offset += u.bytes;
-            UnitState {
-                unit: u.unit,
-                fetched_at: UNIX_EPOCH + Duration::from_secs(u.fetched_at),
-                instances,
-            }
+        .zip(packed)
+        .map(|(u, instances)| UnitState {
+            unit: u.unit,
+            fetched_at: UNIX_EPOCH + Duration::from_secs(u.fetched_at),
+            instances,
         })
         .collect();
     Ok(Some(State {
         serial: header.serial,
         units,
     }))
+}
+
+/// The units' instances in `file`, back to back from `start`, given as
+/// `(bytes, instances)` in order: the body of a state file.
+fn units_in(file: File, start: u64, units: impl Iterator<Item = (u64, u32)>) -> Vec<Packed> {
+    let file = Arc::new(file);
+    let mut offset = start;
+    units
+        .map(|(bytes, count)| {
+            let packed = Packed::in_file(file.clone(), offset, bytes, count);
+            offset += bytes;
+            packed
+        })
+        .collect()
 }
 
 /// The first line of `file` without its newline, read in chunks; `None`
@@ -282,21 +297,11 @@ pub fn save(
         }
         Ok(())
     })?;
-    let file = Arc::new(file);
-    let mut offset = line.len() as u64;
-    let reread = units
-        .iter()
-        .map(|(_, _, instances)| {
-            let packed = Packed::in_file(
-                file.clone(),
-                offset,
-                instances.byte_len(),
-                instances.len() as u32,
-            );
-            offset += instances.byte_len();
-            packed
-        })
-        .collect();
+    let reread = units_in(
+        file,
+        line.len() as u64,
+        units.iter().map(|(_, _, p)| (p.byte_len(), p.len() as u32)),
+    );
     match std::fs::remove_file(old_state_path(dir)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             tracing::warn!(path = %old_state_path(dir).display(), error = %e, "cannot remove the old state file")

@@ -115,30 +115,33 @@ impl Packed {
         matches!(self.bytes, Bytes::Memory(_))
     }
 
+    /// Fills `buf` with the packed bytes from `at` on; `at + buf.len()`
+    /// must be within [`Packed::byte_len`].
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        match &self.bytes {
+            Bytes::Memory(bytes) => {
+                let at = at as usize;
+                buf.copy_from_slice(&bytes[at..at + buf.len()]);
+                Ok(())
+            }
+            Bytes::File { file, offset, .. } => file.read_exact_at(buf, offset + at),
+        }
+    }
+
     /// Calls `f` with each chunk of the packed bytes, in order, with a
     /// [`crate::background::offer`] between chunks.
     fn chunks(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        match &self.bytes {
-            Bytes::Memory(bytes) => {
-                for chunk in bytes.chunks(CHUNK) {
-                    crate::background::offer();
-                    f(chunk)?;
-                }
-                Ok(())
-            }
-            Bytes::File { file, offset, len } => {
-                let mut buf = vec![0u8; CHUNK.min(*len as usize)];
-                let mut done = 0u64;
-                while done < *len {
-                    crate::background::offer();
-                    let want = (*len - done).min(CHUNK as u64) as usize;
-                    file.read_exact_at(&mut buf[..want], offset + done)?;
-                    f(&buf[..want])?;
-                    done += want as u64;
-                }
-                Ok(())
-            }
+        let len = self.byte_len();
+        let mut buf = vec![0u8; CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            crate::background::offer();
+            let want = (len - done).min(CHUNK as u64) as usize;
+            self.read_at(done, &mut buf[..want])?;
+            f(&buf[..want])?;
+            done += want as u64;
         }
+        Ok(())
     }
 
     /// Writes the packed bytes to `out` (into a state file).
@@ -147,100 +150,61 @@ impl Packed {
     }
 
     /// Whether `other` holds exactly the same bytes: the same instances in
-    /// the same order. Reads both in chunks.
+    /// the same order. Reads both in chunks, and stops at the first
+    /// difference.
     pub fn same_as(&self, other: &Packed) -> io::Result<bool> {
-        if self.count != other.count || self.byte_len() != other.byte_len() {
+        let len = self.byte_len();
+        if self.count != other.count || len != other.byte_len() {
             return Ok(false);
         }
-        if let (Bytes::Memory(a), Bytes::Memory(b)) = (&self.bytes, &other.bytes) {
-            return Ok(a == b);
+        let (mut mine, mut theirs) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        let mut done = 0u64;
+        while done < len {
+            crate::background::offer();
+            let want = (len - done).min(CHUNK as u64) as usize;
+            self.read_at(done, &mut mine[..want])?;
+            other.read_at(done, &mut theirs[..want])?;
+            if mine[..want] != theirs[..want] {
+                return Ok(false);
+            }
+            done += want as u64;
         }
-        // One side in memory is compared against the other's chunks; two
-        // files chunk by chunk through a second buffer.
-        let mut same = true;
-        let mut at = 0usize;
-        let mut theirs = Vec::new();
-        let stop = || io::Error::other("differs");
-        let result = match &other.bytes {
-            Bytes::Memory(b) => self.chunks(|chunk| {
-                same = b[at..at + chunk.len()] == *chunk;
-                at += chunk.len();
-                if same {
-                    Ok(())
-                } else {
-                    Err(stop())
-                }
-            }),
-            Bytes::File { file, offset, .. } => self.chunks(|chunk| {
-                theirs.resize(chunk.len(), 0);
-                file.read_exact_at(&mut theirs, offset + at as u64)?;
-                same = theirs == chunk;
-                at += chunk.len();
-                if same {
-                    Ok(())
-                } else {
-                    Err(stop())
-                }
-            }),
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(_) if !same => Ok(false),
-            Err(error) => Err(error),
-        }
+        Ok(true)
     }
 
     /// Calls `f` with each instance in order. One [`Instance`] is decoded
-    /// into again and again, so reading allocates little.
+    /// into again and again, so reading allocates little. Records are
+    /// copied out of 64 KiB chunks; one that spans two chunks is completed
+    /// from the next read.
     pub fn for_each(&self, mut f: impl FnMut(&Instance)) -> Result<(), PackError> {
         let mut instance = empty_instance();
         let mut seen = 0u32;
-        let mut record = |body: &[u8]| -> Result<(), PackError> {
-            crate::background::checkpoint();
-            decode(body, &mut instance)?;
-            seen += 1;
-            f(&instance);
-            Ok(())
-        };
-        match &self.bytes {
-            Bytes::Memory(bytes) => {
-                let mut rest: &[u8] = bytes;
-                while !rest.is_empty() {
-                    let (body, tail) = split_record(rest)?;
-                    record(body)?;
-                    rest = tail;
-                }
+        let len = self.byte_len();
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(len as usize));
+        let mut read = 0u64;
+        loop {
+            let mut rest = &buf[..];
+            while let Some((body, tail)) = whole_record(rest)? {
+                crate::background::checkpoint();
+                decode(body, &mut instance)?;
+                seen += 1;
+                f(&instance);
+                rest = tail;
             }
-            Bytes::File { file, offset, len } => {
-                // Records are copied out of 64 KiB chunks; one that spans
-                // two chunks is completed from the next read.
-                let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(*len as usize));
-                let mut start = 0usize;
-                let mut read = 0u64;
-                loop {
-                    let mut rest = &buf[start..];
-                    while let Some((body, tail)) = whole_record(rest)? {
-                        record(body)?;
-                        rest = tail;
-                    }
-                    let unread = rest.len();
-                    if read == *len {
-                        if unread != 0 {
-                            return Err(PackError::Corrupt("the last record is cut off"));
-                        }
-                        break;
-                    }
-                    let keep = buf.len() - unread;
-                    buf.drain(..keep);
-                    start = 0;
-                    crate::background::offer();
-                    let want = (*len - read).min(CHUNK as u64) as usize;
-                    let have = buf.len();
-                    buf.resize(have + want, 0);
-                    file.read_exact_at(&mut buf[have..], offset + read)?;
-                    read += want as u64;
+            let unread = rest.len();
+            if read == len {
+                if unread != 0 {
+                    return Err(PackError::Corrupt("the last record is cut off"));
                 }
+                break;
             }
+            buf.drain(..buf.len() - unread);
+            crate::background::offer();
+            let want = (len - read).min(CHUNK as u64) as usize;
+            let have = buf.len();
+            buf.resize(have + want, 0);
+            self.read_at(read, &mut buf[have..])?;
+            read += want as u64;
         }
         if seen != self.count {
             return Err(PackError::Corrupt("fewer or more records than counted"));
@@ -275,11 +239,6 @@ fn empty_instance() -> Instance {
 
 /// A record's body and the bytes after it.
 type Split<'a> = (&'a [u8], &'a [u8]);
-
-/// The first record of `bytes` and what follows it; `bytes` must hold it whole.
-fn split_record(bytes: &[u8]) -> Result<Split<'_>, PackError> {
-    whole_record(bytes)?.ok_or(PackError::Corrupt("the last record is cut off"))
-}
 
 /// The first record of `bytes` and what follows it, or `None` if `bytes`
 /// ends before the record does.
