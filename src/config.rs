@@ -683,15 +683,46 @@ fn parse_zone(text: &str) -> Result<Name, String> {
 }
 
 /// A fully qualified, lowercase name from presentation text.
+///
+/// The text is checked here first, so that errors say what is wrong in
+/// words (and on one line: hickory's messages quote the offending
+/// character raw, a newline included).
 fn parse_name(text: &str) -> Result<Name, String> {
     if text.trim().is_empty() {
         return Err("empty name".to_string());
     }
-    let mut name = Name::from_ascii(text).map_err(|e| format!("{text:?}: {e}"))?;
-    name.set_fqdn(true);
-    if name.len() > 255 {
-        return Err(format!("{text:?}: longer than 255 octets"));
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{text:?}: {c:?} is not allowed in a name (letters, digits, '-' and '_', with '.' between labels)"
+        ));
     }
+    if text != "." {
+        let labels = text.strip_suffix('.').unwrap_or(text);
+        if labels.split('.').any(str::is_empty) {
+            return Err(format!(
+                "{text:?}: an empty label (a leading dot, or two in a row)"
+            ));
+        }
+        if let Some(label) = labels.split('.').find(|l| l.len() > 63) {
+            return Err(format!(
+                "{text:?}: the label {:?}... is {} characters long; at most 63 are allowed",
+                &label[..16],
+                label.len()
+            ));
+        }
+        // 255 octets in wire form: one length byte per label and the root.
+        if labels.len() + 2 > 255 {
+            return Err(format!(
+                "{text:?}: {} characters long; a name has at most 253",
+                labels.len()
+            ));
+        }
+    }
+    let mut name = Name::from_ascii(text).map_err(|_| format!("{text:?}: not a valid name"))?;
+    name.set_fqdn(true);
     Ok(name.to_lowercase())
 }
 
@@ -790,6 +821,28 @@ mod tests {
             };
             let err = c.validate(&Overrides::default()).unwrap_err().to_string();
             assert!(err.starts_with("invalid zone:"), "{zone}: {err}");
+        }
+    }
+
+    /// Found by the `config` fuzz target (seed `zone-with-a-newline.toml`):
+    /// hickory's message quoted a newline raw, so the error took two lines.
+    #[test]
+    fn bad_names_are_one_line_errors_in_words() {
+        let long_label = "a".repeat(64);
+        let long_name = ["abcdefghij"; 24].join(".");
+        for (zone, says) in [
+            ("fle2et.\nsource", "'\\n' is not allowed in a name"),
+            ("a b.c", "' ' is not allowed in a name"),
+            ("a..b", "an empty label"),
+            (".a", "an empty label"),
+            (long_label.as_str(), "is 64 characters long; at most 63"),
+            (long_name.as_str(), "a name has at most 253"),
+        ] {
+            let c = read_config(&with_source(&format!("zone = {zone:?}")), "t").unwrap();
+            let err = c.validate(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.starts_with("invalid zone:"), "{err}");
+            assert!(err.contains(says), "{zone:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

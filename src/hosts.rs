@@ -219,6 +219,9 @@ fn is_end(content: &[u8]) -> bool {
 fn layout(bytes: &[u8]) -> Result<Layout<'_>, String> {
     let eol = match bytes.iter().position(|&b| b == b'\n') {
         Some(i) if i > 0 && bytes[i - 1] == b'\r' => "\r\n",
+        // One line ending in CR: the "\n" that merge adds to end it makes
+        // it a CRLF line, which the next merge reads as the file's ending.
+        None if bytes.ends_with(b"\r") => "\r\n",
         _ => "\n",
     };
     let lines = lines_of(bytes);
@@ -286,7 +289,13 @@ pub fn merge(existing: &[u8], lines: &[String]) -> Result<Merged, String> {
     bytes.extend_from_slice(layout.before);
     if layout.block.is_none() && !layout.before.is_empty() && !layout.before.ends_with(b"\n") {
         // The last line had no line ending; the block must start a line.
-        bytes.extend_from_slice(layout.eol.as_bytes());
+        // A line that stops after its CR needs only the LF.
+        let ending = if layout.before.ends_with(b"\r") {
+            "\n"
+        } else {
+            layout.eol
+        };
+        bytes.extend_from_slice(ending.as_bytes());
     }
     if !layout.end_terminated {
         let cut = block.len() - layout.eol.len();
@@ -578,6 +587,25 @@ mod tests {
             String::from_utf8(merged.bytes).unwrap(),
             format!("{BEGIN}\n{END}\n")
         );
+    }
+
+    /// Found by the `hosts_merge` fuzz target (seed `one-line-ending-in-cr`):
+    /// a file of one line that stops after a CR got an LF block, which made
+    /// its first line CRLF, so the next merge rewrote the block as CRLF.
+    #[test]
+    fn a_last_line_ending_in_cr_is_completed_to_crlf_and_merges_the_same_twice() {
+        let merged = merge(b".\r", &lines(&["10.0.0.1\ta.z a"])).unwrap();
+        let text = String::from_utf8(merged.bytes.clone()).unwrap();
+        assert_eq!(
+            text,
+            format!(".\r\n{BEGIN}\r\n10.0.0.1\ta.z a\r\n{END}\r\n")
+        );
+        let again = merge(&merged.bytes, &lines(&["10.0.0.1\ta.z a"])).unwrap();
+        assert_eq!(again.bytes, merged.bytes);
+        // with an LF file, the CR line is ended with an LF and the block stays LF
+        let merged = merge(b"a\nb\r", &lines(&["10.0.0.1\ta.z a"])).unwrap();
+        let text = String::from_utf8(merged.bytes).unwrap();
+        assert_eq!(text, format!("a\nb\r\n{BEGIN}\n10.0.0.1\ta.z a\n{END}\n"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomic_with;
-use crate::inventory::packed::Packed;
+use crate::inventory::packed::{Packed, MIN_RECORD_BYTES};
 use crate::inventory::Instance;
 
 /// The layout version written (and the newest read).
@@ -141,6 +141,18 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
         return Err(invalid(format!(
             "version {} (this fleetdns reads version {VERSION})",
             header.version
+        )));
+    }
+    // Buffers are sized by the counts (the snapshot reserves room per
+    // instance): a damaged count must not ask for gigabytes.
+    if let Some(u) = header
+        .units
+        .iter()
+        .find(|u| u64::from(u.instances) > u.bytes / MIN_RECORD_BYTES)
+    {
+        return Err(invalid(format!(
+            "unit {}: {} instances cannot fit in {} bytes",
+            u.unit, u.instances, u.bytes
         )));
     }
     let start = line.len() as u64 + 1;
@@ -426,5 +438,28 @@ mod tests {
         fs::write(old_state_path(dir.path()), "{{{").unwrap();
         let error = load(dir.path()).unwrap_err().to_string();
         assert!(error.contains("inventory.json"), "{error}");
+    }
+
+    /// A header whose instance count the unit's bytes cannot hold is
+    /// refused at load: the daemon sizes the zone's buffers by it, and four
+    /// billion instances asked for terabytes and aborted the start.
+    #[test]
+    fn an_instance_count_the_bytes_cannot_hold_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = Packed::from_instances(&[instance("i-0a")]);
+        save(dir.path(), 1, &[("u", SystemTime::now(), &unit)]).unwrap();
+        let bytes = fs::read(state_path(dir.path())).unwrap();
+        let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let header = String::from_utf8(bytes[..header_end].to_vec()).unwrap();
+        let damaged = header.replacen("\"instances\":1,", "\"instances\":4000000000,", 1);
+        assert_ne!(damaged, header);
+        let mut file = damaged.into_bytes();
+        file.extend_from_slice(&bytes[header_end..]);
+        fs::write(state_path(dir.path()), file).unwrap();
+        let error = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("4000000000 instances cannot fit in"),
+            "{error}"
+        );
     }
 }

@@ -2,6 +2,12 @@
 //! demo fleet: no panic; no reply to what is not a query; any reply parses
 //! and fits the transport's limit; and wherever the UDP fast path answers,
 //! its bytes are the general path's.
+//!
+//! Differentially, against what hickory-proto's decoder makes of the
+//! request on its own: the reply's id, opcode and RD are the request's; a
+//! request it cannot decode gets FORMERR and no question echoed; a reply
+//! that echoes a question echoes the decoded question (name as sent, type,
+//! class), written out without compression pointers.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -9,11 +15,11 @@ use std::sync::{Arc, OnceLock};
 
 use fleetdns::config::{read_config, Overrides};
 use fleetdns::dns::fast::{answer, FastZone};
-use fleetdns::dns::server::process;
+use fleetdns::dns::server::{process, questions_are_plain};
 use fleetdns::dns::ZoneHandler;
 use fleetdns::inventory::file::parse_describe_instances;
 use fleetdns::snapshot::{new_store, Snapshot};
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_server::net::xfer::Protocol;
 use libfuzzer_sys::fuzz_target;
 
@@ -89,4 +95,33 @@ fuzz_target!(|data: &[u8]| {
     let parsed = Message::from_vec(&reply).expect("replies parse");
     assert_eq!(&reply[..2], &packet[..2], "the reply echoes the id");
     assert!(parsed.metadata.message_type == hickory_proto::op::MessageType::Response);
+    assert_eq!(
+        reply[2] & 0x79,
+        packet[2] & 0x79,
+        "opcode and RD are echoed"
+    );
+    // The reply parsed, so its questions are whole; the check the server
+    // makes of requests tells whether they hold a pointer.
+    assert_eq!(
+        questions_are_plain(&reply, parsed.queries.len() as u16),
+        Ok(()),
+        "an echoed question holds a compression pointer"
+    );
+    match Message::from_vec(packet) {
+        Err(_) => {
+            assert_eq!(parsed.metadata.response_code, ResponseCode::FormErr);
+            assert!(parsed.queries.is_empty(), "an undecodable question echoed");
+        }
+        Ok(request) => {
+            if !parsed.queries.is_empty() {
+                assert_eq!(parsed.queries.len(), request.queries.len());
+                for (echoed, asked) in parsed.queries.iter().zip(&request.queries) {
+                    // Name's equality ignores case; the bytes must not.
+                    assert_eq!(echoed.name().to_string(), asked.name().to_string());
+                    assert_eq!(echoed.query_type(), asked.query_type());
+                    assert_eq!(echoed.query_class(), asked.query_class());
+                }
+            }
+        }
+    }
 });

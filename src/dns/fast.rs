@@ -348,14 +348,9 @@ fn negative(
 mod tests {
     use super::*;
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
-    use crate::config::{read_config, Overrides};
     use crate::dns::server::process;
-    use crate::dns::ZoneHandler;
-    use crate::inventory::file::parse_describe_instances;
     use crate::inventory::test_instance;
-    use crate::snapshot::new_store;
     use hickory_server::net::xfer::Protocol;
 
     /// xorshift64*: a fixed, reproducible random sequence.
@@ -441,30 +436,21 @@ mod tests {
 
     #[tokio::test]
     async fn fast_answers_are_the_general_paths_bytes() {
-        let settings = read_config("", "test")
-            .unwrap()
-            .validate(&Overrides::default())
-            .unwrap();
-        let mut instances =
-            parse_describe_instances(include_str!("../../deploy/examples/fleet.json")).unwrap();
         // a name whose answer does not fit 512 or 1232 bytes
-        for i in 0..100 {
-            instances.push(test_instance(
-                &format!("i-{:017x}", 0xb000 + i),
-                Some("big"),
-                &[
-                    &format!("10.99.{}.{}", i / 200, i % 200 + 1),
-                    &format!("2600::{i:x}"),
-                ],
-            ));
-        }
-        let snapshot =
-            crate::snapshot::Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
+        let big = (0..100)
+            .map(|i| {
+                test_instance(
+                    &format!("i-{:017x}", 0xb000 + i),
+                    Some("big"),
+                    &[
+                        &format!("10.99.{}.{}", i / 200, i % 200 + 1),
+                        &format!("2600::{i:x}"),
+                    ],
+                )
+            })
+            .collect();
+        let (settings, snapshot, handler) = crate::dns::demo_world(big);
         let names: Vec<String> = snapshot.entries().map(|e| e.text()).collect();
-        let snapshot = Arc::new(snapshot);
-        let store = new_store();
-        store.store(Some(snapshot.clone()));
-        let handler = ZoneHandler::new(store, settings.zone.clone(), None);
         let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let zone = FastZone::new(&settings.zone);
 

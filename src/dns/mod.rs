@@ -18,3 +18,33 @@ pub mod server;
 pub mod wire;
 
 pub use handler::ZoneHandler;
+
+/// The demo fleet (`deploy/examples/fleet.json`) plus `extra`, built with the
+/// default settings, as a handler and the snapshot it serves: what the unit
+/// tests of the wire path answer from.
+#[cfg(test)]
+pub(crate) fn demo_world(
+    extra: Vec<crate::inventory::Instance>,
+) -> (
+    crate::config::Settings,
+    std::sync::Arc<crate::snapshot::Snapshot>,
+    ZoneHandler,
+) {
+    let settings = crate::config::read_config("", "test")
+        .and_then(|c| c.validate(&crate::config::Overrides::default()))
+        .expect("the default config is valid");
+    let mut instances = crate::inventory::file::parse_describe_instances(include_str!(
+        "../../deploy/examples/fleet.json"
+    ))
+    .expect("the demo fleet parses");
+    instances.extend(extra);
+    let snapshot = std::sync::Arc::new(crate::snapshot::Snapshot::build(
+        &instances,
+        &settings.naming,
+        &settings.zone.zone,
+    ));
+    let store = crate::snapshot::new_store();
+    store.store(Some(snapshot.clone()));
+    let handler = ZoneHandler::new(store, settings.zone.clone(), None);
+    (settings, snapshot, handler)
+}

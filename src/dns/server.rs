@@ -16,8 +16,8 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -312,6 +312,8 @@ async fn serve_tcp<H: RequestHandler>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let idle = limits.idle_timeout;
+        // Replies go out at once; nothing is gained by waiting to coalesce.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {
@@ -322,15 +324,17 @@ async fn serve_tcp<H: RequestHandler>(
     }
 }
 
-/// Serves length-prefixed queries on one connection, in order, until the
-/// client closes it or stays idle for `idle`.
-async fn serve_connection<H: RequestHandler>(
-    mut stream: TcpStream,
-    src: SocketAddr,
-    handler: &H,
-    idle: Duration,
-) {
-    let _ = stream.set_nodelay(true);
+/// Serves length-prefixed queries (RFC 1035 section 4.2.2) on one
+/// connection, in order, until the client closes it, sends a message cut
+/// short, or stays idle for `idle`.
+///
+/// Generic over the stream so that the `tcp_framing` fuzz target can feed
+/// it any bytes cut at any points through an in-memory pipe.
+pub async fn serve_connection<S, H>(mut stream: S, src: SocketAddr, handler: &H, idle: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: RequestHandler,
+{
     loop {
         let Ok(Ok(len)) = timeout(idle, stream.read_u16()).await else {
             return; // idle, closed, or broken
@@ -361,7 +365,8 @@ async fn serve_connection<H: RequestHandler>(
 ///
 /// Fewer than 12 bytes or a response message: no reply (nothing to answer,
 /// and answering responses invites reflection loops). Undecodable after the
-/// header: FORMERR with the request's id.
+/// header, or a question name that is not written out label by label: a
+/// bare FORMERR header with the request's id, echoing nothing.
 pub async fn process<H: RequestHandler>(
     handler: &H,
     message: Vec<u8>,
@@ -375,7 +380,11 @@ pub async fn process<H: RequestHandler>(
         metrics().count_dropped();
         return None;
     };
-    let request = match Request::from_bytes(message, src, protocol) {
+    let decoded = match questions_are_plain(&message, header.counts.queries) {
+        Ok(()) => Request::from_bytes(message, src, protocol).map_err(|e| e.to_string()),
+        Err(why) => Err(why.to_string()),
+    };
+    let request = match decoded {
         Ok(request) => request,
         Err(error) => {
             debug!(%error, %src, "malformed query; answering FORMERR");
@@ -397,6 +406,37 @@ pub async fn process<H: RequestHandler>(
     Some(reply)
 }
 
+/// Checks that every question name of `message` (with `count` questions)
+/// is a plain sequence of labels, without compression pointers or other
+/// label types.
+///
+/// hickory keeps the question section's bytes as sent and the reply repeats
+/// them, so that the case is echoed. A pointer in those bytes would be
+/// copied into the reply, where it points into the reply's own header (the
+/// first question can only point there) and no client can parse it. NSD
+/// answers such a query FORMERR, as fleetdns now does; Knot drops it. A
+/// question cut short is left for the decoder to report.
+pub fn questions_are_plain(message: &[u8], count: u16) -> Result<(), &'static str> {
+    let mut pos = 12;
+    for _ in 0..count {
+        loop {
+            let Some(&len) = message.get(pos) else {
+                return Ok(());
+            };
+            if len & 0xc0 != 0 {
+                return Err("a question name uses compression or an unknown label type");
+            }
+            pos += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        // type and class
+        pos += 4;
+    }
+    Ok(())
+}
+
 /// A bare FORMERR header echoing the request's id and opcode.
 fn formerr(request: &Metadata) -> Vec<u8> {
     let mut metadata = Metadata::response_from_request(request);
@@ -408,4 +448,107 @@ fn formerr(request: &Metadata) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(12);
     let _ = header.emit(&mut BinEncoder::new(&mut bytes));
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Message;
+    use proptest::prelude::*;
+
+    /// The query of the issue that found this (the fuzz target's selector
+    /// byte removed): its question name ends in a pointer to offset 2.
+    const POINTER_TO_HEADER: &[u8] = &[
+        0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, b'f', b'l',
+        b'e', b'e', b't', 0xc0, 0x02, 0x00, 0x01, 0x00, 0x01,
+    ];
+
+    fn wire_labels(labels: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in labels {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out
+    }
+
+    fn run(message: Vec<u8>, protocol: Protocol) -> Option<Vec<u8>> {
+        let (_, _, handler) = crate::dns::demo_world(Vec::new());
+        let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(process(&handler, message, src, protocol))
+    }
+
+    /// The reply as a strict client reads it: FORMERR, the id, and nothing
+    /// echoed.
+    fn assert_bare_formerr(request: &[u8], reply: &[u8]) {
+        let parsed = Message::from_vec(reply).expect("the reply parses");
+        assert_eq!(parsed.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(reply[..2], request[..2], "the id is echoed");
+        assert!(parsed.queries.is_empty(), "no question is echoed");
+        assert_eq!(reply.len(), 12, "a bare header");
+    }
+
+    #[test]
+    fn a_question_ending_in_a_pointer_into_the_header_gets_a_bare_formerr() {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            let reply = run(POINTER_TO_HEADER.to_vec(), protocol).expect("a reply");
+            assert_bare_formerr(POINTER_TO_HEADER, &reply);
+        }
+    }
+
+    #[test]
+    fn plain_questions_are_not_refused_by_the_pointer_check() {
+        let mut q = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&wire_labels(&[
+            "Web-1".into(),
+            "fleet".into(),
+            "internal".into(),
+        ]));
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert_eq!(questions_are_plain(&q, 1), Ok(()));
+        let reply = Message::from_vec(&run(q, Protocol::Udp).unwrap()).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.queries[0].name().to_string(), "Web-1.fleet.internal.");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any question with a pointer (or a reserved label type) anywhere
+        /// in its name, in any question of the section, with any opcode,
+        /// gets a reply that parses and echoes none of it.
+        #[test]
+        fn any_question_with_a_pointer_gets_a_reply_that_parses(
+            id in any::<u16>(),
+            flags in 0u8..0x80,
+            labels in proptest::collection::vec("[a-zA-Z0-9-]{1,12}", 0..4),
+            tag in prop_oneof![Just(0xc0u8), Just(0x80), Just(0x40)],
+            target in any::<u8>(),
+            qtype in any::<u16>(),
+            first_plain in any::<bool>(),
+            tcp in any::<bool>(),
+            edns in any::<bool>(),
+        ) {
+            let mut q = id.to_be_bytes().to_vec();
+            let questions: u8 = if first_plain { 2 } else { 1 };
+            q.extend_from_slice(&[flags & 0x79, 0, 0, questions, 0, 0, 0, 0, 0, u8::from(edns)]);
+            if first_plain {
+                q.extend_from_slice(&wire_labels(&["web-1".into(), "fleet".into(), "internal".into()]));
+                q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            }
+            q.extend_from_slice(&wire_labels(&labels));
+            q.extend_from_slice(&[tag | (target >> 2), target]);
+            q.extend_from_slice(&qtype.to_be_bytes());
+            q.extend_from_slice(&[0, 1]);
+            if edns {
+                q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+            let reply = run(q.clone(), protocol).expect("a query gets a reply");
+            assert_bare_formerr(&q, &reply);
+        }
+    }
 }

@@ -30,6 +30,11 @@ use super::{Instance, Tags};
 /// How much is read from a file, or buffered before writing one, at a time.
 const CHUNK: usize = 64 << 10;
 
+/// The fewest bytes a packed instance takes: its length and one byte. A
+/// count of instances that cannot fit in a unit's bytes is damage, and
+/// must be refused before anything is sized by it.
+pub const MIN_RECORD_BYTES: u64 = 5;
+
 /// Why packed instances could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

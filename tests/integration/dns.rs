@@ -423,3 +423,32 @@ fn zone_transfer_is_refused() {
     let (_, m) = tcp_query(d.tcp, &query("fleet.internal.", RecordType::AXFR, None));
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+/// Issue 19: a question whose name ends in a compression pointer to offset
+/// 2, found by the `dns_request` fuzz target. The reply used to echo the
+/// question byte for byte, pointer included, which then pointed at the
+/// reply's own flags byte: dnspython and hickory both rejected it. The
+/// fuzz seed is the query (its first byte selects TCP in the target).
+#[test]
+fn a_question_with_a_compression_pointer_gets_a_formerr_that_parses() {
+    let seed = include_bytes!("../../fuzz/seeds/dns_request/issue-19-question-pointer-into-header");
+    let query = &seed[1..];
+    let d = demo();
+    let udp = udp_raw(d.udp, query).expect("a UDP reply");
+    let tcp = tcp_raw(d.tcp, query).expect("a TCP reply");
+    for (transport, raw) in [("UDP", udp), ("TCP", tcp)] {
+        let reply = strict_parse(&raw);
+        assert_eq!(reply.metadata.id, 0x1234, "{transport}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::FormErr,
+            "{transport}"
+        );
+        assert!(
+            reply.queries.is_empty(),
+            "{transport}: the question is not echoed"
+        );
+    }
+    // and the server goes on answering
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.20.1.11"]);
+}

@@ -345,17 +345,22 @@ pub fn udp_query(server: SocketAddr, message: &Message) -> (Vec<u8>, Message) {
 
 /// One TCP exchange (length-prefixed) on a new connection.
 pub fn tcp_query(server: SocketAddr, message: &Message) -> (Vec<u8>, Message) {
+    let raw = tcp_raw(server, &message.to_vec().unwrap()).expect("TCP reply");
+    let parsed = strict_parse(&raw);
+    (raw, parsed)
+}
+
+/// Sends raw bytes as one length-prefixed message on a new TCP connection
+/// and returns the raw reply; `None` when the server closed instead.
+pub fn tcp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(server).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let bytes = message.to_vec().unwrap();
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&bytes);
+    framed.extend_from_slice(bytes);
     stream.write_all(&framed).unwrap();
-    let raw = read_framed(&mut stream).expect("TCP reply");
-    let parsed = strict_parse(&raw);
-    (raw, parsed)
+    read_framed(&mut stream)
 }
 
 /// Reads one length-prefixed message; `None` when the server closed.

@@ -1,0 +1,89 @@
+//! Any bytes as the state file (`inventory.bin`, or the version 1
+//! `inventory.json` when the first byte is odd), read as the daemon reads
+//! it at start (load, then build the zone from the packed units): no panic,
+//! no allocation that the file's size does not justify; what loads decodes
+//! or fails cleanly; and what decodes is saved and read back unchanged.
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use fleetdns::config::{read_config, Overrides};
+use fleetdns::naming::Naming;
+use fleetdns::snapshot::Snapshot;
+use fleetdns::state::{load, save};
+use hickory_proto::rr::Name;
+use libfuzzer_sys::fuzz_target;
+
+/// Two directories of this process's own, reused by every run: where the
+/// input is put, and where what it decodes to is saved again.
+fn dirs() -> &'static (PathBuf, PathBuf) {
+    static DIRS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let base = std::env::temp_dir().join(format!("fleetdns-fuzz-state-{}", std::process::id()));
+        let (input, output) = (base.join("in"), base.join("out"));
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::create_dir_all(&output).unwrap();
+        (input, output)
+    })
+}
+
+/// The default naming policy and zone, as the daemon would build with.
+fn policy() -> &'static (Naming, Name) {
+    static POLICY: OnceLock<(Naming, Name)> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let settings = read_config("", "fuzz")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        (settings.naming, settings.zone.zone)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, bytes)) = data.split_first() else {
+        return;
+    };
+    let (input, output) = dirs();
+    let (name, other) = if selector & 1 == 0 {
+        ("inventory.bin", "inventory.json")
+    } else {
+        ("inventory.json", "inventory.bin")
+    };
+    let _ = std::fs::remove_file(input.join(other));
+    std::fs::write(input.join(name), bytes).unwrap();
+    let Ok(Some(state)) = load(input) else {
+        return;
+    };
+    let (naming, zone) = policy();
+    let _ = Snapshot::build_packed(state.units.iter().map(|u| &u.instances), naming, zone);
+    let mut units = Vec::new();
+    for unit in &state.units {
+        match unit.instances.instances() {
+            Ok(instances) => {
+                assert_eq!(instances.len(), unit.instances.len());
+                units.push((unit, instances));
+            }
+            Err(_) => return,
+        }
+    }
+    // Whatever decoded survives a save and a load as it was.
+    let packed: Vec<_> = units
+        .iter()
+        .map(|(_, instances)| fleetdns::inventory::packed::Packed::from_instances(instances))
+        .collect();
+    let labels: Vec<(&str, SystemTime, &_)> = units
+        .iter()
+        .zip(&packed)
+        .map(|((unit, _), p)| (unit.unit.as_str(), unit.fetched_at, p))
+        .collect();
+    save(output, state.serial, &labels).unwrap();
+    let again = load(output).unwrap().expect("a state file was just saved");
+    assert_eq!(again.serial, state.serial);
+    assert_eq!(again.units.len(), units.len());
+    for (read, (unit, instances)) in again.units.iter().zip(&units) {
+        assert_eq!(read.unit, unit.unit);
+        assert_eq!(&read.instances.instances().unwrap(), instances);
+    }
+});
