@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Overrides;
+use crate::config::{LogFormat, Overrides};
 
 /// Authoritative DNS for a cloud fleet: every EC2 instance gets a name.
 #[derive(Debug, Parser)]
@@ -95,16 +95,26 @@ impl ServeArgs {
 /// Options every subcommand takes; flags override the config file.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Common {
-    /// TOML configuration file (see deploy/fleetdns.example.toml).
+    /// TOML configuration file. Without it: the file named by
+    /// $FLEETDNS_CONFIG, else /etc/fleetdns/fleetdns.toml if it exists,
+    /// else the built-in defaults. `serve` logs which at start.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// More log lines: `serve` logs at info and one-shot commands only
+    /// warnings; -v adds the next level (info, then debug). RUST_LOG wins.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log lines as text or JSON objects (replaces `log_format`).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Address to answer DNS on, UDP and TCP (repeatable; replaces `listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Zone to serve, e.g. fleet.internal.
     #[arg(long, value_name = "ZONE")]
     pub zone: Option<String>,
-    /// Inventory source: file:PATH (a describe-instances JSON file).
+    /// Inventory source: `ec2` (the EC2 API, with the config's [source.ec2]
+    /// settings if any) or `file:PATH` (a describe-instances JSON file).
     #[arg(long, value_name = "SPEC")]
     pub source: Option<String>,
     /// Resolver for names outside the zone, IP or IP:PORT (repeatable; replaces `upstreams`).

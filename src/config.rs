@@ -111,6 +111,25 @@ pub struct Config {
     /// Limits on DNS over TCP.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// Log lines as `text` (default) or `json` (one object a line, for log
+    /// shippers); `--log-format` wins.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Serve a zone that [`zone_hazard`] refuses (a TLD, AWS's own names,
+    /// reverse zones), knowing that it shadows real names.
+    #[serde(default)]
+    pub allow_unsafe_zone: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (under systemd: a priority prefix and no time).
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// `[naming]`: the preference list.
@@ -320,6 +339,79 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     read_config(&text, &path.display().to_string())
 }
 
+/// The config file read when neither `--config` nor `FLEETDNS_CONFIG`
+/// names one, if it exists (the Debian package installs it).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleetdns/fleetdns.toml";
+
+/// The environment variable that names the config file when `--config`
+/// does not.
+pub const CONFIG_ENV: &str = "FLEETDNS_CONFIG";
+
+/// Where the configuration comes from, in the order it is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// `--config FILE`.
+    Flag(PathBuf),
+    /// `FLEETDNS_CONFIG=FILE` (set and not empty).
+    Environment(PathBuf),
+    /// [`DEFAULT_CONFIG_PATH`], which exists.
+    DefaultPath(PathBuf),
+    /// No file: every option at its default.
+    BuiltIn,
+}
+
+impl ConfigOrigin {
+    /// `--config` if given, else `FLEETDNS_CONFIG`, else the default path
+    /// if a file is there, else the built-in defaults. `env` is the
+    /// variable's value and `default` the default path (parameters, so that
+    /// tests need not touch the process's environment or `/etc`).
+    pub fn resolve(flag: Option<&Path>, env: Option<std::ffi::OsString>, default: &Path) -> Self {
+        if let Some(path) = flag {
+            return ConfigOrigin::Flag(path.to_path_buf());
+        }
+        if let Some(path) = env.filter(|v| !v.is_empty()) {
+            return ConfigOrigin::Environment(PathBuf::from(path));
+        }
+        if default.exists() {
+            return ConfigOrigin::DefaultPath(default.to_path_buf());
+        }
+        ConfigOrigin::BuiltIn
+    }
+
+    /// [`ConfigOrigin::resolve`] from this process's environment and
+    /// [`DEFAULT_CONFIG_PATH`].
+    pub fn from_env(flag: Option<&Path>) -> Self {
+        Self::resolve(
+            flag,
+            std::env::var_os(CONFIG_ENV),
+            Path::new(DEFAULT_CONFIG_PATH),
+        )
+    }
+
+    /// Reads and parses the file, or gives the defaults.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigOrigin::Flag(path)
+            | ConfigOrigin::Environment(path)
+            | ConfigOrigin::DefaultPath(path) => load_config(path),
+            ConfigOrigin::BuiltIn => Ok(Config::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigOrigin::Flag(p) => write!(f, "{} (--config)", p.display()),
+            ConfigOrigin::Environment(p) => write!(f, "{} ({CONFIG_ENV})", p.display()),
+            ConfigOrigin::DefaultPath(p) => write!(f, "{} (the default path)", p.display()),
+            ConfigOrigin::BuiltIn => {
+                write!(f, "none (no {DEFAULT_CONFIG_PATH}; built-in defaults)")
+            }
+        }
+    }
+}
+
 /// toml's errors span several lines with a snippet; logs and exit messages
 /// want one line with the position.
 fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
@@ -456,6 +548,15 @@ impl Config {
         }
 
         let zone = parse_zone(&self.zone).map_err(|m| invalid("zone", m))?;
+        if let Some(hazard) = zone_hazard(&zone).filter(|_| !self.allow_unsafe_zone) {
+            return Err(invalid(
+                "zone",
+                format!(
+                    "{}: {hazard}. Choose a zone of your own such as fleet.internal, or set allow_unsafe_zone = true",
+                    zone.to_ascii()
+                ),
+            ));
+        }
         let zone_text = zone.to_ascii();
         let nameserver = parse_name(&self.nameserver).map_err(|m| invalid("nameserver", m))?;
         let hostmaster = match &self.hostmaster {
@@ -682,6 +783,53 @@ fn parse_zone(text: &str) -> Result<Name, String> {
     Ok(name)
 }
 
+/// Why serving `zone` (lowercase, fully qualified) would break name
+/// resolution on the hosts that use fleetdns, if it would.
+///
+/// fleetdns answers NXDOMAIN for every name in its zone that the fleet
+/// does not have, and glibc's resolver does not try the next `nameserver`
+/// after an NXDOMAIN: a zone that holds names someone else serves makes
+/// them vanish for every host pointed at fleetdns.
+pub fn zone_hazard(zone: &Name) -> Option<String> {
+    let text = zone.to_ascii();
+    let labels: Vec<String> = zone
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let last = labels.last().map(String::as_str).unwrap_or("");
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return Some("an address, not a zone: no top-level domain is numeric".to_string());
+    }
+    let aws = ["ec2.internal.", "compute.internal."];
+    if aws
+        .iter()
+        .any(|a| *a == text || text.ends_with(&format!(".{a}")))
+    {
+        return Some(format!(
+            "AWS's own instance names (ip-10-0-0-1.{}) live there, and would all get NXDOMAIN",
+            text.trim_end_matches('.')
+        ));
+    }
+    if aws.iter().any(|a| a.ends_with(&format!(".{text}"))) {
+        return Some(
+            "it holds AWS's own instance names (ip-10-0-0-1.ec2.internal, *.compute.internal), which would all get NXDOMAIN"
+                .to_string(),
+        );
+    }
+    if labels.len() == 1 {
+        return Some(format!(
+            "a whole top-level domain: every name under .{last} would get NXDOMAIN from fleetdns"
+        ));
+    }
+    if last == "arpa" {
+        return Some(
+            "reverse zones are not served as a zone (fleetdns answers PTR queries for the fleet's own addresses by itself)"
+                .to_string(),
+        );
+    }
+    None
+}
+
 /// A fully qualified, lowercase name from presentation text.
 ///
 /// The text is checked here first, so that errors say what is wrong in
@@ -843,6 +991,62 @@ mod tests {
             assert!(err.starts_with("invalid zone:"), "{err}");
             assert!(err.contains(says), "{zone:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_config_comes_from_the_flag_then_the_environment_then_the_default_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("fleetdns.toml");
+        std::fs::write(&present, "").unwrap();
+        let absent = dir.path().join("absent.toml");
+        let flag = Path::new("/x/flag.toml");
+        let env = || Some(std::ffi::OsString::from("/x/env.toml"));
+        assert_eq!(
+            ConfigOrigin::resolve(Some(flag), env(), &present),
+            ConfigOrigin::Flag(flag.into())
+        );
+        assert_eq!(
+            ConfigOrigin::resolve(None, env(), &present),
+            ConfigOrigin::Environment("/x/env.toml".into())
+        );
+        // set but empty is unset
+        assert_eq!(
+            ConfigOrigin::resolve(None, Some("".into()), &present),
+            ConfigOrigin::DefaultPath(present.clone())
+        );
+        assert_eq!(
+            ConfigOrigin::resolve(None, None, &absent),
+            ConfigOrigin::BuiltIn
+        );
+        assert!(ConfigOrigin::BuiltIn
+            .to_string()
+            .contains("built-in defaults"));
+    }
+
+    #[test]
+    fn zones_of_others_are_hazards_and_private_ones_are_not() {
+        let hazard = |z: &str| zone_hazard(&parse_zone(z).unwrap());
+        for zone in [
+            "internal",
+            "ec2.internal",
+            "compute.internal",
+            "us-east-2.compute.internal",
+            "x.ec2.internal",
+            "com",
+            "local",
+            "1.2.3.4",
+            "10.in-addr.arpa",
+        ] {
+            assert!(hazard(zone).is_some(), "{zone}");
+        }
+        for zone in [
+            "fleet.internal",
+            "corp.example",
+            "prod.fleet.internal",
+            "a1.b2",
+        ] {
+            assert_eq!(hazard(zone), None, "{zone}");
         }
     }
 

@@ -13,8 +13,10 @@
 //! a hosts file. Sources pack what they fetch (`inventory::packed`) into
 //! files rather than memory; `refresh` persists the packed units through
 //! `state` (atomic writes in `files`) and reads them back from there.
-//! `config` parses and validates; `cli` holds the flags; `serve` wires the
-//! daemon together, with `systemd` for readiness. `main.rs` is thin.
+//! `config` parses and validates (and finds the file: `--config`,
+//! `FLEETDNS_CONFIG`, `/etc/fleetdns/fleetdns.toml`); `cli` holds the flags;
+//! `logging` sets up log lines (journald priorities, JSON); `serve` wires
+//! the daemon together, with `systemd` for readiness. `main.rs` is thin.
 
 // Two audited calls need `unsafe` (`background::set_idle`, and
 // `recvmmsg` in `dns::batch`); everything else is denied it.
@@ -28,6 +30,7 @@ pub mod dns;
 pub mod files;
 pub mod hosts;
 pub mod inventory;
+pub mod logging;
 pub mod metrics;
 pub mod naming;
 pub mod refresh;

@@ -1,17 +1,17 @@
-//! The `fleetdns` binary: parse flags, set up logging, run, map errors to
-//! exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage).
+//! The `fleetdns` binary: parse flags, find and read the config, set up
+//! logging, run, map errors to exit codes (0 ok, 1 runtime failure, 2 bad
+//! configuration or usage).
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use fleetdns::cli::{Cli, Command};
-use fleetdns::config::Overrides;
-use fleetdns::config::{load_config, Config, ConfigError, Settings};
-use tracing_subscriber::EnvFilter;
+use fleetdns::cli::{Cli, Command, Common};
+use fleetdns::config::{ConfigError, ConfigOrigin, Overrides, Settings};
+use fleetdns::logging::{self, LogSetup};
 
 /// mimalloc instead of glibc malloc: building and freeing a large zone is
 /// hundreds of thousands of small allocations, where glibc spent half its
@@ -24,11 +24,12 @@ fn main() -> ExitCode {
     // system whose THP mode is `always` from giving them.
     fleetdns::background::no_huge_pages();
     let cli = Cli::parse();
-    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `fleetdns list | head -1`: the reader has what it wanted.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             if error.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -38,25 +39,54 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default. hickory logs every
-/// request at INFO, which costs CPU and floods the journal: WARN for it.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// The error and its causes on one line, `: ` between them, leaving out a
+/// cause whose text the line already holds (many errors print their source
+/// in their own message and also return it as their source, which printed
+/// "No such file or directory (os error 2)" twice).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
-fn settings(config: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
-    let config = match config {
-        Some(path) => load_config(path)?,
-        None => Config::default(),
-    };
-    config.validate(overrides)
+/// Whether the error is a write to a closed pipe.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Reads the config from where it is found, sets up logging (the config
+/// may choose its format), then validates with the flags applied.
+fn start(common: &Common, overrides: &Overrides, daemon: bool) -> anyhow::Result<Settings> {
+    let origin = ConfigOrigin::from_env(common.config.as_deref());
+    let config = origin.load()?;
+    logging::init(LogSetup {
+        format: common.log_format.unwrap_or(config.log_format),
+        daemon,
+        verbose: common.verbose,
+    });
+    if daemon {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %origin,
+            "fleetdns starting"
+        );
+    } else {
+        tracing::debug!(config = %origin, "configuration");
+    }
+    Ok(config.validate(overrides)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -72,9 +102,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Man { dir } => {
             return match dir {
                 Some(dir) => {
-                    std::fs::create_dir_all(dir)?;
-                    clap_mangen::generate_to(Cli::command(), dir)?;
-                    Ok(())
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    clap_mangen::generate_to(Cli::command(), dir)
+                        .with_context(|| format!("cannot write man pages into {}", dir.display()))
                 }
                 None => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
             };
@@ -86,16 +117,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => {
-            let settings = settings(args.common.config.as_deref(), &args.overrides())?;
+            let settings = start(&args.common, &args.overrides(), true)?;
             runtime.block_on(fleetdns::serve::run(settings, args.export_hosts))
         }
         Command::List { common, json } => {
-            let settings = settings(common.config.as_deref(), &common.overrides())?;
+            let settings = start(&common, &common.overrides(), false)?;
             let snapshot = runtime.block_on(fleetdns::commands::snapshot_once(&settings))?;
             fleetdns::commands::write_list(&snapshot, json, &mut std::io::stdout().lock())
         }
         Command::Hosts(args) => {
-            let settings = settings(args.common.config.as_deref(), &args.common.overrides())?;
+            let settings = start(&args.common, &args.common.overrides(), false)?;
             runtime.block_on(fleetdns::commands::hosts(
                 &settings,
                 &args,
@@ -103,7 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Command::Check(common) => {
-            let settings = settings(common.config.as_deref(), &common.overrides())?;
+            let settings = start(&common, &common.overrides(), false)?;
             runtime.block_on(fleetdns::commands::check(
                 &settings,
                 &mut std::io::stdout().lock(),

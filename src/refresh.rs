@@ -20,7 +20,7 @@
 //! by `max_backoff` (see [`next_delay`]).
 
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::rr::Name;
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::inventory::packed::{Packed, Spool};
 use crate::inventory::Source;
@@ -188,6 +188,9 @@ pub struct Refresher {
     changes: watch::Sender<Option<Arc<Snapshot>>>,
     /// Per-unit freshness for metrics and readiness.
     status: StatusHandle,
+    /// The skipped values already logged, as (instance, rule, value): the
+    /// daemon warns about each once while it stays, not on every change.
+    skips_logged: HashSet<(String, String, String)>,
 }
 
 impl Refresher {
@@ -209,7 +212,35 @@ impl Refresher {
             persisted_at: None,
             changes: watch::channel(None).0,
             status,
+            skips_logged: HashSet::new(),
         }
+    }
+
+    /// Logs the values naming skipped that were not skipped before: the
+    /// daemon warns once per instance and value (a tag left as it is gives
+    /// no new line on the next change); one-shot commands, whose `list` and
+    /// `check` report skips themselves, log them at debug only.
+    fn log_new_skips(&mut self, snapshot: &Snapshot) {
+        let daemon = self.schedule.is_some();
+        let mut current = HashSet::with_capacity(snapshot.report().skips.len());
+        for skip in &snapshot.report().skips {
+            let key = (
+                skip.instance_id.clone(),
+                skip.rule.to_string(),
+                skip.value.clone(),
+            );
+            if !self.skips_logged.contains(&key) {
+                if daemon {
+                    warn!(instance = %skip.instance_id, rule = %skip.rule, value = ?skip.value, reason = %skip.reason, "value gives no name; skipped");
+                } else {
+                    debug!(instance = %skip.instance_id, rule = %skip.rule, value = ?skip.value, reason = %skip.reason, "value gives no name; skipped");
+                }
+            }
+            current.insert(key);
+        }
+        // Only the current ones: memory stays bounded, and a value that
+        // comes back after a fix is news again.
+        self.skips_logged = current;
     }
 
     /// Sets the loop's timing and where state is persisted (and fetches
@@ -423,10 +454,7 @@ impl Refresher {
             Outcome::Unchanged
         };
         if let Some(snapshot) = snapshot {
-            // Logged once per change, not on every unchanged refresh.
-            for skip in &snapshot.report().skips {
-                warn!(instance = %skip.instance_id, rule = %skip.rule, value = ?skip.value, reason = %skip.reason, "value gives no name; skipped");
-            }
+            self.log_new_skips(&snapshot);
             info!(
                 instances = snapshot.instance_count(),
                 names = snapshot.name_count(),

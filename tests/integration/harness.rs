@@ -111,6 +111,8 @@ impl Daemon {
                 for proto in ["UDP", "TCP"] {
                     let marker = format!("listening for {proto} on ");
                     if let Some(rest) = line.split(&marker).nth(1) {
+                        // the address ends the line, or a JSON string
+                        let rest = rest.split(['"', ' ']).next().unwrap_or("");
                         if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
                             let _ = tx.send((proto, addr));
                         }
@@ -262,9 +264,18 @@ pub fn wait_for_answer<S: AsRef<str>>(d: &Daemon, name: &str, want: &[S], secs: 
 
 /// Runs the binary to completion with `args`.
 pub fn run(args: &[&str]) -> Output {
+    run_with_env(args, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(bin());
     aws_test_env(&mut command);
-    command.args(args).output().expect("run fleetdns")
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run fleetdns")
 }
 
 /// AWS settings for every child: dummy credentials, no instance metadata
@@ -278,10 +289,16 @@ pub fn aws_test_env(command: &mut Command) {
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_EC2",
         "AWS_SESSION_TOKEN",
+        // log levels are the test's to choose
+        "RUST_LOG",
     ] {
         command.env_remove(var);
     }
     command
+        // No config but what the test gives: a machine with an
+        // /etc/fleetdns/fleetdns.toml must not change what tests see (an
+        // empty file is every default). Tests that set it themselves win.
+        .env("FLEETDNS_CONFIG", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")

@@ -15,5 +15,6 @@ mod ec2;
 mod forward;
 mod hosts;
 mod limits;
+mod operator;
 mod refresh;
 mod resilience;

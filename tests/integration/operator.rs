@@ -1,0 +1,260 @@
+//! What an operator meets first (issue 20): where the config comes from,
+//! quiet one-shot commands, zones that would break DNS, and log lines for
+//! journald and log shippers. Each test runs the exact command a user
+//! would and checks what it prints and how it exits.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+fn demo_source() -> String {
+    file_source(&example_fleet())
+}
+
+#[test]
+fn list_piped_into_head_exits_0_without_a_broken_pipe_error() {
+    // More than a pipe buffer (64 KiB) of output, so that fleetdns is
+    // still writing when `head` has closed the pipe.
+    let dir = tempdir();
+    let path = dir.path().join("fleet.json");
+    let fleet: Vec<Fake> = (0..3000).map(|n| Fake::running(n, Some("web"))).collect();
+    write_inventory(&path, &fleet);
+    let script = format!(
+        "set -o pipefail; {} list --source file:{} | head -1",
+        bin(),
+        path.display()
+    );
+    let mut command = Command::new("bash");
+    aws_test_env(&mut command);
+    let out = command.args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(stdout(&out).starts_with("NAME"), "{}", stdout(&out));
+    assert_eq!(stderr(&out), "", "nothing on stderr");
+}
+
+#[test]
+fn one_shot_commands_print_no_log_lines_unless_asked() {
+    let src = demo_source();
+    // The demo fleet has skipped tag values and a zone update: the daemon
+    // logs them; list, check and hosts print their output and nothing else.
+    for args in [
+        vec!["list", "--source", &src],
+        vec!["check", "--source", &src],
+        vec!["hosts", "--source", &src, "-o", "-"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?} logged");
+        assert!(!stdout(&out).is_empty());
+    }
+    // -v asks for info lines, -vv for debug ones (the skipped values)
+    let out = run(&["list", "-v", "--source", &src]);
+    assert!(stderr(&out).contains("zone updated"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("DEBUG"), "{}", stderr(&out));
+    let out = run(&["list", "-vv", "--source", &src]);
+    assert!(
+        stderr(&out).contains("value gives no name; skipped"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn fleetdns_config_names_the_config_file_and_the_flag_wins() {
+    let dir = tempdir();
+    let corp = dir.path().join("corp.toml");
+    std::fs::write(&corp, "zone = \"corp.example\"\n").unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "zone = \"other.example\"\n").unwrap();
+    let src = demo_source();
+    let zone_of = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["zone"].as_str().unwrap().to_string()
+    };
+    let env = [("FLEETDNS_CONFIG", corp.to_str().unwrap())];
+    let listed = run_with_env(&["list", "--json", "--source", &src], &env);
+    assert_eq!(zone_of(listed), "corp.example.");
+    let other_flag = other.to_str().unwrap();
+    let listed = run_with_env(
+        &["list", "--json", "--config", other_flag, "--source", &src],
+        &env,
+    );
+    assert_eq!(zone_of(listed), "other.example.");
+    // a file named there must exist
+    let out = run_with_env(
+        &["list", "--source", &src],
+        &[("FLEETDNS_CONFIG", "/nonexistent/fleetdns.toml")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: cannot read config /nonexistent/fleetdns.toml: No such file or directory (os error 2)",
+        "one line, the OS error once"
+    );
+    // the daemon says at start which file it read, and from where
+    let d = Daemon::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--source", &src],
+        &env,
+    );
+    let log = d.log();
+    assert!(
+        log.contains(&format!("config={} (FLEETDNS_CONFIG)", corp.display())),
+        "{log}"
+    );
+    assert!(log.contains("version="), "{log}");
+    assert_eq!(
+        short(d.udp, &["web-1.corp.example"]),
+        ["10.20.1.11"],
+        "served from the file's zone"
+    );
+    // and the help says where it looks
+    let help = stdout(&run(&["list", "--help"]));
+    assert!(
+        help.contains("FLEETDNS_CONFIG") && help.contains("/etc/fleetdns/fleetdns.toml"),
+        "{help}"
+    );
+}
+
+#[test]
+fn zones_that_would_break_dns_are_refused_unless_allowed() {
+    let src = demo_source();
+    for (zone, says) in [
+        ("internal", "it holds AWS's own instance names"),
+        (
+            "ec2.internal",
+            "AWS's own instance names (ip-10-0-0-1.ec2.internal)",
+        ),
+        (
+            "eu-west-1.compute.internal",
+            "(ip-10-0-0-1.eu-west-1.compute.internal)",
+        ),
+        ("com", "a whole top-level domain"),
+        ("1.2.3.4", "an address, not a zone"),
+        ("10.in-addr.arpa", "reverse zones are not served"),
+    ] {
+        let out = run(&["check", "--source", &src, "--zone", zone]);
+        assert_eq!(out.status.code(), Some(2), "{zone}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: invalid zone: "), "{err}");
+        assert!(err.contains(says), "{zone}: {err}");
+        assert!(err.contains("allow_unsafe_zone = true"), "{err}");
+    }
+    // the override, for those who mean it
+    let dir = tempdir();
+    let config = dir.path().join("f.toml");
+    std::fs::write(
+        &config,
+        "zone = \"ec2.internal\"\nallow_unsafe_zone = true\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &src,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Starts the daemon on the demo fleet with stderr as journald would see
+/// it: `JOURNAL_STREAM` set to the device and inode of the stream itself.
+fn daemon_under_journald(extra: &[&str]) -> Daemon {
+    let src = demo_source();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--source", &src];
+    args.extend_from_slice(extra);
+    Daemon::spawn_wrapped(
+        &[
+            "sh",
+            "-c",
+            "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" \"$@\"",
+        ],
+        &args,
+        &[],
+    )
+}
+
+#[test]
+fn under_journald_every_line_carries_its_priority_and_no_time() {
+    let d = daemon_under_journald(&[]);
+    d.wait_for_log("zone is servable", 30);
+    let log = d.log();
+    for line in log.lines() {
+        let prefix = line.get(..3).unwrap_or("");
+        assert!(
+            matches!(prefix, "<3>" | "<4>" | "<6>" | "<7>"),
+            "no priority: {line:?}"
+        );
+        assert!(
+            !line.contains("2026-") && !line.contains("Z  "),
+            "a time stamp: {line}"
+        );
+    }
+    // what `journalctl -p warning` would show: the skipped tag values
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<4>") && l.contains("value gives no name; skipped")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("zone is servable")),
+        "{log}"
+    );
+    // the same variable, but stderr is not that stream: plain lines
+    let src = demo_source();
+    let d = Daemon::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--source", &src],
+        &[("JOURNAL_STREAM", "1:1")],
+    );
+    assert!(!d.log().starts_with('<'), "{}", d.log());
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let src = demo_source();
+    for d in [
+        Daemon::start(&["--source", &src, "--log-format", "json"]),
+        daemon_under_journald(&["--log-format", "json"]),
+    ] {
+        d.wait_for_log("zone is servable", 30);
+        let log = d.log();
+        let mut levels = Vec::new();
+        for line in log.lines() {
+            // under journald the priority comes first
+            let json =
+                line.trim_start_matches(|c: char| c == '<' || c == '>' || c.is_ascii_digit());
+            let object: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"));
+            levels.push(object["level"].as_str().unwrap().to_string());
+            assert!(object["message"].is_string(), "{line}");
+        }
+        assert!(levels.iter().any(|l| l == "WARN") && levels.iter().any(|l| l == "INFO"));
+        assert!(log.contains("\"message\":\"zone is servable\""), "{log}");
+    }
+    // and from the config file
+    let dir = tempdir();
+    let config = dir.path().join("f.toml");
+    std::fs::write(&config, "log_format = \"json\"\n").unwrap();
+    let out = run(&[
+        "list",
+        "-v",
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &src,
+    ]);
+    let first = stderr(&out).lines().next().unwrap_or("").to_string();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&first).is_ok(),
+        "{first}"
+    );
+}
