@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -365,8 +365,9 @@ where
 ///
 /// Fewer than 12 bytes or a response message: no reply (nothing to answer,
 /// and answering responses invites reflection loops). Undecodable after the
-/// header, or a question name that is not written out label by label: a
-/// bare FORMERR header with the request's id, echoing nothing.
+/// header, a standard query without exactly one question, or a question
+/// name that is not written out label by label: a bare FORMERR header with
+/// the request's id, echoing nothing.
 pub async fn process<H: RequestHandler>(
     handler: &H,
     message: Vec<u8>,
@@ -381,6 +382,11 @@ pub async fn process<H: RequestHandler>(
         return None;
     };
     let decoded = match questions_are_plain(&message, header.counts.queries) {
+        // RFC 9619: a query has one question. Echoing dozens of them back
+        // (FORMERR with the question section) would amplify.
+        Ok(()) if header.metadata.op_code == OpCode::Query && header.counts.queries != 1 => {
+            Err(format!("{} questions", header.counts.queries))
+        }
         Ok(()) => Request::from_bytes(message, src, protocol).map_err(|e| e.to_string()),
         Err(why) => Err(why.to_string()),
     };
@@ -396,7 +402,11 @@ pub async fn process<H: RequestHandler>(
         Protocol::Udp => udp_limit(request.edns.as_ref()),
         _ => usize::from(u16::MAX),
     };
-    let responder = WireResponder::new(limit, request.queries.as_bytes().len());
+    let responder = WireResponder::new(
+        limit,
+        request.queries.as_bytes().len(),
+        header.counts.queries,
+    );
     handler
         .handle_request::<_, TokioTime>(&request, responder.clone())
         .await;
@@ -512,6 +522,53 @@ mod tests {
         let reply = Message::from_vec(&run(q, Protocol::Udp).unwrap()).unwrap();
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert_eq!(reply.queries[0].name().to_string(), "Web-1.fleet.internal.");
+    }
+
+    /// A request of `count` copies of one question, with opcode `opcode`.
+    fn many_questions(opcode: u8, count: u16) -> Vec<u8> {
+        let mut q = vec![0, 7, opcode << 3, 0];
+        q.extend_from_slice(&count.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        for _ in 0..count {
+            q.extend_from_slice(&wire_labels(&[
+                "web-1".into(),
+                "fleet".into(),
+                "internal".into(),
+            ]));
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        }
+        q
+    }
+
+    /// Found by the `dns_request` fuzz target (seed
+    /// `many-questions-truncated`): 48 questions, FORMERR echoing them all,
+    /// too big for UDP, so the truncated reply copied all 48 questions
+    /// behind a header that counted one.
+    #[test]
+    fn a_query_without_exactly_one_question_gets_a_bare_formerr() {
+        for count in [0, 2, 48] {
+            let q = many_questions(0, count);
+            for protocol in [Protocol::Udp, Protocol::Tcp] {
+                let reply = run(q.clone(), protocol).expect("a reply");
+                assert_bare_formerr(&q, &reply);
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_reply_counts_exactly_the_questions_it_holds() {
+        // another opcode: NOTIMP echoing the questions, if they fit
+        for (count, echoed) in [(2u16, 2usize), (48, 0)] {
+            let q = many_questions(2, count);
+            let reply = run(q.clone(), Protocol::Udp).expect("a reply");
+            assert!(reply.len() <= 512, "{} bytes", reply.len());
+            let parsed = hickory_proto::serialize::binary::BinDecoder::new(&reply);
+            let mut decoder = parsed;
+            let message = Message::read(&mut decoder).expect("the reply parses");
+            assert!(decoder.is_empty(), "bytes trail the reply");
+            assert_eq!(message.metadata.response_code, ResponseCode::NotImp);
+            assert_eq!(message.queries.len(), echoed, "{count} questions asked");
+        }
     }
 
     proptest! {

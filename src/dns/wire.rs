@@ -34,6 +34,9 @@ pub fn response_edns() -> Edns {
     edns
 }
 
+/// The size of the empty OPT record of a minimal reply.
+const OPT_LEN: usize = 11;
+
 /// An encoded reply and its response code.
 type Reply = (Vec<u8>, ResponseCode);
 
@@ -49,16 +52,20 @@ pub struct WireResponder {
     /// Length of the request's question section, which the reply repeats
     /// byte for byte right after the header.
     question_len: usize,
+    /// How many questions that section holds.
+    questions: u16,
     /// The encoded reply and its response code, once sent.
     out: Arc<Mutex<Option<Reply>>>,
 }
 
 impl WireResponder {
-    /// A responder for a request whose question section is `question_len` bytes.
-    pub fn new(limit: usize, question_len: usize) -> Self {
+    /// A responder for a request whose question section is `question_len`
+    /// bytes long and holds `questions` questions.
+    pub fn new(limit: usize, question_len: usize, questions: u16) -> Self {
         Self {
             limit,
             question_len,
+            questions,
             out: Arc::new(Mutex::new(None)),
         }
     }
@@ -66,6 +73,13 @@ impl WireResponder {
     /// The encoded reply and its response code, if the handler sent one.
     pub fn take(&self) -> Option<Reply> {
         self.out.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+impl WireResponder {
+    /// The request's question section: its length and how many it holds.
+    fn question(&self) -> (usize, u16) {
+        (self.question_len, self.questions)
     }
 }
 
@@ -92,14 +106,14 @@ impl ResponseHandler for WireResponder {
             Ok(_) => {
                 let mut truncated = metadata;
                 truncated.truncation = true;
-                minimal_reply(truncated, &bytes, self.question_len, has_edns)
+                minimal_reply(truncated, &bytes, self.question(), has_edns, self.limit)
             }
             Err(error) => {
                 // Only a reply larger than 64 KiB can fail here.
                 tracing::warn!(%error, "reply could not be encoded; sending SERVFAIL");
                 let mut failed = metadata;
                 failed.response_code = ResponseCode::ServFail;
-                minimal_reply(failed, &bytes, self.question_len, has_edns)
+                minimal_reply(failed, &bytes, self.question(), has_edns, self.limit)
             }
         };
         let rcode = info.response_code;
@@ -110,28 +124,35 @@ impl ResponseHandler for WireResponder {
     }
 }
 
-/// Header + the question copied from `encoded` + an empty OPT if `edns`.
+/// Header + the questions copied from `encoded` + an empty OPT if `edns`,
+/// within `limit` bytes.
 ///
-/// `encoded` holds at least the header and the question as the full reply
-/// encoded them (the question is written first, so it is complete even when
-/// encoding failed later).
+/// `encoded` holds at least the header and the questions as the full reply
+/// encoded them (they are written first, so they are complete even when
+/// encoding failed later). `question` is their length and count. Questions
+/// that would not fit the limit (a request may ask dozens) are left out
+/// whole: a reply never counts questions it does not hold.
 fn minimal_reply(
     metadata: Metadata,
     encoded: &[u8],
-    question_len: usize,
+    (question_len, questions): (usize, u16),
     edns: bool,
+    limit: usize,
 ) -> (Vec<u8>, ResponseInfo) {
-    let question = encoded.get(12..12 + question_len);
+    let opt_len = if edns { OPT_LEN } else { 0 };
+    let question = encoded
+        .get(12..12 + question_len)
+        .filter(|_| 12 + question_len + opt_len <= limit);
     let header = Header {
         metadata,
         counts: HeaderCounts {
-            queries: if question.is_some() { 1 } else { 0 },
+            queries: if question.is_some() { questions } else { 0 },
             answers: 0,
             authorities: 0,
             additionals: u16::from(edns),
         },
     };
-    let mut bytes = Vec::with_capacity(12 + question_len + 11);
+    let mut bytes = Vec::with_capacity(12 + question_len + opt_len);
     let mut encoder = BinEncoder::new(&mut bytes);
     // A 12-byte header into a Vec cannot fail to encode.
     let _ = header.emit(&mut encoder);
