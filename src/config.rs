@@ -102,8 +102,8 @@ pub struct Config {
     /// How instances get their names.
     #[serde(default)]
     pub naming: NamingConfig,
-    /// Where the inventory comes from.
-    #[serde(default)]
+    /// Where the inventory comes from: `[source.ec2]` or `[source.file]`.
+    #[serde(default, deserialize_with = "one_source")]
     pub source: Option<SourceConfig>,
     /// Forwarding of names outside the zone.
     #[serde(default)]
@@ -199,6 +199,29 @@ pub struct AccountConfig {
     /// STS session name (visible in CloudTrail).
     #[serde(default)]
     pub session_name: Option<String>,
+}
+
+/// `[source]` as written: at most one of its tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceTables {
+    file: Option<FileSourceConfig>,
+    ec2: Option<Ec2SourceConfig>,
+}
+
+/// Reads `[source]`, saying in words that it takes one source (serde's
+/// own message for an enum with two keys was "wanted exactly 1 element,
+/// more than 1 element").
+fn one_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SourceConfig>, D::Error> {
+    let tables = SourceTables::deserialize(d)?;
+    match (tables.file, tables.ec2) {
+        (Some(_), Some(_)) => Err(serde::de::Error::custom(
+            "choose one of [source.ec2] and [source.file], not both",
+        )),
+        (Some(file), None) => Ok(Some(SourceConfig::File(file))),
+        (None, Some(ec2)) => Ok(Some(SourceConfig::Ec2(ec2))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// `[source.file]`.

@@ -584,9 +584,12 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the metrics listener, or fails naming the address.
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {address}: {e}"))?;
+    let listener = TcpListener::bind(address).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for metrics on {address}: {e}{}",
+            crate::dns::server::hint(&e, address)
+        )
+    })?;
     info!("listening for HTTP (metrics) on {}", listener.local_addr()?);
     Ok(listener)
 }

@@ -93,6 +93,8 @@ pub enum SkipReason {
     },
     /// A single label shaped like an instance id would shadow that instance.
     LooksLikeInstanceId,
+    /// The value is the zone itself, which names no instance.
+    IsTheZone,
 }
 
 impl fmt::Display for SkipReason {
@@ -109,6 +111,7 @@ impl fmt::Display for SkipReason {
             SkipReason::LooksLikeInstanceId => {
                 f.write_str("looks like an instance id, which is reserved for that instance")
             }
+            SkipReason::IsTheZone => f.write_str("names the zone itself, not a host in it"),
         }
     }
 }
@@ -168,16 +171,23 @@ pub struct Naming {
     prefer: Vec<Rule>,
     /// The longest relative name that still fits under the zone.
     max_len: usize,
+    /// The zone, lowercase, without the final dot: a value that already
+    /// ends in it (`web-1.fleet.internal`) means the name before it.
+    zone: String,
 }
 
 impl Naming {
     /// A policy for names under `zone` (presentation form, with or without
     /// the final dot).
     pub fn new(prefer: Vec<Rule>, zone: &str) -> Self {
-        let zone_len = zone.trim_end_matches('.').len();
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
         // name + "." + zone must stay within MAX_NAME.
-        let max_len = MAX_NAME.saturating_sub(zone_len + 1);
-        Self { prefer, max_len }
+        let max_len = MAX_NAME.saturating_sub(zone.len() + 1);
+        Self {
+            prefer,
+            max_len,
+            zone,
+        }
     }
 
     /// The default preference list: the `Name` tag, then the first security group.
@@ -202,7 +212,7 @@ impl Naming {
                 Rule::InstanceId => None,
             };
             let Some(value) = value else { continue };
-            match sanitize(value, self.max_len) {
+            match self.sanitize_in_zone(value) {
                 Ok(name) => {
                     if name != value {
                         report.rewrites.push(Rewrite {
@@ -226,6 +236,35 @@ impl Naming {
             }
         }
         None
+    }
+}
+
+impl Naming {
+    /// [`sanitize`], then the zone taken off the end: people put the full
+    /// name in a tag (`web-1.fleet.internal`), which must not become
+    /// `web-1.fleet.internal.fleet.internal.`. The length limit applies to
+    /// what is left. The change shows in `list` as a rewrite.
+    fn sanitize_in_zone(&self, value: &str) -> Result<String, SkipReason> {
+        // Room for the zone too, which may be about to be taken off.
+        let name = sanitize(value, self.max_len + self.zone.len() + 1)?;
+        if name == self.zone {
+            return Err(SkipReason::IsTheZone);
+        }
+        let relative = name
+            .strip_suffix(self.zone.as_str())
+            .and_then(|n| n.strip_suffix('.'))
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&name);
+        if relative.len() > self.max_len {
+            return Err(SkipReason::TooLong {
+                len: relative.len(),
+                max: self.max_len,
+            });
+        }
+        if is_instance_id(relative) {
+            return Err(SkipReason::LooksLikeInstanceId);
+        }
+        Ok(relative.to_string())
     }
 }
 
@@ -358,6 +397,39 @@ mod tests {
         let name = ok("evil\nname # injected 127.0.0.1 localhost");
         assert_eq!(name, "evil-name-injected-127.0.0.1-localhost");
         assert!(is_valid_name(&name, MAX));
+    }
+
+    #[test]
+    fn a_value_holding_the_full_name_loses_the_zone_and_says_so() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
+        let choose = |value: &str| {
+            let instance = crate::inventory::test_instance("i-0a", Some(value), &["10.0.0.1"]);
+            let mut report = NamingReport::default();
+            let choice = naming.choose(&instance, &mut report);
+            (choice.map(|c| c.name), report)
+        };
+        let (name, report) = choose("Web-1.Fleet.Internal.");
+        assert_eq!(name.as_deref(), Some("web-1"));
+        assert_eq!(report.rewrites[0].name, "web-1");
+        assert_eq!(report.rewrites[0].value, "Web-1.Fleet.Internal.");
+        // only one zone comes off; a name that merely ends alike keeps it all
+        assert_eq!(
+            choose("x.fleet.internal.fleet.internal").0.as_deref(),
+            Some("x.fleet.internal")
+        );
+        assert_eq!(
+            choose("myfleet.internal").0.as_deref(),
+            Some("myfleet.internal")
+        );
+        // the zone itself names nobody: the next rule (the security group) is tried
+        let (name, report) = choose("fleet.internal");
+        assert_eq!(report.skips[0].reason, SkipReason::IsTheZone);
+        assert_ne!(name.as_deref(), Some(""));
+        // and an instance id behind the zone is still reserved
+        assert_eq!(
+            choose("i-0abc.fleet.internal").1.skips[0].reason,
+            SkipReason::LooksLikeInstanceId
+        );
     }
 
     #[test]

@@ -390,7 +390,12 @@ impl Refresher {
                         .last_good
                         .get(&unit.unit)
                         .map_or(0, |u| u.instances.len());
-                    warn!(unit = %unit.unit, %error, kept, "fetch failed; keeping last good data of this unit");
+                    if self.schedule.is_some() {
+                        warn!(unit = %unit.unit, %error, kept, "fetch failed; keeping last good data of this unit");
+                    } else {
+                        // One-shot commands fail with this error themselves.
+                        debug!(unit = %unit.unit, %error, "fetch failed");
+                    }
                     failed.push(UnitFailure {
                         unit: unit.unit,
                         throttled: error.is_throttling(),

@@ -105,19 +105,42 @@ async fn bind_one(address: SocketAddr) -> anyhow::Result<Bound> {
     let attempts = if address.port() == 0 { 20 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = udp_sockets(address, udp_socket_count())
-            .map_err(|e| anyhow::anyhow!("cannot listen for UDP on {address}: {e}"))?;
+        let udp = udp_sockets(address, udp_socket_count()).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for UDP on {address}: {e}{}",
+                hint(&e, address)
+            )
+        })?;
         let tcp_address = udp[0].local_addr()?;
         match TcpListener::bind(tcp_address).await {
             Ok(tcp) => return Ok(Bound { udp, tcp }),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 1 => {
                 last_error = Some(e);
             }
-            Err(e) => anyhow::bail!("cannot listen for TCP on {tcp_address}: {e}"),
+            Err(e) => anyhow::bail!(
+                "cannot listen for TCP on {tcp_address}: {e}{}",
+                hint(&e, tcp_address)
+            ),
         }
     }
     let e = last_error.map_or_else(|| "no free port".to_string(), |e| e.to_string());
     anyhow::bail!("cannot listen for TCP on {address}: {e}")
+}
+
+/// What to do about a failed bind, in words, or nothing.
+pub fn hint(error: &io::Error, address: SocketAddr) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied if address.port() < 1024 => {
+            "; ports below 1024 need root or the capability CAP_NET_BIND_SERVICE (the systemd unit grants it; by hand: setcap cap_net_bind_service=+ep $(command -v fleetdns), or a port above 1023)"
+        }
+        io::ErrorKind::AddrInUse => {
+            "; another program listens there (`ss -lunp` and `ss -ltnp` show which; systemd-resolved holds 127.0.0.53:53)"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this host has that address (`ip addr` lists them)"
+        }
+        _ => "",
+    }
 }
 
 /// Serves every bound socket until `shutdown` turns true; UDP queries the

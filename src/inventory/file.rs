@@ -397,6 +397,11 @@ fn scan_describe_instances(
 ) -> Result<(), ScanError> {
     let mut scan = Scanner::new(src);
     let mut reservations = false;
+    if scan.peek_token()?.is_none() {
+        return Err(ScanError::Document(
+            "the file is empty; expected the JSON that `aws ec2 describe-instances` prints".into(),
+        ));
+    }
     scan.object("a describe-instances object", |scan, key| {
         if key != "Reservations" {
             return scan.skip_value();
@@ -622,6 +627,13 @@ mod tests {
         let err = parse_describe_instances("{\"Reservations\": 3}").unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
         assert!(parse_describe_instances("not json").is_err());
+        for empty in ["", " \n\t"] {
+            let err = parse_describe_instances(empty).unwrap_err();
+            assert!(
+                err.contains("the file is empty; expected the JSON"),
+                "{err}"
+            );
+        }
         assert!(parse_describe_instances("{}")
             .unwrap_err()
             .contains("Reservations"));

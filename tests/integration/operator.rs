@@ -258,3 +258,109 @@ fn json_logs_are_one_object_a_line() {
         "{first}"
     );
 }
+
+#[test]
+fn a_listen_address_that_cannot_be_bound_says_why_and_what_to_do() {
+    let src = demo_source();
+    // an address of no interface here (TEST-NET-1; nothing is sent)
+    let out = run(&["serve", "--listen", "192.0.2.1:5353", "--source", &src]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: cannot listen for UDP on 192.0.2.1:5353: ")
+            && last.contains("no interface of this host has that address"),
+        "{err}"
+    );
+    // port 53 without the capability
+    let unprivileged_from: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if unprivileged_from <= 53 {
+        println!("SKIPPED: ports from {unprivileged_from} up need no privilege on this host");
+        return;
+    }
+    let out = if is_root() {
+        // as nobody, as a user without the capability would start it
+        let mut command = Command::new("setpriv");
+        aws_test_env(&mut command);
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:53",
+                "--source",
+                &src,
+                "--state-dir",
+                "/tmp",
+            ])
+            .output()
+            .unwrap()
+    } else {
+        run(&["serve", "--listen", "127.0.0.1:53", "--source", &src])
+    };
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot listen for UDP on 127.0.0.1:53: Permission denied")
+            && err.contains("CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_with_two_sources_says_to_choose_one() {
+    let dir = tempdir();
+    let config = dir.path().join("f.toml");
+    // the example config with [source.file] uncommented as well
+    let example = std::fs::read_to_string("deploy/fleetdns.example.toml").unwrap();
+    let both = example.replace("#[source.file]\n#path", "[source.file]\npath");
+    assert_ne!(
+        both, example,
+        "the example has a [source.file] to uncomment"
+    );
+    std::fs::write(&config, both).unwrap();
+    let out = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("choose one of [source.ec2] and [source.file], not both"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_name_tag_holding_the_full_name_is_served_under_its_short_name() {
+    let dir = tempdir();
+    let path = dir.path().join("fleet.json");
+    write_inventory(
+        &path,
+        &[
+            Fake::running(1, Some("web-1.fleet.internal")),
+            Fake::running(2, Some("Db.Fleet.Internal.")),
+        ],
+    );
+    let src = format!("file:{}", path.display());
+    let out = run(&["list", "--json", "--source", &src]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = doc["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .filter(|n| !n.starts_with("i-"))
+        .collect();
+    assert_eq!(names, ["db.fleet.internal.", "web-1.fleet.internal."]);
+    // and `list` reports what it did
+    let rewritten = doc["rewritten"].as_array().unwrap();
+    assert!(
+        rewritten
+            .iter()
+            .any(|r| r["value"] == "web-1.fleet.internal" && r["name"] == "web-1"),
+        "{rewritten:?}"
+    );
+}
