@@ -12,6 +12,8 @@
 //! only warnings, because cron mails or logs whatever they print; each
 //! `-v` adds a level, and `RUST_LOG` overrides both. hickory logs every
 //! request at info, which costs CPU and floods the journal: warn for it.
+//! aws-config's credential providers warn with the Debug dump of errors
+//! that fleetdns reports in words itself: error for them.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -55,8 +57,10 @@ pub fn filter(setup: &LogSetup) -> EnvFilter {
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| {
             let level = default_level(setup).to_string().to_lowercase();
+            // aws-config's credential providers warn with the whole Debug
+            // dump of what fleetdns reports on one line itself.
             EnvFilter::new(format!(
-                "{level},hickory_server=warn,hickory_proto=warn,hickory_net=warn"
+                "{level},hickory_server=warn,hickory_proto=warn,hickory_net=warn,aws_config=error"
             ))
         })
 }

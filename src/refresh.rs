@@ -547,10 +547,23 @@ impl Refresher {
             return;
         };
         let mut failures = 0u32;
+        // When every unit last fetched: how old the served data was when
+        // fetching works again.
+        let mut last_success: Option<Instant> = None;
         loop {
             let throttled = match self.refresh_once().await {
                 Ok(r) if r.failed.is_empty() => {
+                    if failures > 0 {
+                        match last_success {
+                            Some(at) => info!(
+                                "refresh succeeded after {failures} failures, data age {} s",
+                                at.elapsed().as_secs()
+                            ),
+                            None => info!("refresh succeeded after {failures} failures"),
+                        }
+                    }
                     failures = 0;
+                    last_success = Some(Instant::now());
                     false
                 }
                 Ok(r) => {
@@ -559,7 +572,11 @@ impl Refresher {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    warn!(%error, "no inventory yet: zone queries get SERVFAIL until a fetch succeeds");
+                    // Each unit's failure has its own line already; this
+                    // says once what it means for clients.
+                    if failures == 1 {
+                        warn!("no inventory yet: zone queries get SERVFAIL until a fetch succeeds");
+                    }
                     error.throttled
                 }
             };
@@ -690,8 +707,13 @@ mod tests {
                             packer.finish().unwrap()
                         })
                         .map_err(|code| SourceError::Api {
+                            problem: if crate::inventory::is_throttling_code(code) {
+                                crate::inventory::ApiProblem::Throttled
+                            } else {
+                                crate::inventory::ApiProblem::Other
+                            },
                             code: code.into(),
-                            message: "scripted".into(),
+                            cause: format!("{code}: scripted"),
                         }),
                 })
                 .collect()
@@ -778,7 +800,9 @@ mod tests {
         let error = r.refresh_once().await.unwrap_err();
         assert!(error.throttled);
         assert!(
-            error.to_string().contains("east: RequestLimitExceeded"),
+            error
+                .to_string()
+                .contains("east: throttled by the API: RequestLimitExceeded"),
             "{error}"
         );
         assert!(r.store.load().is_none());

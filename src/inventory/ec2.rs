@@ -27,9 +27,12 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_ec2::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{
+    BoxError, DisplayErrorContext, ErrorMetadata, ProvideErrorMetadata, SdkError,
+};
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
@@ -37,8 +40,8 @@ use tokio::task::JoinSet;
 
 use super::packed::{Packed, Packer, Spool};
 use super::{
-    collect_addresses, is_throttling_code, Instance, InterfaceAddresses, Source, SourceError,
-    UnitCheck, UnitFetch,
+    collect_addresses, is_throttling_code, ApiProblem, Instance, InterfaceAddresses, Source,
+    SourceError, UnitCheck, UnitFetch,
 };
 use crate::metrics::{metrics, ApiCounters};
 
@@ -53,6 +56,8 @@ struct Unit {
     region: String,
     /// A client for this region with this account's credentials.
     client: Client,
+    /// Whether the credentials come from assuming a role.
+    role: bool,
 }
 
 /// Lists running instances with DescribeInstances.
@@ -121,6 +126,7 @@ impl Ec2Source {
                     label,
                     region: region.clone(),
                     client: Client::from_conf(config),
+                    role: account.role_arn.is_some(),
                 });
             }
         }
@@ -229,20 +235,7 @@ impl Source for Ec2Source {
                 Err(e) if e.code() == Some("DryRunOperation") => {
                     Ok("credentials work and ec2:DescribeInstances is allowed".to_string())
                 }
-                Err(e) => {
-                    let error = api_error(e);
-                    let hint = match &error {
-                        SourceError::Api { code, .. } => match code.as_str() {
-                            "UnauthorizedOperation" => " (the credentials work, but ec2:DescribeInstances is not allowed: see deploy/iam-policy.json)",
-                            "AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException" => " (the credentials were rejected)",
-                            "AccessDenied" => " (the role could not be assumed: check its trust policy and sts:AssumeRole)",
-                            "dispatch" | "timeout" => " (the endpoint could not be reached)",
-                            _ => "",
-                        },
-                        _ => "",
-                    };
-                    Err(format!("{error}{hint}"))
-                }
+                Err(e) => Err(api_error(e, unit).to_string()),
             };
             results.push(UnitCheck {
                 unit: unit.label.clone(),
@@ -307,7 +300,7 @@ async fn fetch_unit(
     let mut calls = 0u32;
     while let Some(page) = pages.next().await {
         calls += 1;
-        let page = page.map_err(api_error)?;
+        let page = page.map_err(|e| api_error(e, unit))?;
         for reservation in page.reservations() {
             for raw in reservation.instances() {
                 if let Some(instance) = into_instance(raw, &unit.region) {
@@ -321,13 +314,16 @@ async fn fetch_unit(
     Ok(packed)
 }
 
-/// An SDK error as a [`SourceError::Api`] with the AWS error code, or a
-/// stand-in code when no response came (`dispatch`, `timeout`, `response`).
-fn api_error<E, R>(error: SdkError<E, R>) -> SourceError
+/// An SDK error of `unit` as a [`SourceError::Api`]: which kind of failure
+/// it is, told apart by what the SDK's error chain holds, and its innermost
+/// cause on one line. The whole chain (the SDK's `Debug` of nested
+/// connector and provider errors, 20 lines) goes to the debug log only.
+fn api_error<E, R>(error: SdkError<E, R>, unit: &Unit) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    tracing::debug!(unit = %unit.label, error = %DisplayErrorContext(&error), "EC2 call failed");
     let code = match &error {
         SdkError::ServiceError(_) => error.code().unwrap_or("unknown").to_string(),
         SdkError::TimeoutError(_) => "timeout".to_string(),
@@ -336,11 +332,145 @@ where
         SdkError::ConstructionFailure(_) => "construction".to_string(),
         _ => "unknown".to_string(),
     };
-    let message = match error.message() {
-        Some(m) => m.to_string(),
-        None => DisplayErrorContext(&error).to_string(),
+    let (problem, cause) = match &error {
+        SdkError::ServiceError(_) => {
+            let message = error.message().unwrap_or("no message");
+            (service_problem(&code), format!("{code}: {message}"))
+        }
+        SdkError::TimeoutError(_) => (
+            ApiProblem::EndpointUnreachable,
+            "no answer within call_timeout_secs".to_string(),
+        ),
+        SdkError::DispatchFailure(failure) => match credentials_error(&error) {
+            Some(credentials) => credentials_problem(credentials, unit.role),
+            None => {
+                let timeout = failure.as_connector_error().is_some_and(|c| c.is_timeout());
+                (
+                    ApiProblem::EndpointUnreachable,
+                    connection_cause(&error, timeout),
+                )
+            }
+        },
+        _ => (ApiProblem::Other, format!("{code}: {}", innermost(&error))),
     };
-    SourceError::Api { code, message }
+    SourceError::Api {
+        problem,
+        code,
+        cause,
+    }
+}
+
+/// The kind of failure an AWS error code stands for.
+fn service_problem(code: &str) -> ApiProblem {
+    match code {
+        c if is_throttling_code(c) => ApiProblem::Throttled,
+        "AuthFailure"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException"
+        | "InvalidAccessKeyId"
+        | "ExpiredToken"
+        | "RequestExpired" => ApiProblem::CredentialsRejected,
+        // EC2 says UnauthorizedOperation; other services (and moto) AccessDenied.
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
+            ApiProblem::PermissionMissing
+        }
+        _ => ApiProblem::Other,
+    }
+}
+
+/// The credentials provider's error in `error`'s chain, if that is what failed.
+fn credentials_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
+    chain(error).find_map(|e| e.downcast_ref::<CredentialsError>())
+}
+
+/// What went wrong getting credentials, and its cause in words.
+fn credentials_problem(error: &CredentialsError, role: bool) -> (ApiProblem, String) {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => {
+            // The chain's message lists every provider on its own line;
+            // the instance metadata's is the one that matters on EC2.
+            let text = chain(error)
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let imds = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Ec2InstanceMetadata: "))
+                .map(|reason| format!("; instance metadata: {reason}"))
+                .unwrap_or_default();
+            (
+                ApiProblem::NoCredentials,
+                format!("none in the environment, the profile files, a web identity token, the ECS container or the instance metadata{imds}"),
+            )
+        }
+        CredentialsError::ProviderTimedOut(_) => (
+            if role {
+                ApiProblem::RoleNotAssumable
+            } else {
+                ApiProblem::NoCredentials
+            },
+            "the credentials provider timed out".to_string(),
+        ),
+        _ if role => (ApiProblem::RoleNotAssumable, innermost(error)),
+        _ => (ApiProblem::NoCredentials, innermost(error)),
+    }
+}
+
+/// Why a connection to the endpoint failed, in words: DNS, refused, TLS,
+/// a timeout, or the innermost error.
+fn connection_cause(error: &(dyn std::error::Error + 'static), timeout: bool) -> String {
+    let texts: Vec<String> = chain(error).map(|e| e.to_string().to_lowercase()).collect();
+    let any = |needles: &[&str]| texts.iter().any(|t| needles.iter().any(|n| t.contains(n)));
+    let io_kind = chain(error)
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let cause = innermost(error);
+    if timeout || io_kind == Some(std::io::ErrorKind::TimedOut) {
+        format!("timed out connecting ({cause})")
+    } else if any(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        format!("the endpoint's name does not resolve ({cause})")
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        "connection refused".to_string()
+    } else if any(&["tls", "certificate", "handshake"]) {
+        format!("TLS failed ({cause})")
+    } else {
+        cause
+    }
+}
+
+/// `error` and its sources, outermost first.
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// The innermost error's message, on one line. Where the innermost is an
+/// AWS answer (say, STS refusing AssumeRole inside a credentials
+/// provider), its code and message.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(answer) = chain(error).find_map(|e| e.downcast_ref::<ErrorMetadata>()) {
+        return match (answer.code(), answer.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            (None, Some(message)) => message.to_string(),
+            (None, None) => "AWS answered with an error but gave no code or message".to_string(),
+        };
+    }
+    let last = chain(error).last().unwrap_or(error);
+    let text = last.to_string();
+    let mut line: String = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        line = format!("{last:?}");
+    }
+    line
 }
 
 /// The SDK's instance as an [`Instance`]; `None` without an instance id.

@@ -168,14 +168,18 @@ pub enum SourceError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The EC2 API (or the way to it) failed for one region and account.
-    #[error("{code}: {message}")]
+    /// The EC2 API (or the way to it) failed for one region and account:
+    /// one line, what kind of failure, its innermost cause, and what to do.
+    #[error("{problem}: {cause}{}", problem.hint())]
     Api {
+        /// What kind of failure, in the operator's words.
+        problem: ApiProblem,
         /// The AWS error code (`RequestLimitExceeded`, `AuthFailure`, ...),
         /// or `dispatch` / `timeout` / `response` when no response came.
         code: String,
-        /// The error message, with its causes.
-        message: String,
+        /// The innermost cause, on one line (the code and AWS's message
+        /// where AWS answered).
+        cause: String,
     },
     /// The inventory was read but is not what the source expects.
     #[error("{path}: not a describe-instances document: {reason}")]
@@ -188,6 +192,55 @@ pub enum SourceError {
     /// The fetched instances could not be kept (their spool file failed).
     #[error("cannot keep the fetched instances: {0}")]
     Spool(std::io::Error),
+}
+
+/// The kinds of API failure an operator tells apart, each with its own fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiProblem {
+    /// No credentials anywhere in the SDK's chain.
+    NoCredentials,
+    /// AWS did not accept the credentials.
+    CredentialsRejected,
+    /// The credentials work, but lack a permission.
+    PermissionMissing,
+    /// An account's role could not be assumed.
+    RoleNotAssumable,
+    /// No answer from the endpoint: DNS, connection, TLS or a timeout.
+    EndpointUnreachable,
+    /// The API asked fleetdns to slow down.
+    Throttled,
+    /// Anything else AWS answered or the SDK reported.
+    Other,
+}
+
+impl ApiProblem {
+    /// What to do about it, starting with "; ", or nothing.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ApiProblem::NoCredentials => "; give the instance a role (in a container, the instance metadata needs a hop limit of 2: aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ApiProblem::CredentialsRejected => "; the keys are wrong, revoked or expired, or this host's clock is more than 5 minutes off",
+            ApiProblem::PermissionMissing => "; allow ec2:DescribeInstances to this identity (deploy/iam-policy.json)",
+            ApiProblem::RoleNotAssumable => "; check the role's trust policy (it must trust this identity, with the external_id if one is set) and that this identity may sts:AssumeRole it",
+            ApiProblem::EndpointUnreachable => "; check endpoint_url (or AWS_ENDPOINT_URL), DNS, and the route to the endpoint (VPC endpoint, proxy, egress rules)",
+            ApiProblem::Throttled => "; fleetdns backs off and keeps serving the last good data (a longer interval_secs asks less)",
+            ApiProblem::Other => "",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiProblem::NoCredentials => "no AWS credentials",
+            ApiProblem::CredentialsRejected => "AWS rejected the credentials",
+            ApiProblem::PermissionMissing => "permission missing",
+            ApiProblem::RoleNotAssumable => "the role cannot be assumed",
+            ApiProblem::EndpointUnreachable => "the endpoint cannot be reached",
+            ApiProblem::Throttled => "throttled by the API",
+            ApiProblem::Other => "the EC2 API failed",
+        })
+    }
 }
 
 impl SourceError {

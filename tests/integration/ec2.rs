@@ -32,10 +32,15 @@ pub(crate) fn write_config(
     } else {
         "max_attempts = 2\n"
     };
+    let timeout = if ec2_extra.contains("call_timeout_secs") {
+        ""
+    } else {
+        "call_timeout_secs = 5\n"
+    };
     std::fs::write(
         &config,
         format!(
-            "{top_extra}\n[source.ec2]\nendpoint_url = \"{endpoint}\"\ncall_timeout_secs = 5\n{attempts}{ec2_extra}\n"
+            "{top_extra}\n[source.ec2]\nendpoint_url = \"{endpoint}\"\n{timeout}{attempts}{ec2_extra}\n"
         ),
     )
     .unwrap();
@@ -336,7 +341,7 @@ fn check_reports_each_region_and_the_aws_error_code() {
     assert_eq!(result.status.code(), Some(1));
     let out = String::from_utf8_lossy(&result.stdout);
     assert!(
-        out.contains("FAIL ec2:ambient:eu-west-1: RequestLimitExceeded"),
+        out.contains("FAIL ec2:ambient:eu-west-1: throttled by the API: RequestLimitExceeded: "),
         "{out}"
     );
     assert!(out.contains("ok   ec2:ambient:us-east-1"), "{out}");
@@ -346,8 +351,7 @@ fn check_reports_each_region_and_the_aws_error_code() {
     let result = run(&["check", "--config", config.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&result.stdout);
     assert!(
-        out.contains("FAIL ec2:ambient:us-east-1: AuthFailure")
-            && out.contains("credentials were rejected"),
+        out.contains("FAIL ec2:ambient:us-east-1: AWS rejected the credentials: AuthFailure: "),
         "{out}"
     );
 }
@@ -404,4 +408,184 @@ fn no_region_anywhere_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no AWS region"), "{err}");
+}
+
+/// `http://127.0.0.1:PORT` where nothing listens (a port just let go).
+fn closed_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// `parent/name`, made.
+fn subdir(parent: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `check` for one unit against `endpoint` with `env` on top of the test
+/// environment, less the variables in `unset`: (exit code, stdout, stderr).
+fn check_with(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(bin());
+    aws_test_env(&mut command);
+    for var in unset {
+        command.env_remove(var);
+    }
+    let out = command
+        .args(["check", "--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+/// Issue 20: the first-boot failures, each told apart in one line with its
+/// innermost cause and its own hint, and never the SDK's Debug dump.
+#[test]
+fn each_aws_failure_is_one_line_with_its_cause_and_what_to_do() {
+    let moto = Moto::start();
+    moto.seed(&basic_fleet());
+    let dir = tempdir();
+    let one_region = "regions = [\"us-east-1\"]\nmax_attempts = 1";
+    let config = write_config(dir.path(), &moto.endpoint, one_region, "");
+    let expect = |(code, out, err): (Option<i32>, String, String), says: &[&str]| {
+        assert_eq!(code, Some(1), "{out}{err}");
+        let fail = out
+            .lines()
+            .find(|l| l.starts_with("FAIL "))
+            .unwrap_or_else(|| panic!("{out}"));
+        for s in says {
+            assert!(fail.contains(s), "{s:?} not in {fail}");
+        }
+        assert_eq!(err.lines().count(), 1, "one error line: {err}");
+        for dump in ["DispatchFailure", "ConnectorError", "Some(", "{ "] {
+            assert!(!out.contains(dump) && !err.contains(dump), "{out}{err}");
+        }
+    };
+
+    // no credentials anywhere (no keys, no profile, no instance metadata)
+    expect(
+        check_with(
+            &config,
+            &[],
+            &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        ),
+        &[
+            "FAIL ec2:ambient:us-east-1: no AWS credentials: ",
+            "instance metadata: ",
+            "give the instance a role",
+            "hop limit of 2",
+        ],
+    );
+
+    // nothing listens on the endpoint
+    let unreachable = write_config(
+        &subdir(dir.path(), "closed"),
+        &closed_endpoint(),
+        one_region,
+        "",
+    );
+    expect(
+        check_with(&unreachable, &[], &[]),
+        &["the endpoint cannot be reached: connection refused; check endpoint_url"],
+    );
+
+    // something listens but never answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung = write_config(
+        &subdir(dir.path(), "silent"),
+        &format!("http://{}", silent.local_addr().unwrap()),
+        &format!("{one_region}\ncall_timeout_secs = 1"),
+        "",
+    );
+    expect(
+        check_with(&hung, &[], &[]),
+        &["the endpoint cannot be reached: ", "call_timeout_secs"],
+    );
+
+    // credentials that work, without the permission; and that cannot
+    // assume a role
+    let (id, secret) = moto.user_without_policy("fleetdns-no-policy");
+    let role = write_config(
+        &subdir(dir.path(), "role"),
+        &moto.endpoint,
+        &format!("{one_region}\n[[source.ec2.accounts]]\nrole_arn = \"{ROLE}\""),
+        "",
+    );
+    moto.reject_credentials();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    expect(
+        check_with(&config, &keys, &[]),
+        &[
+            "permission missing: AccessDenied: ",
+            "allow ec2:DescribeInstances",
+        ],
+    );
+    expect(
+        check_with(&role, &keys, &[]),
+        &[
+            "FAIL ec2:210987654321:us-east-1: the role cannot be assumed: ",
+            "trust policy",
+        ],
+    );
+    // and credentials AWS does not know
+    expect(
+        check_with(&config, &[], &[]),
+        &["AWS rejected the credentials: AuthFailure: ", "clock"],
+    );
+}
+
+/// Issue 20: with no credentials the daemon says so once per refresh, one
+/// line each, and says once what that means for clients.
+#[test]
+fn a_failing_unit_is_logged_once_per_refresh() {
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        &closed_endpoint(),
+        "regions = [\"us-east-1\"]\nmax_attempts = 1",
+        "interval_secs = 1\nmax_backoff_secs = 1",
+    );
+    let d = Daemon::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.log().matches("backing off").count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = d.log();
+    let refreshes = log.matches("backing off").count();
+    let failures = log.matches("fetch failed; keeping last good data").count();
+    assert!(
+        failures == refreshes || failures == refreshes + 1,
+        "{failures} failure lines for {refreshes} refreshes:\n{log}"
+    );
+    assert_eq!(
+        log.matches("no inventory yet: zone queries get SERVFAIL")
+            .count(),
+        1,
+        "{log}"
+    );
+    for line in log.lines().filter(|l| l.contains("fetch failed")) {
+        assert!(
+            line.contains("the endpoint cannot be reached: connection refused"),
+            "{line}"
+        );
+    }
+    assert!(!log.contains("DispatchFailure"), "{log}");
 }

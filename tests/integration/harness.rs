@@ -280,7 +280,8 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// AWS settings for every child: dummy credentials, no instance metadata
 /// (nothing may reach 169.254.169.254), no region or endpoint from the
-/// environment, and no profile files from the machine.
+/// environment, and no profile files from the machine (empty ones: a
+/// missing file named by the variable draws a warning from the SDK).
 pub fn aws_test_env(command: &mut Command) {
     for var in [
         "AWS_REGION",
@@ -302,11 +303,8 @@ pub fn aws_test_env(command: &mut Command) {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", "/nonexistent/fleetdns-test/config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/fleetdns-test/credentials",
-        );
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
 }
 
 /// Parses a reply strictly: it must decode and leave no trailing bytes.

@@ -117,6 +117,17 @@ impl Moto {
         self.fleet(&["tag", region, id, key, value], None);
     }
 
+    /// Creates an IAM user with no policy and returns its access key id
+    /// and secret: once [`Moto::reject_credentials`] turns authorization
+    /// on, its calls fail for want of permission, not of credentials.
+    pub fn user_without_policy(&self, name: &str) -> (String, String) {
+        let keys: Value = serde_json::from_str(&self.fleet(&["iam-user", name], None)).unwrap();
+        (
+            keys["id"].as_str().unwrap().to_string(),
+            keys["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Makes every further call fail with AuthFailure (moto's own switch).
     pub fn reject_credentials(&self) {
         let (status, _) = http(&self.endpoint, "POST", "/moto-api/reset-auth", "0").unwrap();

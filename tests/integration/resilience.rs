@@ -273,6 +273,17 @@ fn api_failure_mid_run_keeps_names_turns_unready_counts_and_recovers() {
     wait_for_readyz(&d, 200, 5);
     assert_eq!(d.metric("fleetdns_ready", &[]), 1.0);
     assert!(d.metric("fleetdns_last_successful_refresh_timestamp_seconds", &[]) > 1.7e9);
+    // and the log says that it recovered, after how many failures, and how
+    // old the data it served meanwhile had become
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refresh succeeded after "))
+        .unwrap_or_else(|| panic!("no recovery line:\n{log}"));
+    assert!(
+        line.contains(" failures, data age ") && line.ends_with(" s"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -112,6 +112,8 @@ def main():
     t.add_argument("id")
     t.add_argument("key")
     t.add_argument("value")
+    u = sub.add_parser("iam-user", help="a user with no policy; prints its keys as JSON")
+    u.add_argument("name")
     s = sub.add_parser("state")
     s.add_argument("region")
     s.add_argument("id")
@@ -125,6 +127,17 @@ def main():
         client(args.endpoint, args.region).create_tags(
             Resources=[args.id], Tags=[{"Key": args.key, "Value": args.value}]
         )
+    elif args.cmd == "iam-user":
+        iam = boto3.client(
+            "iam",
+            endpoint_url=args.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        iam.create_user(UserName=args.name)
+        key = iam.create_access_key(UserName=args.name)["AccessKey"]
+        json.dump({"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}, sys.stdout)
     elif args.cmd == "state":
         set_state(client(args.endpoint, args.region), args.id, args.state)
 
