@@ -33,8 +33,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the configuration and read the source once; non-zero exit on any problem.
-    Check(Common),
+    /// Validate the configuration, try the listen addresses and the state
+    /// directory, and read the source once; one summary line, or every
+    /// problem and a non-zero exit.
+    Check(CheckArgs),
     /// Write the fleet into the managed block of a hosts file (for cron), or print the block.
     Hosts(HostsArgs),
     /// Print a shell completion script to stdout.
@@ -63,6 +65,18 @@ pub struct ServeArgs {
     /// After every change, update the managed block of this hosts file.
     #[arg(long, value_name = "PATH")]
     pub export_hosts: Option<PathBuf>,
+}
+
+/// `check`'s options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CheckArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Accept a fleet with no running instance (by default a failure: a
+    /// wrong region, filter or account lists nothing).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `hosts`'s options.

@@ -5,12 +5,14 @@
 //! prints them with Rust's `{:?}` escaping, JSON escapes them by itself.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::cli::HostsArgs;
+use crate::cli::{CheckArgs, HostsArgs};
 use crate::config::Settings;
 use crate::hosts::{export, render_block, render_lines};
 use crate::inventory::Source;
@@ -203,41 +205,150 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
     Ok(())
 }
 
-/// `check`: the configuration is valid, every unit of the source can be
-/// read (for EC2: a DryRun call per region and account, which tells bad
-/// credentials from a missing permission), and the zone builds.
-pub async fn check(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
+/// `check`: what a start would need, tried without starting. The
+/// configuration is valid (or this is not reached); every listen address
+/// can be bound; the state directory is a writable directory (or can be
+/// made); every unit of the source can be read (for EC2: a DryRun call per
+/// region and account, which tells bad credentials from a missing
+/// permission); and the zone builds, with at least one running instance
+/// unless `--allow-empty`.
+///
+/// On success one summary line (each check's own line too with `-v`); on
+/// failure every check's line, then the error.
+pub async fn check(
+    settings: &Settings,
+    args: &CheckArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut checks: Vec<(String, Result<String, String>)> = Vec::new();
+    for &address in &settings.listen {
+        checks.push((format!("listen {address}"), try_bind(address, true)));
+    }
+    if let Some(address) = settings.metrics_listen {
+        checks.push((
+            format!("metrics_listen {address}"),
+            try_bind(address, false),
+        ));
+    }
+    checks.push((
+        format!("state_dir {}", settings.state_dir.display()),
+        check_state_dir(&settings.state_dir),
+    ));
     let source = build_source(&settings.source).await?;
-    let checks = source.check().await;
-    let mut failures = Vec::new();
-    for c in &checks {
-        match &c.result {
-            Ok(summary) => writeln!(out, "ok   {}: {summary}", c.unit)?,
-            Err(problem) => {
-                writeln!(out, "FAIL {}: {problem}", c.unit)?;
-                failures.push(format!("{}: {problem}", c.unit));
+    let units = source.check().await;
+    let units_failed = units.iter().any(|u| u.result.is_err());
+    checks.extend(units.into_iter().map(|u| (u.unit, u.result)));
+    let mut summary = None;
+    if !units_failed {
+        let snapshot = snapshot_of(source.clone(), settings).await?;
+        let report = snapshot.report();
+        if snapshot.instance_count() == 0 && !args.allow_empty {
+            checks.push((
+                "fleet".to_string(),
+                Err(format!(
+                    "no running instance in {}: check the regions, the filters and the account the credentials belong to (--allow-empty accepts an empty fleet)",
+                    source.describe()
+                )),
+            ));
+        }
+        summary = Some(format!(
+            "ok: zone {} from {}: {} instances, {} names, {} rewritten, {} skipped, {} not running",
+            snapshot.zone(),
+            source.describe(),
+            snapshot.instance_count(),
+            snapshot.name_count(),
+            report.rewrites.len(),
+            report.skips.len(),
+            report.not_running
+        ));
+    }
+    let failures: Vec<String> = checks
+        .iter()
+        .filter_map(|(what, r)| r.as_ref().err().map(|e| format!("{what}: {e}")))
+        .collect();
+    if !failures.is_empty() || args.common.verbose > 0 {
+        for (what, result) in &checks {
+            match result {
+                Ok(fine) => writeln!(out, "ok   {what}: {fine}")?,
+                Err(problem) => writeln!(out, "FAIL {what}: {problem}")?,
             }
         }
     }
     if let Some(first) = failures.first() {
         let more = match failures.len() {
             1 => String::new(),
-            n => format!(" (and {} more of {} units)", n - 1, checks.len()),
+            n => format!(" (and {} more problems)", n - 1),
         };
         anyhow::bail!("{first}{more}");
     }
-    let snapshot = snapshot_of(source.clone(), settings).await?;
-    let report = snapshot.report();
-    writeln!(
-        out,
-        "ok: zone {} from {}: {} instances, {} names, {} rewritten, {} skipped, {} not running",
-        snapshot.zone(),
-        source.describe(),
-        snapshot.instance_count(),
-        snapshot.name_count(),
-        report.rewrites.len(),
-        report.skips.len(),
-        report.not_running
-    )?;
+    if let Some(summary) = summary {
+        writeln!(out, "{summary}")?;
+    }
     Ok(())
+}
+
+/// Binds `address` for DNS (UDP and TCP) or HTTP (TCP) and lets it go
+/// again: a port in use or an address of no interface fails here instead
+/// of at the start.
+fn try_bind(address: SocketAddr, udp: bool) -> Result<String, String> {
+    let tried = if udp {
+        std::net::UdpSocket::bind(address).map(drop)
+    } else {
+        Ok(())
+    }
+    .and_then(|()| std::net::TcpListener::bind(address).map(drop));
+    match tried {
+        Ok(()) => Ok("can be bound".to_string()),
+        // `check` run by hand as a user; the service has the capability.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && address.port() < 1024 => {
+            Ok("not tried: ports below 1024 need root or CAP_NET_BIND_SERVICE, which the systemd unit grants".to_string())
+        }
+        Err(e) => Err(format!("{e}{}", crate::dns::server::hint(&e, address))),
+    }
+}
+
+/// Whether fleetdns can keep its state in `dir`: a writable directory, or
+/// one it can make below the nearest directory that exists.
+fn check_state_dir(dir: &Path) -> Result<String, String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err("exists but is not a directory".to_string()),
+        Ok(_) => {
+            let probe = dir.join(format!(".fleetdns-check-{}", std::process::id()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map_err(|e| format!("is not writable: {e}"))?;
+            let _ = std::fs::remove_file(&probe);
+            Ok("a writable directory".to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| a.exists())
+                .unwrap_or(Path::new("/"));
+            if !parent.is_dir() {
+                return Err(format!(
+                    "does not exist, and {} is not a directory",
+                    parent.display()
+                ));
+            }
+            // Making a directory there and removing it again is the only
+            // test that also knows about read-only mounts and ACLs.
+            let probe = parent.join(format!(".fleetdns-check-{}", std::process::id()));
+            std::fs::create_dir(&probe).map_err(|e| {
+                format!(
+                    "does not exist, and cannot be made in {}: {e}",
+                    parent.display()
+                )
+            })?;
+            let _ = std::fs::remove_dir(&probe);
+            Ok(format!(
+                "does not exist yet; fleetdns makes it under {} (under systemd, StateDirectory= does)",
+                parent.display()
+            ))
+        }
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
 }

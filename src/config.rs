@@ -591,14 +591,38 @@ impl Config {
         if self.listen.is_empty() {
             return Err(invalid("listen", "needs at least one address"));
         }
+        // Port 0 is a new port each time: never a clash.
+        for (i, address) in self.listen.iter().enumerate() {
+            if address.port() != 0 && self.listen[..i].contains(address) {
+                return Err(invalid("listen", format!("{address} is listed twice")));
+            }
+        }
+        if let Some(metrics) = self.metrics_listen.filter(|m| m.port() != 0) {
+            if let Some(dns) = self
+                .listen
+                .iter()
+                .find(|l| same_endpoint(**l, metrics) || same_endpoint(metrics, **l))
+            {
+                return Err(invalid(
+                    "metrics_listen",
+                    format!("{metrics} is also a DNS listen address ({dns}): DNS over TCP and HTTP cannot share a port"),
+                ));
+            }
+        }
         if self.interval_secs == 0 {
             return Err(invalid("interval_secs", "must be at least 1"));
         }
         let max_stale_secs = self
             .max_stale_secs
             .unwrap_or(self.interval_secs.saturating_mul(3));
-        if max_stale_secs == 0 {
-            return Err(invalid("max_stale_secs", "must be at least 1"));
+        if max_stale_secs < self.interval_secs {
+            return Err(invalid(
+                "max_stale_secs",
+                format!(
+                    "{max_stale_secs} is below interval_secs ({}): data would turn stale between two refreshes, and /readyz unready every time",
+                    self.interval_secs
+                ),
+            ));
         }
         if self.max_backoff_secs == 0 {
             return Err(invalid("max_backoff_secs", "must be at least 1"));
@@ -701,16 +725,7 @@ pub fn parse_source_flag(text: &str) -> Result<SourceConfig, ConfigError> {
 /// Checks `[source.ec2]` and fills in its defaults.
 fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
     for region in &c.regions {
-        let ok = !region.is_empty()
-            && region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(invalid(
-                "source.ec2.regions",
-                format!("{region:?} is not a region name like \"us-east-1\""),
-            ));
-        }
+        region_shape(region).map_err(|m| invalid("source.ec2.regions", m))?;
     }
     let mut regions = c.regions;
     regions.sort();
@@ -728,6 +743,14 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
             return Err(invalid(
                 "source.ec2.filters",
                 format!("filter {name:?} needs a name and at least one value"),
+            ));
+        }
+        if name == "instance-state-name" {
+            // ANDed with fleetdns's own running filter, another state
+            // matches nothing, and running alone adds nothing.
+            return Err(invalid(
+                "source.ec2.filters",
+                "\"instance-state-name\" is always \"running\" (only running instances have names); remove this filter",
             ));
         }
     }
@@ -909,6 +932,35 @@ fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Whether an upstream would send queries back to one of our listeners.
+/// Whether `region` has the shape of an AWS region name (`us-east-1`,
+/// `us-gov-west-1`, `eu-central-2`), with the likely fix when it does not.
+/// A shape, not a list: a list would refuse the next new region.
+fn region_shape(region: &str) -> Result<(), String> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let number = parts.last().copied().unwrap_or("");
+    let letters = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    let ok = (3..=5).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| letters(p))
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        return Ok(());
+    }
+    // An availability zone: us-east-1a.
+    if let Some(zone_of) = region
+        .strip_suffix(|c: char| c.is_ascii_lowercase())
+        .filter(|r| region_shape(r).is_ok())
+    {
+        return Err(format!(
+            "{region:?} is an availability zone; its region is {zone_of:?}"
+        ));
+    }
+    Err(format!(
+        "{region:?} is not a region name like \"us-east-1\" (`aws ec2 describe-regions` lists them)"
+    ))
+}
+
 fn same_endpoint(listen: SocketAddr, upstream: SocketAddr) -> bool {
     listen.port() == upstream.port()
         && (listen.ip() == upstream.ip()
@@ -1070,6 +1122,74 @@ mod tests {
             "a1.b2",
         ] {
             assert_eq!(hazard(zone), None, "{zone}");
+        }
+    }
+
+    /// Issue 20: settings that parse but cannot work are errors naming
+    /// the option, as `check` and a start must say before cloud-init goes on.
+    #[test]
+    fn settings_that_cannot_work_are_refused_naming_the_option() {
+        for (toml, option, says) in [
+            (
+                "listen = [\"127.0.0.1:53\", \"127.0.0.1:53\"]",
+                "listen",
+                "listed twice",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nmetrics_listen = \"127.0.0.1:53\"",
+                "metrics_listen",
+                "cannot share a port",
+            ),
+            (
+                "listen = [\"0.0.0.0:5353\"]\nmetrics_listen = \"127.0.0.1:5353\"",
+                "metrics_listen",
+                "cannot share a port",
+            ),
+            (
+                "interval_secs = 60\nmax_stale_secs = 30",
+                "max_stale_secs",
+                "below interval_secs (60)",
+            ),
+            (
+                "[source.ec2]\nregions = [\"us-east-1a\"]",
+                "source.ec2.regions",
+                "its region is \"us-east-1\"",
+            ),
+            (
+                "[source.ec2]\nregions = [\"useast1\"]",
+                "source.ec2.regions",
+                "not a region name",
+            ),
+            (
+                "[source.ec2]\nregions = [\"us-east\"]",
+                "source.ec2.regions",
+                "not a region name",
+            ),
+            (
+                "[source.ec2.filters]\n\"instance-state-name\" = [\"stopped\"]",
+                "source.ec2.filters",
+                "always \"running\"",
+            ),
+        ] {
+            let err = read_config(toml, "t")
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("invalid {option}: ")),
+                "{toml}: {err}"
+            );
+            assert!(err.contains(says), "{toml}: {err}");
+        }
+        for region in [
+            "us-east-1",
+            "us-gov-west-1",
+            "eu-central-2",
+            "ap-southeast-5",
+            "cn-north-1",
+        ] {
+            assert_eq!(region_shape(region), Ok(()), "{region}");
         }
     }
 

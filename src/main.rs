@@ -133,10 +133,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut std::io::stdout().lock(),
             ))
         }
-        Command::Check(common) => {
-            let settings = start(&common, &common.overrides(), false)?;
+        Command::Check(args) => {
+            let settings = start(&args.common, &args.common.overrides(), false)?;
             runtime.block_on(fleetdns::commands::check(
                 &settings,
+                &args,
                 &mut std::io::stdout().lock(),
             ))
         }

@@ -680,6 +680,13 @@ fn route(head: &[u8], health: &Health) -> Vec<u8> {
         ),
         "/healthz" => reply(200, "text/plain", "ok\n", with_body),
         "/readyz" => match health.readiness(SystemTime::now()) {
+            // Serving, but maybe not what was meant: say so.
+            Ok(()) if health.store.load().as_ref().is_some_and(|s| s.instance_count() == 0) => reply(
+                200,
+                "text/plain",
+                "ready, but the fleet is empty: no running instance was listed (check the regions, the filters and the account)\n",
+                with_body,
+            ),
             Ok(()) => reply(200, "text/plain", "ready\n", with_body),
             Err(why) => reply(503, "text/plain", &format!("not ready: {why}\n"), with_body),
         },

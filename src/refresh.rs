@@ -460,6 +460,9 @@ impl Refresher {
         };
         if let Some(snapshot) = snapshot {
             self.log_new_skips(&snapshot);
+            if snapshot.instance_count() == 0 && self.schedule.is_some() {
+                warn!(source = %self.source.describe(), "the fleet is empty: no running instance was listed (check the regions, the filters and the account); names of the zone get NXDOMAIN");
+            }
             info!(
                 instances = snapshot.instance_count(),
                 names = snapshot.name_count(),

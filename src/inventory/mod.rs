@@ -380,10 +380,18 @@ pub trait Source: Send + Sync {
             .into_iter()
             .map(|u| UnitCheck {
                 unit: u.unit,
-                result: u
-                    .result
-                    .map(|i| format!("{} instances", i.len()))
-                    .map_err(|e| e.to_string()),
+                result: u.result.map_err(|e| e.to_string()).and_then(|packed| {
+                    // The zone serves running instances only; say both, so
+                    // that the numbers agree with the summary's.
+                    let mut running = 0;
+                    packed
+                        .for_each(|i| running += usize::from(i.state == "running"))
+                        .map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "{} instances listed, {running} running",
+                        packed.len()
+                    ))
+                }),
             })
             .collect()
     }

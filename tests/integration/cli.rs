@@ -68,18 +68,34 @@ fn list_table_escapes_hostile_values() {
 
 #[test]
 fn check_reports_a_summary_and_succeeds() {
-    let out = run(&["check", "--source", &file_source(&example_fleet())]);
+    let src = file_source(&example_fleet());
+    let out = run(&["check", "--listen", "127.0.0.1:0", "--source", &src]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    // one line per source unit, then the zone
-    assert!(lines[0].starts_with("ok   file:"), "{text}");
-    assert!(lines[0].ends_with("fleet.json: 18 instances"), "{text}");
+    // one summary line, as the README says
+    assert_eq!(text.lines().count(), 1, "{text}");
     assert!(
-        lines[1].starts_with("ok: zone fleet.internal. from file:"),
+        text.starts_with("ok: zone fleet.internal. from file:")
+            && text.contains(": 16 instances, ")
+            && text.contains(", 2 not running"),
         "{text}"
     );
-    assert!(lines[1].contains("16 instances"), "{text}");
+    // -v shows each check, with counts that agree with the summary
+    let out = run(&["check", "-v", "--listen", "127.0.0.1:0", "--source", &src]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ok   listen 127.0.0.1:0: "), "{text}");
+    assert!(lines[1].starts_with("ok   state_dir "), "{text}");
+    assert!(
+        lines[2].starts_with("ok   file:")
+            && lines[2].ends_with("fleet.json: 18 instances listed, 16 running"),
+        "{text}"
+    );
+    assert!(lines[3].starts_with("ok: zone "), "{text}");
+    assert!(
+        stderr(&out).contains("zone updated"),
+        "-v also shows info lines"
+    );
 }
 
 /// Asserts a one-line error on stderr containing `needles`, and exit `code`.
@@ -109,7 +125,13 @@ fn malformed_inventory_is_a_one_line_error_naming_the_file() {
         );
     }
     assert_fails(
-        &["check", "--source", "file:/nonexistent/fleet.json"],
+        &[
+            "check",
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "file:/nonexistent/fleet.json",
+        ],
         1,
         &["/nonexistent/fleet.json", "No such file"],
     );

@@ -661,7 +661,14 @@ fn cloud_init_installs_a_config_that_checks_against_the_api() {
     let mut command = Command::new(bin());
     aws_test_env(&mut command);
     command
-        .args(["check", "--config", config.to_str().unwrap()])
+        // the port is the test's: others may hold 127.0.0.1:53 meanwhile
+        .args([
+            "check",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL_EC2", &moto.endpoint);
     let out = command.output().unwrap();

@@ -325,7 +325,7 @@ fn check_reports_each_region_and_the_aws_error_code() {
         "regions = [\"us-east-1\", \"eu-west-1\"]",
         "",
     );
-    let out = run_with_config(dir.path(), &["check"]);
+    let out = run_with_config(dir.path(), &["check", "-v", "--listen", "127.0.0.1:0"]);
     assert!(
         out.contains(
             "ok   ec2:ambient:eu-west-1: credentials work and ec2:DescribeInstances is allowed"
@@ -337,7 +337,13 @@ fn check_reports_each_region_and_the_aws_error_code() {
 
     proxy.set("eu-west-1", "throttle");
     let config = dir.path().join("fleetdns.toml");
-    let result = run(&["check", "--config", config.to_str().unwrap()]);
+    let result = run(&[
+        "check",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(result.status.code(), Some(1));
     let out = String::from_utf8_lossy(&result.stdout);
     assert!(
@@ -348,7 +354,13 @@ fn check_reports_each_region_and_the_aws_error_code() {
 
     moto.reject_credentials();
     proxy.set("eu-west-1", "ok");
-    let result = run(&["check", "--config", config.to_str().unwrap()]);
+    let result = run(&[
+        "check",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     let out = String::from_utf8_lossy(&result.stdout);
     assert!(
         out.contains("FAIL ec2:ambient:us-east-1: AWS rejected the credentials: AuthFailure: "),
@@ -404,7 +416,7 @@ fn the_endpoint_can_come_from_aws_endpoint_url_ec2() {
 
 #[test]
 fn no_region_anywhere_is_a_clear_error() {
-    let out = run(&["check", "--source", "ec2"]);
+    let out = run(&["check", "--listen", "127.0.0.1:0", "--source", "ec2"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no AWS region"), "{err}");
@@ -436,7 +448,13 @@ fn check_with(
         command.env_remove(var);
     }
     let out = command
-        .args(["check", "--config", config.to_str().unwrap()])
+        .args([
+            "check",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .envs(env.iter().copied())
         .output()
         .unwrap();

@@ -300,11 +300,20 @@ pub fn aws_test_env(command: &mut Command) {
         // /etc/fleetdns/fleetdns.toml must not change what tests see (an
         // empty file is every default). Tests that set it themselves win.
         .env("FLEETDNS_CONFIG", "/dev/null")
+        // and no state in /var/lib/fleetdns: daemons get their own dir
+        // (Daemon::spawn); one-shot commands share this one
+        .env("STATE_DIRECTORY", shared_state_dir())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+}
+
+/// A state directory for one-shot commands, made once per test run.
+pub fn shared_state_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(tempdir).path()
 }
 
 /// Parses a reply strictly: it must decode and leave no trailing bytes.

@@ -44,7 +44,7 @@ fn one_shot_commands_print_no_log_lines_unless_asked() {
     // logs them; list, check and hosts print their output and nothing else.
     for args in [
         vec!["list", "--source", &src],
-        vec!["check", "--source", &src],
+        vec!["check", "--listen", "127.0.0.1:0", "--source", &src],
         vec!["hosts", "--source", &src, "-o", "-"],
     ] {
         let out = run(&args);
@@ -363,4 +363,105 @@ fn a_name_tag_holding_the_full_name_is_served_under_its_short_name() {
             .any(|r| r["value"] == "web-1.fleet.internal" && r["name"] == "web-1"),
         "{rewritten:?}"
     );
+}
+
+/// `fleetdns check` with `args` (and the demo fleet unless a source is
+/// given): (exit code, stdout, stderr).
+fn check(args: &[&str]) -> (Option<i32>, String, String) {
+    let src = demo_source();
+    let mut full = vec!["check"];
+    full.extend_from_slice(args);
+    if !args.contains(&"--source") && !args.contains(&"--config") {
+        full.extend_from_slice(&["--source", &src]);
+    }
+    let out = run(&full);
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+/// Issue 20: what `check` used to pass and a start then failed on, each
+/// with the exit code the README lists (2: configuration, 1: this host).
+#[test]
+fn check_fails_on_what_would_stop_a_start() {
+    // a port in use
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (code, out, err) = check(&["--listen", &port]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!("FAIL listen {port}: ")) && out.contains("in use"),
+        "{out}"
+    );
+    assert!(err.starts_with(&format!("error: listen {port}: ")), "{err}");
+    // an address of no interface here
+    let (code, out, _) = check(&["--listen", "192.0.2.1:5353"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("FAIL listen 192.0.2.1:5353: ") && out.contains("no interface"),
+        "{out}"
+    );
+    // a state dir that is a file
+    let dir = tempdir();
+    let file = dir.path().join("state");
+    std::fs::write(&file, "").unwrap();
+    let (code, out, _) = check(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("is not a directory"), "{out}");
+    // configuration that cannot work: exit 2, the option named
+    for (toml, says) in [
+        (
+            "listen = [\"127.0.0.1:5353\", \"127.0.0.1:5353\"]",
+            "invalid listen: 127.0.0.1:5353 is listed twice",
+        ),
+        (
+            "listen = [\"127.0.0.1:5353\"]\nmetrics_listen = \"127.0.0.1:5353\"",
+            "invalid metrics_listen: ",
+        ),
+        (
+            "interval_secs = 60\nmax_stale_secs = 10",
+            "invalid max_stale_secs: 10 is below interval_secs (60)",
+        ),
+        (
+            "[source.ec2]\nregions = [\"eu-west-1b\"]",
+            "its region is \"eu-west-1\"",
+        ),
+        (
+            "[source.ec2.filters]\n\"instance-state-name\" = [\"running\", \"stopped\"]",
+            "invalid source.ec2.filters: ",
+        ),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, toml).unwrap();
+        let (code, _, err) = check(&["--config", config.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{toml}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{toml}: {err}");
+    }
+}
+
+#[test]
+fn an_empty_fleet_fails_check_unless_allowed_and_the_daemon_says_so() {
+    let dir = tempdir();
+    let path = dir.path().join("fleet.json");
+    let mut stopped = Fake::running(1, Some("web"));
+    stopped.state = "stopped";
+    write_inventory(&path, &[stopped]);
+    let src = format!("file:{}", path.display());
+    let (code, out, err) = check(&["--listen", "127.0.0.1:0", "--source", &src]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("FAIL fleet: no running instance in "), "{out}");
+    assert!(err.contains("--allow-empty"), "{err}");
+    let (code, out, err) = check(&["--listen", "127.0.0.1:0", "--allow-empty", "--source", &src]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(": 0 instances, "), "{out}");
+    // the daemon serves it, warns, and /readyz says so
+    let d = Daemon::start(&["--source", &src, "--metrics-listen", "127.0.0.1:0"]);
+    d.wait_for_log("the fleet is empty", 10);
+    let (status, body) = d.http_get("/readyz");
+    assert_eq!(status, 200);
+    assert!(body.contains("the fleet is empty"), "{body}");
 }
