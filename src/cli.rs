@@ -22,7 +22,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Answer DNS for the zone until SIGTERM (SIGHUP refreshes now).
+    /// Answer DNS for the zone until SIGTERM (SIGHUP reloads the config and refreshes now).
     Serve(ServeArgs),
     /// Print every name with its addresses, and what naming rewrote or skipped.
     List {

@@ -69,7 +69,11 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 /// Reads the config from where it is found, sets up logging (the config
 /// may choose its format), then validates with the flags applied.
-fn start(common: &Common, overrides: &Overrides, daemon: bool) -> anyhow::Result<Settings> {
+fn start(
+    common: &Common,
+    overrides: &Overrides,
+    daemon: bool,
+) -> anyhow::Result<(Settings, ConfigOrigin)> {
     let origin = ConfigOrigin::from_env(common.config.as_deref());
     let config = origin.load()?;
     logging::init(LogSetup {
@@ -86,7 +90,7 @@ fn start(common: &Common, overrides: &Overrides, daemon: bool) -> anyhow::Result
     } else {
         tracing::debug!(config = %origin, "configuration");
     }
-    Ok(config.validate(overrides)?)
+    Ok((config.validate(overrides)?, origin))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -117,16 +121,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => {
-            let settings = start(&args.common, &args.overrides(), true)?;
-            runtime.block_on(fleetdns::serve::run(settings, args.export_hosts))
+            let overrides = args.overrides();
+            let (settings, origin) = start(&args.common, &overrides, true)?;
+            let reload = fleetdns::serve::ConfigSource { origin, overrides };
+            runtime.block_on(fleetdns::serve::run(settings, reload, args.export_hosts))
         }
         Command::List { common, json } => {
-            let settings = start(&common, &common.overrides(), false)?;
+            let (settings, _) = start(&common, &common.overrides(), false)?;
             let snapshot = runtime.block_on(fleetdns::commands::snapshot_once(&settings))?;
             fleetdns::commands::write_list(&snapshot, json, &mut std::io::stdout().lock())
         }
         Command::Hosts(args) => {
-            let settings = start(&args.common, &args.common.overrides(), false)?;
+            let (settings, _) = start(&args.common, &args.common.overrides(), false)?;
             runtime.block_on(fleetdns::commands::hosts(
                 &settings,
                 &args,
@@ -134,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Command::Check(args) => {
-            let settings = start(&args.common, &args.common.overrides(), false)?;
+            let (settings, _) = start(&args.common, &args.common.overrides(), false)?;
             runtime.block_on(fleetdns::commands::check(
                 &settings,
                 &args,

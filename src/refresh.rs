@@ -191,6 +191,25 @@ pub struct Refresher {
     /// The skipped values already logged, as (instance, rule, value): the
     /// daemon warns about each once while it stays, not on every change.
     skips_logged: HashSet<(String, String, String)>,
+    /// New settings from a reloaded configuration, taken before the next
+    /// refresh.
+    reconfigure: Option<watch::Receiver<Option<Arc<Reconfigure>>>>,
+    /// Whether the next refresh must rebuild the zone although no unit's
+    /// data changed (the naming policy or the zone did).
+    rebuild: bool,
+}
+
+/// What a reloaded configuration changes in the refresher. The state
+/// directory stays: moving it needs a restart.
+pub struct Reconfigure {
+    /// The source, built anew from the new settings.
+    pub source: Arc<dyn Source>,
+    /// The naming policy.
+    pub naming: Naming,
+    /// The zone apex.
+    pub zone: Name,
+    /// Interval, backoff and staleness.
+    pub schedule: Schedule,
 }
 
 impl Refresher {
@@ -213,7 +232,47 @@ impl Refresher {
             changes: watch::channel(None).0,
             status,
             skips_logged: HashSet::new(),
+            reconfigure: None,
+            rebuild: false,
         }
+    }
+
+    /// Takes new settings from `changes` before each refresh of [`run`](Self::run).
+    pub fn with_reconfigure(mut self, changes: watch::Receiver<Option<Arc<Reconfigure>>>) -> Self {
+        self.reconfigure = Some(changes);
+        self
+    }
+
+    /// Applies new settings, if any came. Units the new source no longer
+    /// has are dropped with their data; the next refresh rebuilds the zone
+    /// whatever the units fetch.
+    fn take_new_settings(&mut self) {
+        let Some(changes) = self.reconfigure.as_mut() else {
+            return;
+        };
+        if !changes.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(new) = changes.borrow_and_update().clone() else {
+            return;
+        };
+        let units = new.source.units();
+        self.last_good.retain(|unit, _| units.contains(unit));
+        self.status.update(|s| {
+            s.units = units
+                .iter()
+                .map(|u| (u.clone(), s.units.get(u).copied().flatten()))
+                .collect();
+        });
+        self.source = new.source.clone();
+        self.naming = new.naming.clone();
+        self.zone = new.zone.clone();
+        if let Some(schedule) = self.schedule.as_mut() {
+            schedule.interval = new.schedule.interval;
+            schedule.max_backoff = new.schedule.max_backoff;
+            schedule.max_stale = new.schedule.max_stale;
+        }
+        self.rebuild = true;
     }
 
     /// Logs the values naming skipped that were not skipped before: the
@@ -426,7 +485,8 @@ impl Refresher {
             .collect();
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
-        let unchanged = !inventory_changed && current.is_some();
+        let unchanged = !inventory_changed && current.is_some() && !self.rebuild;
+        self.rebuild = false;
         let built = crate::background::run(move || {
             if unchanged {
                 return Ok::<_, crate::inventory::packed::PackError>(None);
@@ -554,6 +614,8 @@ impl Refresher {
         // fetching works again.
         let mut last_success: Option<Instant> = None;
         loop {
+            self.take_new_settings();
+            let schedule = self.schedule.clone().unwrap_or(schedule.clone());
             let throttled = match self.refresh_once().await {
                 Ok(r) if r.failed.is_empty() => {
                     if failures > 0 {

@@ -17,8 +17,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{Settings, SourceSpec};
-use crate::dns::fast::{FastPath, FastZone};
+use crate::config::{ConfigOrigin, Overrides, Settings, SourceSpec};
+use crate::dns::fast::FastPath;
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
 use crate::dns::ZoneHandler;
@@ -28,7 +28,7 @@ use crate::inventory::ec2::Ec2Source;
 use crate::inventory::file::FileSource;
 use crate::inventory::Source;
 use crate::metrics::{self, Health};
-use crate::refresh::{Refresher, Schedule};
+use crate::refresh::{Reconfigure, Refresher, Schedule};
 use crate::snapshot::{new_store, Snapshot};
 use crate::systemd::Notifier;
 
@@ -78,8 +78,171 @@ pub fn spawn_subscriber(
     })
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::Result<()> {
+/// Where the daemon's configuration came from, to read it again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file (or the built-in defaults).
+    pub origin: ConfigOrigin,
+    /// The command line's flags, applied again over the file.
+    pub overrides: Overrides,
+}
+
+/// What SIGHUP changes: the configuration is read again and what can
+/// change at runtime is applied (zone parameters and TTLs, naming, the
+/// source, timing, forwarding); listen addresses, the state directory,
+/// the metrics address and TCP limits need a restart, and the one log line
+/// per reload says which changed. An invalid file changes nothing.
+struct Reloader {
+    /// Where to read it from.
+    config: ConfigSource,
+    /// What runs now (restart-only parts as started).
+    current: Settings,
+    /// The source that runs now: kept unless its settings change.
+    source: Arc<dyn Source>,
+    /// The handler, for the zone parameters and the forwarder.
+    handler: Arc<ZoneHandler>,
+    /// The UDP fast path, for the zone parameters.
+    fast: FastPath,
+    /// The refresher's inbox.
+    refresher: watch::Sender<Option<Arc<Reconfigure>>>,
+}
+
+impl Reloader {
+    /// Reads the configuration again and applies it, or logs why not.
+    async fn reload(&mut self) {
+        let origin = &self.config.origin;
+        let new = match origin
+            .load()
+            .and_then(|c| c.validate(&self.config.overrides))
+        {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(
+                    "reload failed, still running on the previous configuration: {error}"
+                );
+                return;
+            }
+        };
+        let old = &self.current;
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        for (name, changed, live) in [
+            ("zone", differs(&old.zone.zone, &new.zone.zone), true),
+            ("ttl", old.zone.ttl != new.zone.ttl, true),
+            (
+                "negative_ttl",
+                old.zone.negative_ttl != new.zone.negative_ttl,
+                true,
+            ),
+            (
+                "nameserver",
+                differs(&old.zone.nameserver, &new.zone.nameserver),
+                true,
+            ),
+            (
+                "hostmaster",
+                differs(&old.zone.hostmaster, &new.zone.hostmaster),
+                true,
+            ),
+            ("naming", differs(&old.naming, &new.naming), true),
+            ("source", differs(&old.source, &new.source), true),
+            ("interval_secs", old.interval != new.interval, true),
+            ("max_backoff_secs", old.max_backoff != new.max_backoff, true),
+            ("max_stale_secs", old.max_stale != new.max_stale, true),
+            (
+                "upstreams and forward",
+                differs(&old.forward, &new.forward),
+                true,
+            ),
+            ("listen", old.listen != new.listen, false),
+            ("state_dir", old.state_dir != new.state_dir, false),
+            (
+                "metrics_listen",
+                old.metrics_listen != new.metrics_listen,
+                false,
+            ),
+            ("tcp", differs(&old.tcp, &new.tcp), false),
+        ] {
+            match (changed, live) {
+                (true, true) => applied.push(name),
+                (true, false) => restart.push(name),
+                _ => {}
+            }
+        }
+        if differs(&old.source, &new.source) {
+            match build_source(&new.source).await {
+                Ok(source) => self.source = source,
+                Err(error) => {
+                    tracing::error!(
+                        "reload failed, still running on the previous configuration: {error:#}"
+                    );
+                    return;
+                }
+            }
+        }
+        if differs(&old.forward, &new.forward) {
+            if let Some(forwarder) = Forwarder::new(&new.forward) {
+                info!(upstreams = ?new.forward.upstreams, "forwarding names outside the zone");
+                self.handler
+                    .reconfigure(new.zone.clone(), Some(Arc::new(forwarder)));
+            } else {
+                self.handler.reconfigure(new.zone.clone(), None);
+            }
+        } else {
+            self.handler
+                .reconfigure(new.zone.clone(), self.handler.forwarder());
+        }
+        self.fast.reconfigure(&new.zone);
+        self.refresher.send_replace(Some(Arc::new(Reconfigure {
+            source: self.source.clone(),
+            naming: new.naming.clone(),
+            zone: new.zone.zone.clone(),
+            schedule: Schedule {
+                interval: new.interval,
+                max_backoff: new.max_backoff,
+                state_dir: Some(old.state_dir.clone()),
+                max_stale: new.max_stale,
+            },
+        })));
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                "nothing".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        if restart.is_empty() {
+            info!(
+                "configuration reloaded from {origin}: applied {}",
+                list(&applied)
+            );
+        } else {
+            tracing::warn!(
+                "configuration reloaded from {origin}: applied {}; needs a restart to change: {}",
+                list(&applied),
+                list(&restart)
+            );
+        }
+        // What needs a restart keeps running as it started.
+        self.current = Settings {
+            listen: old.listen.clone(),
+            state_dir: old.state_dir.clone(),
+            metrics_listen: old.metrics_listen,
+            tcp: old.tcp.clone(),
+            ..new
+        };
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the
+/// configuration from `config` and refreshes at once.
+pub async fn run(
+    settings: Settings,
+    config: ConfigSource,
+    export_hosts: Option<PathBuf>,
+) -> anyhow::Result<()> {
     // Signals first: a SIGTERM that arrives while starting must stop the
     // daemon cleanly, not kill it with the default action.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -91,7 +254,7 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
 
     let source = build_source(&settings.source).await?;
     let store = new_store();
-    let mut refresher = Refresher::new(
+    let refresher = Refresher::new(
         source.clone(),
         settings.naming.clone(),
         settings.zone.zone.clone(),
@@ -103,6 +266,8 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
         state_dir: Some(settings.state_dir.clone()),
         max_stale: settings.max_stale,
     });
+    let (reconfigure, new_settings) = watch::channel(None);
+    let mut refresher = refresher.with_reconfigure(new_settings);
     refresher.restore();
 
     let bound = bind_all(&settings.listen).await?;
@@ -120,6 +285,15 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
         forwarder,
     ));
 
+    let fast = FastPath::new(store.clone(), &settings.zone);
+    let mut reloader = Reloader {
+        config,
+        current: settings.clone(),
+        source: source.clone(),
+        handler: handler.clone(),
+        fast: fast.clone(),
+        refresher: reconfigure,
+    };
     let notify = refresh_now.clone();
     let stop_notifier = notifier.clone();
     tokio::spawn(async move {
@@ -127,7 +301,10 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => notify.notify_one(),
+                _ = hup.recv() => {
+                    reloader.reload().await;
+                    notify.notify_one();
+                }
             }
         }
         info!("shutting down");
@@ -178,10 +355,6 @@ pub async fn run(settings: Settings, export_hosts: Option<PathBuf>) -> anyhow::R
 
     let refresher_task = tokio::spawn(refresher.run(refresh_now, stop_rx.clone()));
     info!(zone = %settings.zone.zone, source = %source.describe(), state_dir = %settings.state_dir.display(), "serving");
-    let fast = FastPath {
-        store: store.clone(),
-        zone: Arc::new(FastZone::new(&settings.zone)),
-    };
     serve(bound, handler, Some(fast), settings.tcp.clone(), stop_rx).await;
     let _ = refresher_task.await;
     info!("stopped");

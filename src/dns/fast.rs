@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::BinEncodable;
@@ -37,16 +39,30 @@ use crate::snapshot::{split_zone, wire_key, Lookup, Snapshot, Store};
 pub struct FastPath {
     /// The served snapshot.
     pub store: Store,
-    /// The zone's settings, encoded.
-    pub zone: Arc<FastZone>,
+    /// The zone's settings, encoded; replaced whole when the configuration
+    /// is reloaded (shared with every UDP loop).
+    pub zone: Arc<ArcSwap<FastZone>>,
 }
 
 impl FastPath {
+    /// A fast path answering from `store` with `zone`'s settings.
+    pub fn new(store: Store, zone: &ZoneSettings) -> Self {
+        FastPath {
+            store,
+            zone: Arc::new(ArcSwap::from_pointee(FastZone::new(zone))),
+        }
+    }
+
+    /// Answers with `zone`'s settings from the next query on.
+    pub fn reconfigure(&self, zone: &ZoneSettings) {
+        self.zone.store(Arc::new(FastZone::new(zone)));
+    }
+
     /// [`answer`] from the current snapshot; `None` also when none is loaded.
     /// The snapshot is released before this returns, so callers may await.
     pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Option<(RecordType, ResponseCode)> {
         let snapshot = self.store.load();
-        answer(snapshot.as_deref()?, &self.zone, query, out)
+        answer(snapshot.as_deref()?, &self.zone.load(), query, out)
     }
 }
 

@@ -17,6 +17,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
+
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
@@ -40,10 +42,12 @@ pub(crate) const SOA_EXPIRE: i32 = 1_209_600;
 pub struct ZoneHandler {
     /// The current snapshot.
     store: Store,
-    /// The zone's own parameters (TTLs, SOA names).
-    zone: ZoneSettings,
-    /// Where names outside the zone go; `None` means REFUSED.
-    forwarder: Option<Arc<Forwarder>>,
+    /// The zone's own parameters (TTLs, SOA names); replaced whole when
+    /// the configuration is reloaded.
+    zone: ArcSwap<ZoneSettings>,
+    /// Where names outside the zone go; `None` means REFUSED. Replaced
+    /// whole on reload, so a request uses one forwarder from start to end.
+    forwarder: ArcSwapOption<Forwarder>,
 }
 
 /// A reply under construction: its code, flags and sections.
@@ -71,9 +75,21 @@ impl ZoneHandler {
     pub fn new(store: Store, zone: ZoneSettings, forwarder: Option<Arc<Forwarder>>) -> Self {
         Self {
             store,
-            zone,
-            forwarder,
+            zone: ArcSwap::from_pointee(zone),
+            forwarder: ArcSwapOption::new(forwarder),
         }
+    }
+
+    /// The forwarder in use, if any.
+    pub fn forwarder(&self) -> Option<Arc<Forwarder>> {
+        self.forwarder.load_full()
+    }
+
+    /// Answers with `zone`'s parameters and forwards through `forwarder`
+    /// from the next request on (a reloaded configuration).
+    pub fn reconfigure(&self, zone: ZoneSettings, forwarder: Option<Arc<Forwarder>>) {
+        self.zone.store(Arc::new(zone));
+        self.forwarder.store(forwarder);
     }
 
     /// Decides the reply to a request (everything but encoding).
@@ -93,9 +109,10 @@ impl ZoneHandler {
         let qtype = query.query_type();
         let owner = query.original().name();
         let snapshot = self.store.load();
+        let zone = self.zone.load();
 
         let zone_name = snapshot.as_ref().map_or_else(
-            || LowerName::new(&self.zone.zone).zone_of(name),
+            || LowerName::new(&zone.zone).zone_of(name),
             |s| s.in_zone(name),
         );
         if zone_name {
@@ -103,7 +120,7 @@ impl ZoneHandler {
                 return Reply::code(ResponseCode::Refused);
             }
             return match snapshot.as_deref() {
-                Some(snapshot) => self.zone_reply(snapshot, name, owner, qtype),
+                Some(snapshot) => zone_reply(&zone, snapshot, name, owner, qtype),
                 // Nothing loaded yet: SERVFAIL makes clients try the next server.
                 None => Reply::code(ResponseCode::ServFail),
             };
@@ -113,7 +130,7 @@ impl ZoneHandler {
             if let (Some(snapshot), Some(address)) = (snapshot.as_deref(), reverse_address(name)) {
                 let targets: Vec<Record> = snapshot
                     .names_of(address)
-                    .map(|t| record(owner, self.zone.ttl, RData::PTR(PTR(t.name()))))
+                    .map(|t| record(owner, zone.ttl, RData::PTR(PTR(t.name()))))
                     .collect();
                 if !targets.is_empty() {
                     let mut reply = Reply {
@@ -129,7 +146,8 @@ impl ZoneHandler {
         // Not needed while waiting on an upstream: release the snapshot
         // rather than hold an arc-swap guard across the await.
         drop(snapshot);
-        match &self.forwarder {
+        drop(zone);
+        match self.forwarder.load_full() {
             Some(forwarder) => match forwarder.resolve(name, qtype, query.query_class()).await {
                 Ok(answer) => Reply {
                     rcode: answer.rcode,
@@ -150,62 +168,62 @@ impl ZoneHandler {
             None => Reply::code(ResponseCode::Refused),
         }
     }
+}
 
-    /// The authoritative reply for a name in the zone.
-    fn zone_reply(
-        &self,
-        snapshot: &Snapshot,
-        name: &LowerName,
-        owner: &Name,
-        qtype: RecordType,
-    ) -> Reply {
-        let mut reply = Reply {
-            authoritative: true,
-            ..Reply::default()
-        };
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            // Zone transfer is not offered (yet).
-            reply.rcode = ResponseCode::Refused;
-            return reply;
-        }
-        let ttl = self.zone.ttl;
-        match snapshot.lookup(name) {
-            Lookup::Apex => match qtype {
-                RecordType::SOA | RecordType::ANY => {
-                    reply.answers.push(self.soa(snapshot, owner, ttl));
-                }
-                RecordType::NS => {
-                    let ns = NS(self.zone.nameserver.clone());
-                    reply.answers.push(record(owner, ttl, RData::NS(ns)));
-                }
-                _ => {}
-            },
-            Lookup::Name(entry) => reply.answers = entry_records(entry, owner, qtype, ttl),
-            Lookup::EmptyNonTerminal => {}
-            Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
-        }
-        if reply.answers.is_empty() {
-            // NXDOMAIN or NODATA: the SOA tells resolvers how long to cache that.
-            let negative = self.zone.ttl.min(self.zone.negative_ttl);
-            let apex = Name::from(snapshot.zone().clone());
-            reply.authorities.push(self.soa(snapshot, &apex, negative));
-        }
-        reply
+/// The authoritative reply for a name in `zone`.
+fn zone_reply(
+    zone: &ZoneSettings,
+    snapshot: &Snapshot,
+    name: &LowerName,
+    owner: &Name,
+    qtype: RecordType,
+) -> Reply {
+    let mut reply = Reply {
+        authoritative: true,
+        ..Reply::default()
+    };
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        // Zone transfer is not offered (yet).
+        reply.rcode = ResponseCode::Refused;
+        return reply;
     }
+    let ttl = zone.ttl;
+    match snapshot.lookup(name) {
+        Lookup::Apex => match qtype {
+            RecordType::SOA | RecordType::ANY => {
+                reply.answers.push(soa(zone, snapshot, owner, ttl));
+            }
+            RecordType::NS => {
+                let ns = NS(zone.nameserver.clone());
+                reply.answers.push(record(owner, ttl, RData::NS(ns)));
+            }
+            _ => {}
+        },
+        Lookup::Name(entry) => reply.answers = entry_records(entry, owner, qtype, ttl),
+        Lookup::EmptyNonTerminal => {}
+        Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
+    }
+    if reply.answers.is_empty() {
+        // NXDOMAIN or NODATA: the SOA tells resolvers how long to cache that.
+        let negative = zone.ttl.min(zone.negative_ttl);
+        let apex = Name::from(snapshot.zone().clone());
+        reply.authorities.push(soa(zone, snapshot, &apex, negative));
+    }
+    reply
+}
 
-    /// The zone's SOA record at `owner` with `ttl`.
-    fn soa(&self, snapshot: &Snapshot, owner: &Name, ttl: u32) -> Record {
-        let soa = SOA::new(
-            self.zone.nameserver.clone(),
-            self.zone.hostmaster.clone(),
-            snapshot.serial(),
-            SOA_REFRESH,
-            SOA_RETRY,
-            SOA_EXPIRE,
-            self.zone.negative_ttl,
-        );
-        record(owner, ttl, RData::SOA(soa))
-    }
+/// The zone's SOA record at `owner` with `ttl`.
+fn soa(zone: &ZoneSettings, snapshot: &Snapshot, owner: &Name, ttl: u32) -> Record {
+    let soa = SOA::new(
+        zone.nameserver.clone(),
+        zone.hostmaster.clone(),
+        snapshot.serial(),
+        SOA_REFRESH,
+        SOA_RETRY,
+        SOA_EXPIRE,
+        zone.negative_ttl,
+    );
+    record(owner, ttl, RData::SOA(soa))
 }
 
 /// The records of `entry` for `qtype`; ANY gets one RRset (RFC 8482).

@@ -465,3 +465,86 @@ fn an_empty_fleet_fails_check_unless_allowed_and_the_daemon_says_so() {
     assert_eq!(status, 200);
     assert!(body.contains("the fleet is empty"), "{body}");
 }
+
+/// The TTL of the first answer `dig` prints for `name`.
+fn ttl_of(d: &Daemon, name: &str) -> String {
+    let out = d.dig(&["+noall", "+answer", name]);
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue 20: `systemctl reload` (SIGHUP) reads the config again: a changed
+/// ttl and naming take effect, a broken config is an error line and
+/// nothing changes, and what needs a restart is named.
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
+    let dir = tempdir();
+    let config = dir.path().join("fleetdns.toml");
+    let src = demo_source();
+    let write = |text: &str| {
+        // as an editor saves it: a new file renamed into place
+        let tmp = dir.path().join("fleetdns.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+    write("ttl = 30\n");
+    let d = Daemon::start(&["--config", config.to_str().unwrap(), "--source", &src]);
+    assert_eq!(ttl_of(&d, "web-1.fleet.internal"), "30");
+
+    // a new ttl and a new naming rule
+    write("ttl = 120\n[naming]\nprefer = [\"tag:Team\", \"tag:Name\"]\n");
+    d.signal("HUP");
+    d.wait_for_log("configuration reloaded", 10);
+    let log = d.log();
+    assert!(
+        log.contains("applied ttl, naming"),
+        "one line says what changed:\n{log}"
+    );
+    assert_eq!(ttl_of(&d, "web-1.fleet.internal"), "120", "TTL applied");
+    // web-1 and web-2 have Team=frontend: the new rule names them so
+    wait_for_answer(
+        &d,
+        "frontend.fleet.internal",
+        &["10.20.1.11", "10.20.2.12"],
+        10,
+    );
+    assert_eq!(ttl_of(&d, "frontend.fleet.internal"), "120");
+
+    // broken: an error line, and the daemon goes on as it was
+    write("ttl = \"soon\"\n");
+    d.signal("HUP");
+    d.wait_for_log(
+        "reload failed, still running on the previous configuration",
+        10,
+    );
+    let failed = d
+        .log()
+        .lines()
+        .find(|l| l.contains("reload failed"))
+        .unwrap()
+        .to_string();
+    assert!(
+        failed.contains("ERROR") && failed.contains("fleetdns.toml: line 1"),
+        "{failed}"
+    );
+    assert_eq!(ttl_of(&d, "frontend.fleet.internal"), "120");
+
+    // the state dir can only change with a restart: said, not done
+    let elsewhere = dir.path().join("elsewhere");
+    write(&format!(
+        "ttl = 60\nstate_dir = {:?}\n[naming]\nprefer = [\"tag:Team\", \"tag:Name\"]\n",
+        elsewhere.display().to_string()
+    ));
+    d.signal("HUP");
+    d.wait_for_log("needs a restart to change: state_dir", 10);
+    assert_eq!(ttl_of(&d, "frontend.fleet.internal"), "60");
+    assert!(
+        d.log()
+            .contains("applied ttl; needs a restart to change: state_dir"),
+        "{}",
+        d.log()
+    );
+    assert!(!elsewhere.exists(), "the state stays where it was");
+}
