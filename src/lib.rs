@@ -31,6 +31,7 @@ pub mod files;
 pub mod hosts;
 pub mod inventory;
 pub mod logging;
+pub mod manpage;
 pub mod metrics;
 pub mod naming;
 pub mod refresh;

@@ -108,10 +108,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(dir) => {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
-                    clap_mangen::generate_to(Cli::command(), dir)
-                        .with_context(|| format!("cannot write man pages into {}", dir.display()))
+                    // One page per command, then the main page again with
+                    // the operator's sections.
+                    clap_mangen::generate_to(Cli::command(), dir).with_context(|| {
+                        format!("cannot write man pages into {}", dir.display())
+                    })?;
+                    let main = dir.join("fleetdns.1");
+                    let mut page = Vec::new();
+                    fleetdns::manpage::render(Cli::command(), &mut page)?;
+                    std::fs::write(&main, page)
+                        .with_context(|| format!("cannot write {}", main.display()))
                 }
-                None => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+                None => {
+                    let mut page = Vec::new();
+                    fleetdns::manpage::render(Cli::command(), &mut page)?;
+                    Ok(std::io::stdout().write_all(&page)?)
+                }
             };
         }
         _ => {}
