@@ -494,8 +494,11 @@ impl Refresher {
             let snapshot = Snapshot::build_packed(&units, &naming, &zone)?;
             Ok(match current.as_deref() {
                 Some(current) if !snapshot.differs_from(current) => None,
-                Some(current) => Some(snapshot.with_serial_after(current)),
-                None => Some(snapshot),
+                Some(current) => {
+                    let changes = snapshot.name_changes(current);
+                    Some((snapshot.with_serial_after(current), Some(changes)))
+                }
+                None => Some((snapshot, None)),
             })
         })
         .await;
@@ -518,14 +521,22 @@ impl Refresher {
         } else {
             Outcome::Unchanged
         };
-        if let Some(snapshot) = snapshot {
+        if let Some((snapshot, changes)) = snapshot {
             self.log_new_skips(&snapshot);
             if snapshot.instance_count() == 0 && self.schedule.is_some() {
                 warn!(source = %self.source.describe(), "the fleet is empty: no running instance was listed (check the regions, the filters and the account); names of the zone get NXDOMAIN");
             }
+            // What changed, as the hosts export counts its lines: the
+            // first zone of a run has nothing to compare with.
+            let (added, removed, changed) = changes.map_or((None, None, None), |c| {
+                (Some(c.added), Some(c.removed), Some(c.changed))
+            });
             info!(
                 instances = snapshot.instance_count(),
                 names = snapshot.name_count(),
+                added,
+                removed,
+                changed,
                 serial = snapshot.serial(),
                 rewritten = snapshot.report().rewrites.len(),
                 skipped = snapshot.report().skips.len(),

@@ -227,6 +227,17 @@ fn text_order(a: &[u8], b: &[u8]) -> Ordering {
     text_bytes(a).cmp(text_bytes(b))
 }
 
+/// How many names a zone change added, removed and re-pointed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameChanges {
+    /// Names that are new.
+    pub added: usize,
+    /// Names that are gone.
+    pub removed: usize,
+    /// Names whose addresses changed.
+    pub changed: usize,
+}
+
 /// Appends `relative` (a dotted LDH name) as a length byte and lowercase
 /// wire-format labels. On an empty or over-long label, or a name longer
 /// than `room` bytes in wire form, `out` is left as it was and `false`
@@ -917,6 +928,41 @@ impl Snapshot {
         (0..self.named).map(|record| self.entry(record))
     }
 
+    /// What changed from `old` to this snapshot, name by name: names only
+    /// here, names only there, and names whose addresses differ. One walk
+    /// over both, in the order [`Snapshot::entries`] keeps, allocating
+    /// nothing: the log line of every zone change costs little even at
+    /// 100,000 instances.
+    pub fn name_changes(&self, old: &Snapshot) -> NameChanges {
+        let mut changes = NameChanges::default();
+        let (mut new_names, mut old_names) = (self.entries().peekable(), old.entries().peekable());
+        loop {
+            let order = match (new_names.peek(), old_names.peek()) {
+                (None, None) => return changes,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(n), Some(o)) => text_order(n.relative_wire(), o.relative_wire()),
+            };
+            match order {
+                Ordering::Less => {
+                    changes.added += 1;
+                    new_names.next();
+                }
+                Ordering::Greater => {
+                    changes.removed += 1;
+                    old_names.next();
+                }
+                Ordering::Equal => {
+                    if let (Some(n), Some(o)) = (new_names.next(), old_names.next()) {
+                        if n.ipv4() != o.ipv4() || n.ipv6() != o.ipv6() {
+                            changes.changed += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Every name with data with its [`Name`], in DNSSEC (canonical) order.
     pub fn entries_sorted(&self) -> Vec<(Name, Entry<'_>)> {
         let mut all: Vec<(Name, Entry<'_>)> = self.entries().map(|e| (e.name(), e)).collect();
@@ -1111,6 +1157,31 @@ mod tests {
             inst("i-0bb", Some("b"), &["10.0.0.3"]),
         ]);
         assert!(a.differs_from(&c));
+    }
+
+    #[test]
+    fn name_changes_count_added_removed_and_repointed_names() {
+        let old = build(&[
+            inst("i-0aa", Some("web-9"), &["10.0.0.1"]),
+            inst("i-0bb", Some("db.x"), &["10.0.0.2"]),
+            inst("i-0cc", Some("gone"), &["10.0.0.3"]),
+        ]);
+        let new = build(&[
+            inst("i-0aa", Some("web-9"), &["10.0.0.1"]),
+            inst("i-0bb", Some("db.x"), &["10.0.0.9"]),
+            inst("i-0dd", Some("web-10"), &["10.0.0.4"]),
+        ]);
+        // names: web-9 same; db.x re-pointed (and its instance-id name);
+        // gone and i-0cc removed; web-10 and i-0dd added
+        assert_eq!(
+            new.name_changes(&old),
+            NameChanges {
+                added: 2,
+                removed: 2,
+                changed: 2
+            }
+        );
+        assert_eq!(old.name_changes(&old), NameChanges::default());
     }
 
     #[test]

@@ -76,7 +76,13 @@ pub struct Forwarder {
     cache_entries: usize,
     /// Cap on cached TTLs.
     max_cache_ttl: u32,
+    /// Per upstream, when its failure was last logged and how many came
+    /// since: a dead upstream is one warning a minute, not one per query.
+    failures_logged: Mutex<HashMap<SocketAddr, (Option<Instant>, u64)>>,
 }
+
+/// Least time between two warnings about one upstream.
+const UPSTREAM_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Forwarder {
     /// A forwarder for the given settings; `None` when there are no upstreams.
@@ -91,7 +97,30 @@ impl Forwarder {
             cache: Mutex::new(HashMap::new()),
             cache_entries: settings.cache_entries,
             max_cache_ttl: settings.max_cache_ttl,
+            failures_logged: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Logs that `upstream` failed with `why`, at most once a minute per
+    /// upstream, with the count of failures since the last line.
+    fn log_upstream_failure(&self, upstream: SocketAddr, why: &str) {
+        let Ok(mut logged) = self.failures_logged.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let entry = logged.entry(upstream).or_insert((None, 0));
+        entry.1 += 1;
+        if entry
+            .0
+            .is_none_or(|at| now.duration_since(at) >= UPSTREAM_WARNING_EVERY)
+        {
+            tracing::warn!(
+                %upstream,
+                failures = entry.1,
+                "upstream not answering ({why}); queries it would answer get SERVFAIL unless another upstream does"
+            );
+            *entry = (Some(now), 0);
+        }
     }
 
     /// Answers `name`/`qtype`/`qclass` from the cache or an upstream.
@@ -137,8 +166,14 @@ impl Forwarder {
                     metrics().count_forward(ForwardResult::Answered);
                     return Ok(answer);
                 }
-                Ok(Err(e)) => errors.push(format!("{upstream}: {e}")),
-                Err(_) => errors.push(format!("{upstream}: timed out")),
+                Ok(Err(e)) => {
+                    self.log_upstream_failure(*upstream, &e.to_string());
+                    errors.push(format!("{upstream}: {e}"));
+                }
+                Err(_) => {
+                    self.log_upstream_failure(*upstream, "timed out");
+                    errors.push(format!("{upstream}: timed out"));
+                }
             }
             metrics().count_upstream_error(*upstream);
         }

@@ -61,6 +61,16 @@ fn a_silent_upstream_gives_servfail_after_the_timeout() {
         "{:?}",
         start.elapsed()
     );
+    // more queries: the dead upstream is one warning, not one per query
+    for name in ["a.example.com", "b.example.com", "c.example.com"] {
+        assert!(d.dig(&[name]).contains("status: SERVFAIL"));
+    }
+    let log = d.log();
+    assert_eq!(
+        log.matches("upstream not answering (timed out)").count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]

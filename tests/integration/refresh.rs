@@ -34,6 +34,13 @@ fn inventory_changes_appear_and_the_serial_rises_only_on_change() {
     wait_for_answer(&d, "beta.fleet.internal", &["10.9.0.2"], 5);
     assert!(d.dig(&["alpha.fleet.internal"]).contains("NXDOMAIN"));
     assert!(serial(&d) > first);
+    // and the log says what the change did: one name in, one out
+    let log = d.log();
+    let update = log
+        .lines()
+        .rfind(|l| l.contains("zone updated"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(update.contains("added=1 removed=1 changed=0"), "{update}");
 
     // a broken file keeps the last good data
     std::fs::write(&path, "not json").unwrap();
