@@ -151,11 +151,7 @@ impl Reloader {
             ("interval_secs", old.interval != new.interval, true),
             ("max_backoff_secs", old.max_backoff != new.max_backoff, true),
             ("max_stale_secs", old.max_stale != new.max_stale, true),
-            (
-                "upstreams and forward",
-                differs(&old.forward, &new.forward),
-                true,
-            ),
+            (FORWARD, differs(&old.forward, &new.forward), true),
             ("listen", old.listen != new.listen, false),
             ("state_dir", old.state_dir != new.state_dir, false),
             (
@@ -171,7 +167,7 @@ impl Reloader {
                 _ => {}
             }
         }
-        if differs(&old.source, &new.source) {
+        if applied.contains(&"source") {
             match build_source(&new.source).await {
                 Ok(source) => self.source = source,
                 Err(error) => {
@@ -182,29 +178,21 @@ impl Reloader {
                 }
             }
         }
-        if differs(&old.forward, &new.forward) {
-            if let Some(forwarder) = Forwarder::new(&new.forward) {
-                info!(upstreams = ?new.forward.upstreams, "forwarding names outside the zone");
-                self.handler
-                    .reconfigure(new.zone.clone(), Some(Arc::new(forwarder)));
-            } else {
-                self.handler.reconfigure(new.zone.clone(), None);
-            }
+        // A new forwarder starts with an empty cache: only when its
+        // settings changed.
+        let forwarder = if applied.contains(&FORWARD) {
+            forwarder_for(&new)
         } else {
-            self.handler
-                .reconfigure(new.zone.clone(), self.handler.forwarder());
-        }
+            self.handler.forwarder()
+        };
+        self.handler.reconfigure(new.zone.clone(), forwarder);
         self.fast.reconfigure(&new.zone);
         self.refresher.send_replace(Some(Arc::new(Reconfigure {
             source: self.source.clone(),
             naming: new.naming.clone(),
             zone: new.zone.zone.clone(),
-            schedule: Schedule {
-                interval: new.interval,
-                max_backoff: new.max_backoff,
-                state_dir: Some(old.state_dir.clone()),
-                max_stale: new.max_stale,
-            },
+            // The state dir stays as started (the refresher keeps its own).
+            schedule: schedule_of(&new),
         })));
         let list = |names: &[&str]| {
             if names.is_empty() {
@@ -236,6 +224,28 @@ impl Reloader {
     }
 }
 
+/// What the reload line calls the forwarding settings.
+const FORWARD: &str = "upstreams and forward";
+
+/// The refresher's timing and state directory from `settings`.
+fn schedule_of(settings: &Settings) -> Schedule {
+    Schedule {
+        interval: settings.interval,
+        max_backoff: settings.max_backoff,
+        state_dir: Some(settings.state_dir.clone()),
+        max_stale: settings.max_stale,
+    }
+}
+
+/// The forwarder `settings` ask for, logged; `None` without upstreams.
+fn forwarder_for(settings: &Settings) -> Option<Arc<Forwarder>> {
+    let forwarder = Forwarder::new(&settings.forward).map(Arc::new);
+    if forwarder.is_some() {
+        info!(upstreams = ?settings.forward.upstreams, "forwarding names outside the zone");
+    }
+    forwarder
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the
 /// configuration from `config` and refreshes at once.
 pub async fn run(
@@ -260,12 +270,7 @@ pub async fn run(
         settings.zone.zone.clone(),
         store.clone(),
     )
-    .with_schedule(Schedule {
-        interval: settings.interval,
-        max_backoff: settings.max_backoff,
-        state_dir: Some(settings.state_dir.clone()),
-        max_stale: settings.max_stale,
-    });
+    .with_schedule(schedule_of(&settings));
     let (reconfigure, new_settings) = watch::channel(None);
     let mut refresher = refresher.with_reconfigure(new_settings);
     refresher.restore();
@@ -275,10 +280,7 @@ pub async fn run(
         Some(address) => Some(metrics::bind(address).await?),
         None => None,
     };
-    let forwarder = Forwarder::new(&settings.forward).map(Arc::new);
-    if forwarder.is_some() {
-        info!(upstreams = ?settings.forward.upstreams, "forwarding names outside the zone");
-    }
+    let forwarder = forwarder_for(&settings);
     let handler = Arc::new(ZoneHandler::new(
         store.clone(),
         settings.zone.clone(),
