@@ -274,7 +274,9 @@ fn api_failure_mid_run_keeps_names_turns_unready_counts_and_recovers() {
     assert_eq!(d.metric("fleetdns_ready", &[]), 1.0);
     assert!(d.metric("fleetdns_last_successful_refresh_timestamp_seconds", &[]) > 1.7e9);
     // and the log says that it recovered, after how many failures, and how
-    // old the data it served meanwhile had become
+    // old the data it served meanwhile had become. The line follows the
+    // swap (it is written once the state file is persisted), so wait for it.
+    d.wait_for_log("refresh succeeded after ", 5);
     let log = d.log();
     let line = log
         .lines()
