@@ -11,10 +11,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use serde::Deserialize;
+
+use crate::access::{Allow, Cidr};
+use crate::tsig::{Algorithm, Key, Secret};
 
 use crate::inventory::ec2_settings::{Account, Ec2Settings};
 use crate::naming::{Naming, Rule};
@@ -119,6 +123,103 @@ pub struct Config {
     /// reverse zones), knowing that it shadows real names.
     #[serde(default)]
     pub allow_unsafe_zone: bool,
+    /// TSIG keys (`[[tsig_keys]]`), for transfers, signed queries and NOTIFY.
+    #[serde(default)]
+    pub tsig_keys: Vec<TsigKeyConfig>,
+    /// Zone transfers to secondaries (`[transfer]`); none by default.
+    #[serde(default)]
+    pub transfer: TransferConfig,
+}
+
+/// `[[tsig_keys]]`: one TSIG key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKeyConfig {
+    /// The key's name, as the secondaries' configs spell it (`xfr-key`).
+    pub name: String,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The secret in base64, inline (prefer `secret_file`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the secret in base64, readable only by its owner.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TsigKeyConfig {
+    /// Never the secret: configs are printed in errors and tests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKeyConfig")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<not shown>"))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+/// `[transfer]`: who may transfer the zone and whom to NOTIFY.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Who may transfer: `{ from = "10.0.0.0/8", key = "xfr-key" }`.
+    #[serde(default)]
+    pub allow: Vec<AllowConfig>,
+    /// Whom to NOTIFY after every change: `{ to = "10.0.1.53:53", key = "xfr-key" }`.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+    /// Zone versions whose differences are kept for IXFR.
+    #[serde(default = "default_ixfr_history")]
+    pub ixfr_history: usize,
+    /// The most bytes those differences may take; older ones go first.
+    #[serde(default = "default_ixfr_history_bytes")]
+    pub ixfr_history_bytes: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            notify: Vec::new(),
+            ixfr_history: default_ixfr_history(),
+            ixfr_history_bytes: default_ixfr_history_bytes(),
+        }
+    }
+}
+
+fn default_ixfr_history() -> usize {
+    100
+}
+fn default_ixfr_history_bytes() -> usize {
+    64 << 20
+}
+
+/// One `[transfer] allow` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    /// The network requests may come from (`10.0.0.0/8`, or one address).
+    pub from: Option<String>,
+    /// The key they must be signed with; none: any request from there.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// One `[transfer] notify` target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `IP` or `IP:PORT` (53 when left out).
+    pub to: String,
+    /// The key to sign the NOTIFY with.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// How log lines are written.
@@ -504,6 +605,30 @@ pub struct TcpSettings {
     pub idle_timeout: Duration,
 }
 
+/// Transfers, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferSettings {
+    /// Every configured key.
+    pub keys: Vec<Arc<Key>>,
+    /// Who may transfer (empty: nobody).
+    pub allow: Vec<Allow>,
+    /// NOTIFY targets.
+    pub notify: Vec<NotifyTarget>,
+    /// Most zone versions kept in the IXFR journal.
+    pub ixfr_history: usize,
+    /// Most bytes the journal may take.
+    pub ixfr_history_bytes: usize,
+}
+
+/// One NOTIFY target, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    /// Where to send it.
+    pub to: SocketAddr,
+    /// What to sign it with.
+    pub key: Option<Arc<Key>>,
+}
+
 /// Which source to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -538,6 +663,8 @@ pub struct Settings {
     pub forward: ForwardSettings,
     /// TCP limits.
     pub tcp: TcpSettings,
+    /// Zone transfers, TSIG keys and NOTIFY.
+    pub transfer: TransferSettings,
 }
 
 impl Config {
@@ -668,6 +795,8 @@ impl Config {
             return Err(invalid("tcp.idle_timeout_secs", "must be at least 1"));
         }
 
+        let transfer = validate_transfer(&self.tsig_keys, &self.transfer)?;
+
         let source = match self.source {
             Some(SourceConfig::File(f)) => SourceSpec::File(f.path),
             Some(SourceConfig::Ec2(e)) => SourceSpec::Ec2(validate_ec2(e)?),
@@ -702,8 +831,117 @@ impl Config {
                 max_connections: self.tcp.max_connections,
                 idle_timeout: Duration::from_secs(self.tcp.idle_timeout_secs),
             },
+            transfer,
         })
     }
+}
+
+/// Reads `[[tsig_keys]]` and `[transfer]`.
+fn validate_transfer(
+    keys: &[TsigKeyConfig],
+    transfer: &TransferConfig,
+) -> Result<TransferSettings, ConfigError> {
+    let mut ring: Vec<Arc<Key>> = Vec::with_capacity(keys.len());
+    for k in keys {
+        let option = format!("tsig_keys ({:?})", k.name);
+        let algorithm = Algorithm::from_name(&k.algorithm).ok_or_else(|| {
+            invalid(
+                &format!("{option}.algorithm"),
+                format!(
+                    "{:?}: expected hmac-sha256, hmac-sha384 or hmac-sha512",
+                    k.algorithm
+                ),
+            )
+        })?;
+        let secret = match (&k.secret, &k.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &option,
+                    "give either secret or secret_file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    &option,
+                    "needs secret_file (a file holding the base64 secret) or secret",
+                ))
+            }
+            (Some(text), None) => Secret::from_base64(text)
+                .map_err(|m| invalid(&format!("{option}.secret"), m))?,
+            (None, Some(path)) => read_secret_file(path)
+                .map_err(|m| invalid(&format!("{option}.secret_file"), m))?,
+        };
+        let key = Key::new(&k.name, algorithm, secret)
+            .map_err(|m| invalid(&format!("{option}.name"), m))?;
+        if ring.iter().any(|other| other.name == key.name) {
+            return Err(invalid(&option, "a key of this name is defined twice"));
+        }
+        ring.push(Arc::new(key));
+    }
+    let find_key = |option: &str, name: &Option<String>| -> Result<Option<Arc<Key>>, ConfigError> {
+        let Some(name) = name else { return Ok(None) };
+        let wanted = Key::new(name, Algorithm::HmacSha256, Secret::new(vec![0]))
+            .map_err(|m| invalid(option, m))?;
+        ring.iter()
+            .find(|k| k.name == wanted.name)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    option,
+                    format!("no [[tsig_keys]] entry is named {name:?}"),
+                )
+            })
+    };
+    let mut allow = Vec::with_capacity(transfer.allow.len());
+    for entry in &transfer.allow {
+        let from = entry.from.as_deref().ok_or_else(|| {
+            invalid(
+                "transfer.allow",
+                "every entry needs `from`, the network transfers may come from (e.g. \"10.0.0.0/8\")",
+            )
+        })?;
+        allow.push(Allow {
+            from: Cidr::parse(from).map_err(|m| invalid("transfer.allow.from", m))?,
+            key: find_key("transfer.allow.key", &entry.key)?,
+        });
+    }
+    let mut notify = Vec::with_capacity(transfer.notify.len());
+    for target in &transfer.notify {
+        notify.push(NotifyTarget {
+            to: parse_upstream(&target.to).map_err(|m| invalid("transfer.notify.to", m))?,
+            key: find_key("transfer.notify.key", &target.key)?,
+        });
+    }
+    if transfer.ixfr_history_bytes == 0 && transfer.ixfr_history > 0 {
+        return Err(invalid(
+            "transfer.ixfr_history_bytes",
+            "must be above 0 (or set ixfr_history = 0 to keep no history)",
+        ));
+    }
+    Ok(TransferSettings {
+        keys: ring,
+        allow,
+        notify,
+        ixfr_history: transfer.ixfr_history,
+        ixfr_history_bytes: transfer.ixfr_history_bytes,
+    })
+}
+
+/// Reads a base64 secret from `path`, which nobody but its owner may read.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {:o}); chmod 600 it, owned by the user fleetdns runs as",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Secret::from_base64(&text).map_err(|m| format!("{}: {m}", path.display()))
 }
 
 /// `file:PATH` -> a file source; `ec2` -> the EC2 API with default settings.

@@ -22,6 +22,7 @@
 // `recvmmsg` in `dns::batch`); everything else is denied it.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod background;
 pub mod cli;
 pub mod commands;
@@ -39,3 +40,4 @@ pub mod serve;
 pub mod snapshot;
 pub mod state;
 pub mod systemd;
+pub mod tsig;

@@ -188,7 +188,24 @@ pub struct Metrics {
     unit_last_success: Family<Labels, FloatGauge>,
     /// 1 when `/readyz` says ready.
     ready: Gauge,
+    /// Zone transfers by kind and result.
+    transfers: Family<Labels, Counter>,
+    /// NOTIFY messages sent, by target.
+    notify_sent: Family<Labels, Counter>,
+    /// NOTIFY messages acknowledged, by target.
+    notify_acknowledged: Family<Labels, Counter>,
+    /// NOTIFYs given up on (no acknowledgement after every retry), by target.
+    notify_failed: Family<Labels, Counter>,
+    /// Zone versions whose differences the IXFR journal holds.
+    journal_serials: Gauge,
+    /// Bytes the IXFR journal's differences take.
+    journal_bytes: Gauge,
 }
+
+/// Kinds of zone transfer, as counted: a full AXFR, an IXFR answered with
+/// differences, an IXFR answered with the whole zone (serial unknown or
+/// too old), an IXFR from a secondary that is up to date.
+pub const TRANSFER_KINDS: [&str; 4] = ["axfr", "ixfr", "ixfr_full", "uptodate"];
 
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
@@ -303,6 +320,33 @@ impl Metrics {
             state_writes.clone(),
         );
 
+        let transfers = Family::<Labels, Counter>::default();
+        for kind in TRANSFER_KINDS {
+            let _ = transfers.get_or_create(&vec![("kind", kind.into()), ("result", "ok".into())]);
+        }
+        registry.register(
+            "transfers",
+            "Zone transfers by kind (axfr, ixfr, ixfr_full, uptodate) and result (ok, refused, failed)",
+            transfers.clone(),
+        );
+        let notify_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "notify_sent",
+            "NOTIFY messages sent (retries included), by target",
+            notify_sent.clone(),
+        );
+        let notify_acknowledged = Family::<Labels, Counter>::default();
+        registry.register(
+            "notify_acknowledged",
+            "NOTIFYs a target acknowledged, by target",
+            notify_acknowledged.clone(),
+        );
+        let notify_failed = Family::<Labels, Counter>::default();
+        registry.register(
+            "notify_failed",
+            "NOTIFYs given up on after every retry, by target",
+            notify_failed.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -329,6 +373,16 @@ impl Metrics {
             &mut registry,
             "ready",
             "1 when the zone is servable and not staler than max_stale",
+        );
+        let journal_serials = gauge(
+            &mut registry,
+            "ixfr_journal_serials",
+            "Zone versions whose differences the IXFR journal holds",
+        );
+        let journal_bytes = gauge(
+            &mut registry,
+            "ixfr_journal_bytes",
+            "Bytes the IXFR journal's differences take",
         );
 
         let float = |registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
@@ -387,7 +441,48 @@ impl Metrics {
             last_success,
             unit_last_success,
             ready,
+            transfers,
+            notify_sent,
+            notify_acknowledged,
+            notify_failed,
+            journal_serials,
+            journal_bytes,
         }
+    }
+
+    /// Counts one zone transfer request: `kind` from [`TRANSFER_KINDS`],
+    /// `result` `ok`, `refused` or `failed`.
+    pub fn count_transfer(&self, kind: &str, result: &str) {
+        self.transfers
+            .get_or_create(&vec![("kind", kind.into()), ("result", result.into())])
+            .inc();
+    }
+
+    /// Counts a NOTIFY sent to `target`.
+    pub fn count_notify_sent(&self, target: SocketAddr) {
+        self.notify_sent
+            .get_or_create(&labels("target", target.to_string()))
+            .inc();
+    }
+
+    /// Counts a NOTIFY that `target` acknowledged (`true`) or that was
+    /// given up on (`false`).
+    pub fn count_notify_done(&self, target: SocketAddr, acknowledged: bool) {
+        let family = if acknowledged {
+            &self.notify_acknowledged
+        } else {
+            &self.notify_failed
+        };
+        family
+            .get_or_create(&labels("target", target.to_string()))
+            .inc();
+    }
+
+    /// Sets the IXFR journal's size: zone versions and bytes.
+    pub fn set_journal(&self, serials: usize, bytes: usize) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.journal_serials.set(count(serials));
+        self.journal_bytes.set(count(bytes));
     }
 
     /// Counts one answered query. `qtype` is `None` when the packet had no

@@ -928,39 +928,58 @@ impl Snapshot {
         (0..self.named).map(|record| self.entry(record))
     }
 
-    /// What changed from `old` to this snapshot, name by name: names only
-    /// here, names only there, and names whose addresses differ. One walk
-    /// over both, in the order [`Snapshot::entries`] keeps, allocating
-    /// nothing: the log line of every zone change costs little even at
-    /// 100,000 instances.
-    pub fn name_changes(&self, old: &Snapshot) -> NameChanges {
-        let mut changes = NameChanges::default();
+    /// The entry at position `i` of [`Snapshot::entries`].
+    pub fn entry_at(&self, i: usize) -> Option<Entry<'_>> {
+        (i < self.named).then(|| self.entry(i))
+    }
+
+    /// Every name whose data differs between `old` and this snapshot, as
+    /// `(in old, in this)`: `(None, Some)` for a new name, `(Some, None)`
+    /// for a name that is gone, both for a name whose addresses or owners
+    /// changed. One walk over both in the order [`Snapshot::entries`]
+    /// keeps, allocating nothing: cheap even at 100,000 instances.
+    pub fn changed_entries<'a>(
+        &'a self,
+        old: &'a Snapshot,
+    ) -> impl Iterator<Item = (Option<Entry<'a>>, Option<Entry<'a>>)> + 'a {
         let (mut new_names, mut old_names) = (self.entries().peekable(), old.entries().peekable());
-        loop {
+        std::iter::from_fn(move || loop {
+            checkpoint();
             let order = match (new_names.peek(), old_names.peek()) {
-                (None, None) => return changes,
+                (None, None) => return None,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (Some(n), Some(o)) => text_order(n.relative_wire(), o.relative_wire()),
             };
             match order {
-                Ordering::Less => {
-                    changes.added += 1;
-                    new_names.next();
-                }
-                Ordering::Greater => {
-                    changes.removed += 1;
-                    old_names.next();
-                }
+                Ordering::Less => return Some((None, new_names.next())),
+                Ordering::Greater => return Some((old_names.next(), None)),
                 Ordering::Equal => {
-                    if let (Some(n), Some(o)) = (new_names.next(), old_names.next()) {
-                        if n.ipv4() != o.ipv4() || n.ipv6() != o.ipv6() {
-                            changes.changed += 1;
-                        }
+                    let (n, o) = (new_names.next()?, old_names.next()?);
+                    if n.ipv4() != o.ipv4() || n.ipv6() != o.ipv6() || !n.owners().eq(o.owners()) {
+                        return Some((Some(o), Some(n)));
                     }
                 }
             }
+        })
+    }
+
+    /// What changed from `old` to this snapshot, name by name: names only
+    /// here, names only there, and names whose addresses differ (for the
+    /// log line of every zone change).
+    pub fn name_changes(&self, old: &Snapshot) -> NameChanges {
+        let mut changes = NameChanges::default();
+        for pair in self.changed_entries(old) {
+            match pair {
+                (None, Some(_)) => changes.added += 1,
+                (Some(_), None) => changes.removed += 1,
+                (Some(o), Some(n)) if n.ipv4() != o.ipv4() || n.ipv6() != o.ipv6() => {
+                    changes.changed += 1
+                }
+                _ => {}
+            }
         }
+        changes
     }
 
     /// Every name with data with its [`Name`], in DNSSEC (canonical) order.

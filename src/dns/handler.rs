@@ -214,16 +214,31 @@ fn zone_reply(
 
 /// The zone's SOA record at `owner` with `ttl`.
 fn soa(zone: &ZoneSettings, snapshot: &Snapshot, owner: &Name, ttl: u32) -> Record {
+    soa_record(zone, snapshot.serial(), owner, ttl)
+}
+
+/// The zone's SOA record with `serial`, at `owner` with `ttl`.
+pub(crate) fn soa_record(zone: &ZoneSettings, serial: u32, owner: &Name, ttl: u32) -> Record {
     let soa = SOA::new(
         zone.nameserver.clone(),
         zone.hostmaster.clone(),
-        snapshot.serial(),
+        serial,
         SOA_REFRESH,
         SOA_RETRY,
         SOA_EXPIRE,
         zone.negative_ttl,
     );
     record(owner, ttl, RData::SOA(soa))
+}
+
+/// Every record of `entry`, at its own name: A, AAAA, then TXT (what a
+/// transfer sends of a name).
+pub(crate) fn all_records(entry: Entry<'_>, ttl: u32) -> Vec<Record> {
+    let owner = entry.name();
+    let mut all = entry_records(entry, &owner, RecordType::A, ttl);
+    all.extend(entry_records(entry, &owner, RecordType::AAAA, ttl));
+    all.extend(txt_records(entry, &owner, ttl));
+    all
 }
 
 /// The records of `entry` for `qtype`; ANY gets one RRset (RFC 8482).
@@ -283,7 +298,7 @@ fn character_string(mut s: String) -> String {
     s
 }
 
-fn record(owner: &Name, ttl: u32, rdata: RData) -> Record {
+pub(crate) fn record(owner: &Name, ttl: u32, rdata: RData) -> Record {
     Record::from_rdata(owner.clone(), ttl, rdata)
 }
 

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod handler;
 pub mod server;
 pub mod wire;
+pub mod xfr;
 
 pub use handler::ZoneHandler;
 
