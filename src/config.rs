@@ -853,24 +853,25 @@ fn validate_transfer(
                 ),
             )
         })?;
-        let secret = match (&k.secret, &k.secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    &option,
-                    "give either secret or secret_file, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    &option,
-                    "needs secret_file (a file holding the base64 secret) or secret",
-                ))
-            }
-            (Some(text), None) => Secret::from_base64(text)
-                .map_err(|m| invalid(&format!("{option}.secret"), m))?,
-            (None, Some(path)) => read_secret_file(path)
-                .map_err(|m| invalid(&format!("{option}.secret_file"), m))?,
-        };
+        let secret =
+            match (&k.secret, &k.secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &option,
+                        "give either secret or secret_file, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        &option,
+                        "needs secret_file (a file holding the base64 secret) or secret",
+                    ))
+                }
+                (Some(text), None) => Secret::from_base64(text)
+                    .map_err(|m| invalid(&format!("{option}.secret"), m))?,
+                (None, Some(path)) => read_secret_file(path)
+                    .map_err(|m| invalid(&format!("{option}.secret_file"), m))?,
+            };
         let key = Key::new(&k.name, algorithm, secret)
             .map_err(|m| invalid(&format!("{option}.name"), m))?;
         if ring.iter().any(|other| other.name == key.name) {
@@ -886,12 +887,7 @@ fn validate_transfer(
             .find(|k| k.name == wanted.name)
             .cloned()
             .map(Some)
-            .ok_or_else(|| {
-                invalid(
-                    option,
-                    format!("no [[tsig_keys]] entry is named {name:?}"),
-                )
-            })
+            .ok_or_else(|| invalid(option, format!("no [[tsig_keys]] entry is named {name:?}")))
     };
     let mut allow = Vec::with_capacity(transfer.allow.len());
     for entry in &transfer.allow {

@@ -35,6 +35,7 @@ pub mod logging;
 pub mod manpage;
 pub mod metrics;
 pub mod naming;
+pub mod notify;
 pub mod refresh;
 pub mod serve;
 pub mod snapshot;

@@ -21,6 +21,7 @@ use crate::config::{ConfigOrigin, Overrides, Settings, SourceSpec};
 use crate::dns::fast::FastPath;
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{bind_all, serve};
+use crate::dns::xfr::{spawn_journal, Primary};
 use crate::dns::ZoneHandler;
 use crate::hosts::HostsExport;
 #[cfg(feature = "ec2")]
@@ -28,6 +29,7 @@ use crate::inventory::ec2::Ec2Source;
 use crate::inventory::file::FileSource;
 use crate::inventory::Source;
 use crate::metrics::{self, Health};
+use crate::notify::{self, NotifySender};
 use crate::refresh::{Reconfigure, Refresher, Schedule};
 use crate::snapshot::{new_store, Snapshot};
 use crate::systemd::Notifier;
@@ -103,6 +105,10 @@ struct Reloader {
     handler: Arc<ZoneHandler>,
     /// The UDP fast path, for the zone parameters.
     fast: FastPath,
+    /// Transfers: access rules, keys, journal limits.
+    primary: Arc<Primary>,
+    /// NOTIFY targets.
+    notify: Arc<NotifySender>,
     /// The refresher's inbox.
     refresher: watch::Sender<Option<Arc<Reconfigure>>>,
 }
@@ -160,6 +166,15 @@ impl Reloader {
                 false,
             ),
             ("tcp", differs(&old.tcp, &new.tcp), false),
+            ("tsig_keys", old.transfer.keys != new.transfer.keys, true),
+            (
+                "transfer",
+                old.transfer.allow != new.transfer.allow
+                    || old.transfer.notify != new.transfer.notify
+                    || old.transfer.ixfr_history != new.transfer.ixfr_history
+                    || old.transfer.ixfr_history_bytes != new.transfer.ixfr_history_bytes,
+                true,
+            ),
         ] {
             match (changed, live) {
                 (true, true) => applied.push(name),
@@ -187,6 +202,9 @@ impl Reloader {
         };
         self.handler.reconfigure(new.zone.clone(), forwarder);
         self.fast.reconfigure(&new.zone);
+        self.primary.reconfigure(new.zone.clone(), &new.transfer);
+        self.notify
+            .reconfigure(new.transfer.notify.clone(), new.zone.clone());
         self.refresher.send_replace(Some(Arc::new(Reconfigure {
             source: self.source.clone(),
             naming: new.naming.clone(),
@@ -288,12 +306,26 @@ pub async fn run(
     ));
 
     let fast = FastPath::new(store.clone(), &settings.zone);
+    // Transfers: the journal follows every swap, and NOTIFY follows the
+    // journal, so a secondary told of a change finds its IXFR ready.
+    let primary = Arc::new(Primary::new(
+        store.clone(),
+        settings.zone.clone(),
+        &settings.transfer,
+    ));
+    let (journaled, journaled_rx) = watch::channel(None);
+    spawn_journal(primary.clone(), refresher.subscribe(), journaled);
+    notify::describe(&settings.transfer.notify);
+    let notify_sender = NotifySender::new(settings.transfer.notify.clone(), settings.zone.clone());
+    notify_sender.clone().spawn(journaled_rx);
     let mut reloader = Reloader {
         config,
         current: settings.clone(),
         source: source.clone(),
         handler: handler.clone(),
         fast: fast.clone(),
+        primary: primary.clone(),
+        notify: notify_sender,
         refresher: reconfigure,
     };
     let notify = refresh_now.clone();
@@ -357,7 +389,15 @@ pub async fn run(
 
     let refresher_task = tokio::spawn(refresher.run(refresh_now, stop_rx.clone()));
     info!(zone = %settings.zone.zone, source = %source.describe(), state_dir = %settings.state_dir.display(), "serving");
-    serve(bound, handler, Some(fast), settings.tcp.clone(), stop_rx).await;
+    serve(
+        bound,
+        handler,
+        Some(fast),
+        Some(primary),
+        settings.tcp.clone(),
+        stop_rx,
+    )
+    .await;
     let _ = refresher_task.await;
     info!("stopped");
     Ok(())

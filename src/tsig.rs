@@ -196,7 +196,9 @@ impl KeyRing {
 
     /// The key named `name` (case-insensitively), if any.
     pub fn get(&self, name: &Name) -> Option<&Arc<Key>> {
-        self.keys.iter().find(|k| k.name.eq_case(&name.to_lowercase()))
+        self.keys
+            .iter()
+            .find(|k| k.name.eq_case(&name.to_lowercase()))
     }
 
     /// Whether there are no keys.
@@ -316,7 +318,8 @@ pub fn find(message: &[u8]) -> Result<Option<Tsig>, Malformed> {
     let mut found = None;
     for i in 0..records {
         let offset = decoder.index();
-        let owner = Name::read(&mut decoder).map_err(|_| Malformed("a record's name is malformed"))?;
+        let owner =
+            Name::read(&mut decoder).map_err(|_| Malformed("a record's name is malformed"))?;
         let rtype = short(decoder.read_u16())?.unverified();
         let class = short(decoder.read_u16())?.unverified();
         let ttl = short(decoder.read_u32())?.unverified();
@@ -327,10 +330,14 @@ pub fn find(message: &[u8]) -> Result<Option<Tsig>, Malformed> {
             continue;
         }
         if i + 1 != records || count(10) == 0 {
-            return Err(Malformed("a TSIG record that is not the last additional record"));
+            return Err(Malformed(
+                "a TSIG record that is not the last additional record",
+            ));
         }
         if class != CLASS_ANY || ttl != 0 {
-            return Err(Malformed("a TSIG record whose class is not ANY or TTL not 0"));
+            return Err(Malformed(
+                "a TSIG record whose class is not ANY or TTL not 0",
+            ));
         }
         let rdata = &message[..rdata_start + usize::from(len)];
         found = Some(read_rdata(rdata, rdata_start, offset, owner)?);
@@ -351,7 +358,9 @@ fn read_rdata(message: &[u8], start: usize, offset: usize, owner: Name) -> Resul
     let time_signed = time.iter().fold(0u64, |t, &b| (t << 8) | u64::from(b));
     let fudge = short(decoder.read_u16())?.unverified();
     let mac_len = short(decoder.read_u16())?.unverified();
-    let mac = short(decoder.read_slice(usize::from(mac_len)))?.unverified().to_vec();
+    let mac = short(decoder.read_slice(usize::from(mac_len)))?
+        .unverified()
+        .to_vec();
     let original_id = short(decoder.read_u16())?.unverified();
     let error = short(decoder.read_u16())?.unverified();
     let other_len = short(decoder.read_u16())?.unverified();
@@ -359,7 +368,9 @@ fn read_rdata(message: &[u8], start: usize, offset: usize, owner: Name) -> Resul
         .unverified()
         .to_vec();
     if !decoder.is_empty() {
-        return Err(Malformed("the TSIG record's length does not match its data"));
+        return Err(Malformed(
+            "the TSIG record's length does not match its data",
+        ));
     }
     Ok(Tsig {
         offset,
@@ -573,7 +584,13 @@ pub fn sign_reply(
     } else {
         Vec::new()
     };
-    let mut tsig = record_for(message, &request.key, now, error.map_or(0, |e| e as u16), other);
+    let mut tsig = record_for(
+        message,
+        &request.key,
+        now,
+        error.map_or(0, |e| e as u16),
+        other,
+    );
     let mut hasher = request.key.mac();
     if !request.mac.is_empty() {
         hasher.update(&(request.mac.len() as u16).to_be_bytes());

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -27,7 +28,9 @@ use crate::config::TcpSettings;
 use crate::dns::batch::{send_udp, Received, Replies, BATCH};
 use crate::dns::fast::FastPath;
 use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
+use crate::dns::xfr::{header_reply, Answer, Primary, Stream, TransferRequest};
 use crate::metrics::metrics;
+use crate::tsig::{self, Verdict};
 
 /// One listen address, bound for UDP and TCP.
 pub struct Bound {
@@ -149,6 +152,7 @@ pub async fn serve<H: RequestHandler>(
     bound: Vec<Bound>,
     handler: Arc<H>,
     fast: Option<FastPath>,
+    primary: Option<Arc<Primary>>,
     tcp: TcpSettings,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -158,6 +162,7 @@ pub async fn serve<H: RequestHandler>(
             let loop_ = UdpLoop {
                 handler: handler.clone(),
                 fast: fast.clone(),
+                primary: primary.clone(),
                 shutdown: shutdown.clone(),
             };
             tasks.spawn(loop_.run_on_own_thread(udp));
@@ -165,6 +170,7 @@ pub async fn serve<H: RequestHandler>(
         tasks.spawn(serve_tcp(
             b.tcp,
             handler.clone(),
+            primary.clone(),
             tcp.clone(),
             shutdown.clone(),
         ));
@@ -181,6 +187,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 struct UdpLoop<H> {
     handler: Arc<H>,
     fast: Option<FastPath>,
+    primary: Option<Arc<Primary>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -219,7 +226,7 @@ impl<H: RequestHandler> UdpLoop<H> {
     async fn serve_std(self, socket: std::net::UdpSocket) {
         match UdpSocket::from_std(socket) {
             Ok(socket) => {
-                serve_udp(socket, self.handler, self.fast, self.shutdown).await;
+                serve_udp(socket, self.handler, self.fast, self.primary, self.shutdown).await;
             }
             Err(error) => tracing::error!(%error, "cannot serve a UDP socket"),
         }
@@ -230,6 +237,7 @@ async fn serve_udp<H: RequestHandler>(
     socket: UdpSocket,
     handler: Arc<H>,
     fast: Option<FastPath>,
+    primary: Option<Arc<Primary>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
@@ -280,10 +288,20 @@ async fn serve_udp<H: RequestHandler>(
                 }
                 let message = query.to_vec();
                 let handler = handler.clone();
+                let primary = primary.clone();
                 let socket = socket.clone();
                 tokio::spawn(async move {
-                    if let Some(reply) = process(&*handler, message, src, Protocol::Udp).await {
-                        send_udp(&socket, &reply, src).await;
+                    let reply =
+                        process(&*handler, primary.as_deref(), message, src, Protocol::Udp).await;
+                    // Over UDP a transfer is at most one message (an
+                    // error or a single SOA).
+                    let bytes = match reply {
+                        Some(Reply::One(bytes)) => Some(bytes),
+                        Some(Reply::Stream(mut stream)) => stream.next_message(),
+                        None => None,
+                    };
+                    if let Some(bytes) = bytes {
+                        send_udp(&socket, &bytes, src).await;
                     }
                 });
             }
@@ -308,6 +326,7 @@ const UDP_BATCHES: usize = 4;
 async fn serve_tcp<H: RequestHandler>(
     listener: TcpListener,
     handler: Arc<H>,
+    primary: Option<Arc<Primary>>,
     limits: TcpSettings,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -333,6 +352,7 @@ async fn serve_tcp<H: RequestHandler>(
             continue;
         };
         let handler = handler.clone();
+        let primary = primary.clone();
         let shutdown = shutdown.clone();
         let idle = limits.idle_timeout;
         // Replies go out at once; nothing is gained by waiting to coalesce.
@@ -340,7 +360,7 @@ async fn serve_tcp<H: RequestHandler>(
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {
-                _ = serve_connection(stream, src, &*handler, idle) => {}
+                _ = serve_connection(stream, src, &*handler, primary.as_deref(), idle) => {}
                 _ = stopped(shutdown) => {}
             }
         });
@@ -353,8 +373,13 @@ async fn serve_tcp<H: RequestHandler>(
 ///
 /// Generic over the stream so that the `tcp_framing` fuzz target can feed
 /// it any bytes cut at any points through an in-memory pipe.
-pub async fn serve_connection<S, H>(mut stream: S, src: SocketAddr, handler: &H, idle: Duration)
-where
+pub async fn serve_connection<S, H>(
+    mut stream: S,
+    src: SocketAddr,
+    handler: &H,
+    primary: Option<&Primary>,
+    idle: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
     H: RequestHandler,
 {
@@ -369,17 +394,97 @@ where
         ) {
             return;
         }
-        let Some(reply) = process(handler, message, src, Protocol::Tcp).await else {
-            continue;
-        };
-        let Ok(len) = u16::try_from(reply.len()) else {
-            return;
-        };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&reply);
-        if !matches!(timeout(idle, stream.write_all(&framed)).await, Ok(Ok(()))) {
-            return;
+        match process(handler, primary, message, src, Protocol::Tcp).await {
+            None => continue,
+            Some(Reply::One(reply)) => {
+                if !write_framed(&mut stream, &reply, idle).await {
+                    return;
+                }
+            }
+            Some(Reply::Stream(mut transfer)) => {
+                if !send_transfer(&mut stream, &mut transfer, src, idle).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The longest a whole transfer may take before the connection is closed
+/// (a 200,000-name zone is about 10 MB: seconds on any link a secondary
+/// should use).
+pub const TRANSFER_TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// Sends a transfer's messages one at a time: the next one is rendered
+/// only when the previous one is written, so a slow reader holds one
+/// message in memory and blocks nothing but its own connection. Each
+/// write may take `idle` at most and the whole transfer
+/// [`TRANSFER_TIME_LIMIT`]. Whether the connection can go on.
+async fn send_transfer<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    transfer: &mut Stream,
+    src: SocketAddr,
+    idle: Duration,
+) -> bool {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + TRANSFER_TIME_LIMIT;
+    while let Some(message) = transfer.next_message() {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if !write_framed(stream, &message, wait).await {
+            warn!(
+                %src,
+                kind = transfer.kind,
+                serial = transfer.serial(),
+                messages = transfer.messages,
+                "transfer abandoned: the client stopped reading (or took longer than {} s in all)",
+                TRANSFER_TIME_LIMIT.as_secs()
+            );
+            metrics().count_transfer(transfer.kind, "failed");
+            return false;
+        }
+    }
+    if transfer.is_single() {
+        return true; // one SOA: counted when answered, not worth a log line
+    }
+    metrics().count_transfer(transfer.kind, "ok");
+    info!(
+        %src,
+        kind = transfer.kind,
+        serial = transfer.serial(),
+        steps = transfer.steps,
+        messages = transfer.messages,
+        bytes = transfer.bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "transfer sent"
+    );
+    true
+}
+
+/// Writes one length-prefixed message within `wait`; whether it went.
+async fn write_framed<S: AsyncWrite + Unpin>(stream: &mut S, reply: &[u8], wait: Duration) -> bool {
+    let Ok(len) = u16::try_from(reply.len()) else {
+        return false;
+    };
+    let mut framed = Vec::with_capacity(reply.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(reply);
+    matches!(timeout(wait, stream.write_all(&framed)).await, Ok(Ok(())))
+}
+
+/// A reply: one message, or a transfer's stream of them.
+pub enum Reply {
+    /// One message.
+    One(Vec<u8>),
+    /// Several (a zone transfer over TCP).
+    Stream(Box<Stream>),
+}
+
+impl Reply {
+    /// The message of a one-message reply.
+    pub fn one(self) -> Option<Vec<u8>> {
+        match self {
+            Reply::One(bytes) => Some(bytes),
+            Reply::Stream(_) => None,
         }
     }
 }
@@ -393,16 +498,47 @@ where
 /// the request's id, echoing nothing.
 pub async fn process<H: RequestHandler>(
     handler: &H,
+    primary: Option<&Primary>,
     message: Vec<u8>,
     src: SocketAddr,
     protocol: Protocol,
-) -> Option<Vec<u8>> {
+) -> Option<Reply> {
     let Some(header) = Header::read(&mut BinDecoder::new(&message))
         .ok()
         .filter(|h| h.metadata.message_type != MessageType::Response)
     else {
         metrics().count_dropped();
         return None;
+    };
+    // A signed request: verified, then answered without its TSIG, and the
+    // reply signed. Only a message with additional records can be signed.
+    let mut signed = None;
+    let message = if header.counts.additionals == 0 {
+        message
+    } else {
+        let keys = primary.map(Primary::keys).unwrap_or_default();
+        match tsig::verify_request(&message, &keys, tsig::now()) {
+            Ok(Verdict::Unsigned) => message,
+            Ok(Verdict::Signed(key, stripped)) => {
+                signed = Some(key);
+                stripped
+            }
+            Ok(Verdict::Failed(failed)) => {
+                info!(
+                    %src,
+                    key = %failed.key_name,
+                    error = %failed.error,
+                    "signed request refused (TSIG)"
+                );
+                metrics().count_query(protocol, None, ResponseCode::NotAuth);
+                return Some(Reply::One(tsig_failure(&message, &header, &failed)));
+            }
+            Err(why) => {
+                debug!(%src, error = %why, "malformed TSIG; answering FORMERR");
+                metrics().count_query(protocol, None, ResponseCode::FormErr);
+                return Some(Reply::One(formerr(&header.metadata)));
+            }
+        }
     };
     let decoded = match questions_are_plain(&message, header.counts.queries) {
         // RFC 9619: a query has one question. Echoing dozens of them back
@@ -418,15 +554,80 @@ pub async fn process<H: RequestHandler>(
         Err(error) => {
             debug!(%error, %src, "malformed query; answering FORMERR");
             metrics().count_query(protocol, None, ResponseCode::FormErr);
-            return Some(formerr(&header.metadata));
+            return Some(Reply::One(formerr(&header.metadata)));
         }
     };
+    let query = request.queries.queries().first();
+    let qtype = query.map(|q| q.query_type());
+    let sign = |mut reply: Vec<u8>| {
+        if let Some(signed) = &signed {
+            tsig::sign_reply(&mut reply, signed, tsig::now(), None);
+        }
+        reply
+    };
+    if header.metadata.op_code == OpCode::Query {
+        if let (Some(query), Some(RecordType::AXFR | RecordType::IXFR)) = (query, qtype) {
+            let Some(primary) = primary else {
+                metrics().count_query(protocol, qtype, ResponseCode::Refused);
+                let refused = header_reply(
+                    header.metadata.id,
+                    0,
+                    header.metadata.recursion_desired,
+                    false,
+                    ResponseCode::Refused,
+                    request.queries.as_bytes(),
+                );
+                return Some(Reply::One(sign(refused)));
+            };
+            let transfer = TransferRequest {
+                id: header.metadata.id,
+                recursion_desired: header.metadata.recursion_desired,
+                opcode: 0,
+                question: request.queries.as_bytes(),
+                name: query.original().name(),
+                qtype: query.query_type(),
+                authorities: &request.authorities,
+                source: src.ip(),
+                protocol,
+                signed: signed.as_ref(),
+            };
+            return Some(match primary.answer(&transfer) {
+                Answer::One(reply) => {
+                    metrics().count_query(protocol, qtype, rcode_of(&reply));
+                    Reply::One(sign(reply))
+                }
+                Answer::Stream(stream) => {
+                    metrics().count_query(protocol, qtype, ResponseCode::NoError);
+                    Reply::Stream(stream)
+                }
+            });
+        }
+        // A signed SOA query is a secondary's refresh check: the same
+        // rule as for transfers decides.
+        if let (Some(key), Some(RecordType::SOA)) = (&signed, qtype) {
+            if !primary.is_some_and(|p| p.may_transfer(src.ip(), Some(key))) {
+                info!(%src, key = %key.key.name, "signed SOA query refused: no [transfer] allow entry matches");
+                metrics().count_query(protocol, qtype, ResponseCode::Refused);
+                let refused = header_reply(
+                    header.metadata.id,
+                    0,
+                    header.metadata.recursion_desired,
+                    false,
+                    ResponseCode::Refused,
+                    request.queries.as_bytes(),
+                );
+                return Some(Reply::One(sign(refused)));
+            }
+        }
+    }
     let limit = match protocol {
         Protocol::Udp => udp_limit(request.edns.as_ref()),
         _ => usize::from(u16::MAX),
     };
+    // Room for the signature, so that a signed reply never exceeds it.
+    let room = signed.as_ref().map_or(0, |s| tsig::overhead(&s.key));
     let responder = WireResponder::new(
-        limit,
+        limit.saturating_sub(room),
         request.queries.as_bytes().len(),
         header.counts.queries,
     );
@@ -434,9 +635,60 @@ pub async fn process<H: RequestHandler>(
         .handle_request::<_, TokioTime>(&request, responder.clone())
         .await;
     let (reply, rcode) = responder.take()?;
-    let qtype = request.queries.queries().first().map(|q| q.query_type());
     metrics().count_query(protocol, qtype, rcode);
-    Some(reply)
+    Some(Reply::One(sign(reply)))
+}
+
+/// The response code of an encoded reply.
+fn rcode_of(reply: &[u8]) -> ResponseCode {
+    ResponseCode::from_low(reply.get(3).map_or(2, |b| b & 0x0f))
+}
+
+/// The reply to a request whose TSIG failed (RFC 8945 section 5.2):
+/// NOTAUTH with the question, and a TSIG with the error, signed for
+/// BADTIME and BADTRUNC, unsigned for BADKEY and BADSIG.
+fn tsig_failure(message: &[u8], header: &Header, failed: &tsig::Failed) -> Vec<u8> {
+    let question = question_section(message, header.counts.queries).unwrap_or_default();
+    let mut reply = header_reply(
+        header.metadata.id,
+        u8::from(header.metadata.op_code),
+        header.metadata.recursion_desired,
+        false,
+        ResponseCode::NotAuth,
+        if header.counts.queries == 1 {
+            question
+        } else {
+            &[]
+        },
+    );
+    let now = tsig::now();
+    match &failed.signed {
+        Some(signed) => {
+            tsig::sign_reply(&mut reply, signed, now, Some(failed.error));
+        }
+        None => tsig::append_unsigned_error(&mut reply, failed, now),
+    }
+    reply
+}
+
+/// The question section of `message` (with `count` questions) as sent,
+/// if every name in it is written out label by label.
+fn question_section(message: &[u8], count: u16) -> Option<&[u8]> {
+    let mut pos = 12;
+    for _ in 0..count {
+        loop {
+            let &len = message.get(pos)?;
+            if len & 0xc0 != 0 {
+                return None;
+            }
+            pos += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        pos += 4;
+    }
+    message.get(12..pos)
 }
 
 /// Checks that every question name of `message` (with `count` questions)
@@ -511,7 +763,8 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(process(&handler, message, src, protocol))
+            .block_on(process(&handler, None, message, src, protocol))
+            .and_then(Reply::one)
     }
 
     /// The reply as a strict client reads it: FORMERR, the id, and nothing

@@ -308,13 +308,27 @@ pub struct Stream {
     /// The key and MAC to chain to, when the request was signed.
     signer: Option<(Signed, Option<Vec<u8>>)>,
     first: bool,
-    /// Messages sent and the size of the whole transfer, for the log.
+    /// What kind of transfer it is, as counted (`axfr`, `ixfr`, ...).
+    pub kind: &'static str,
+    /// For an IXFR from the journal, how many differences it chains.
+    pub steps: usize,
+    /// Messages sent so far.
     pub messages: usize,
     /// Bytes sent so far.
     pub bytes: usize,
 }
 
 impl Stream {
+    /// The serial it transfers.
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// Whether it is a single SOA (an up-to-date secondary), not a transfer.
+    pub fn is_single(&self) -> bool {
+        matches!(self.source, Source::Soa { .. })
+    }
+
     /// The next message, or `None` when the transfer is complete.
     pub fn next_message(&mut self) -> Option<Vec<u8>> {
         if !self.first && self.pending.is_empty() && !self.refill() {
@@ -365,9 +379,7 @@ impl Stream {
 
     /// Renders the next records into `pending`; `false` at the end.
     fn refill(&mut self) -> bool {
-        let soa = |zone: &ZoneSettings, serial: u32| {
-            soa_record(zone, serial, &zone.zone, zone.ttl)
-        };
+        let soa = |zone: &ZoneSettings, serial: u32| soa_record(zone, serial, &zone.zone, zone.ttl);
         match &mut self.source {
             Source::Soa { sent } => {
                 if *sent {
@@ -521,7 +533,8 @@ impl Primary {
     pub fn reconfigure(&self, zone: ZoneSettings, transfer: &TransferSettings) {
         self.zone.store(Arc::new(zone));
         self.allow.store(Arc::new(transfer.allow.clone()));
-        self.keys.store(Arc::new(KeyRing::new(transfer.keys.clone())));
+        self.keys
+            .store(Arc::new(KeyRing::new(transfer.keys.clone())));
         self.journal
             .set_limits(transfer.ixfr_history, transfer.ixfr_history_bytes);
     }
@@ -555,13 +568,16 @@ impl Primary {
             "ixfr"
         };
         let zone = self.zone.load_full();
-        let error = |rcode: ResponseCode| {
-            Answer::One(error_reply(request, rcode))
-        };
+        let error = |rcode: ResponseCode| Answer::One(error_reply(request, rcode));
         if !zone.zone.zone_of(request.name) || *request.name != zone.zone {
             // Transfers exist only for the apex.
             metrics().count_transfer(kind_of_request, "refused");
             return error(ResponseCode::NotAuth);
+        }
+        if request.qtype == RecordType::AXFR && request.protocol == Protocol::Udp {
+            // RFC 5936 section 4.2: AXFR is TCP only. As BIND: FORMERR.
+            metrics().count_transfer("axfr", "refused");
+            return error(ResponseCode::FormErr);
         }
         if !allowed(
             &self.allow.load(),
@@ -582,19 +598,16 @@ impl Primary {
             return error(ResponseCode::ServFail);
         };
         let serial = snapshot.serial();
-        let source = match request.qtype {
-            RecordType::AXFR => {
-                if request.protocol == Protocol::Udp {
-                    metrics().count_transfer("axfr", "refused");
-                    return error(ResponseCode::FormErr);
-                }
-                metrics().count_transfer("axfr", "ok");
-                Source::Zone {
-                    snapshot,
-                    next: None,
-                    closed: false,
-                }
-            }
+        let zone_from = |snapshot| Source::Zone {
+            snapshot,
+            next: None,
+            closed: false,
+        };
+        // Streams are counted when they end (sent or abandoned); single
+        // answers here.
+        let mut steps = 0;
+        let (kind, source) = match request.qtype {
+            RecordType::AXFR => ("axfr", zone_from(snapshot)),
             _ => {
                 let client = request.authorities.iter().find_map(|r| match &r.data {
                     RData::SOA(soa) if r.record_type() == RecordType::SOA => Some(soa.serial),
@@ -613,24 +626,21 @@ impl Primary {
                         "uptodate"
                     };
                     metrics().count_transfer(kind, "ok");
-                    Source::Soa { sent: false }
+                    (kind, Source::Soa { sent: false })
                 } else if let Some(chain) = self.journal.chain(client, serial) {
-                    metrics().count_transfer("ixfr", "ok");
-                    debug!(source = %request.source, from = client, to = serial, steps = chain.len(), "IXFR from the journal");
-                    Source::Diffs {
-                        chain,
-                        at: (0, 0, 0),
-                        opened: false,
-                        closed: false,
-                    }
+                    steps = chain.len();
+                    (
+                        "ixfr",
+                        Source::Diffs {
+                            chain,
+                            at: (0, 0, 0),
+                            opened: false,
+                            closed: false,
+                        },
+                    )
                 } else {
-                    metrics().count_transfer("ixfr_full", "ok");
                     debug!(source = %request.source, from = client, to = serial, "IXFR answered with the whole zone (serial not in the journal)");
-                    Source::Zone {
-                        snapshot,
-                        next: None,
-                        closed: false,
-                    }
+                    ("ixfr_full", zone_from(snapshot))
                 }
             }
         };
@@ -644,6 +654,8 @@ impl Primary {
             pending: VecDeque::new(),
             signer: request.signed.map(|s| (s.clone(), None)),
             first: true,
+            kind,
+            steps,
             messages: 0,
             bytes: 0,
         }))
@@ -701,7 +713,10 @@ pub fn spawn_journal(
         loop {
             let current = changes.borrow_and_update().clone();
             if let Some(snapshot) = current {
-                if let Some(old) = previous.take() {
+                // Without anyone allowed to transfer, no journal is kept
+                // (a gap starts it over when transfers are allowed later).
+                let wanted = !primary.allow.load().is_empty();
+                if let Some(old) = previous.take().filter(|_| wanted) {
                     let journal = primary.journal.clone();
                     let zone = primary.zone();
                     let new = snapshot.clone();
@@ -714,7 +729,13 @@ pub fn spawn_journal(
                         warn!(%error, "journal update failed");
                     }
                     let (versions, bytes) = primary.journal.size();
-                    debug!(serial = snapshot.serial(), versions, bytes, took_ms = started.elapsed().as_millis() as u64, "journal updated");
+                    debug!(
+                        serial = snapshot.serial(),
+                        versions,
+                        bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "journal updated"
+                    );
                 }
                 previous = Some(snapshot.clone());
                 after.send_replace(Some(snapshot));
@@ -763,15 +784,35 @@ mod tests {
     #[test]
     fn applying_a_diff_to_the_old_zone_gives_the_new_zone() {
         let zone = zone();
-        let old = snapshot(&[("web-1", "10.0.0.1"), ("web-2", "10.0.0.2"), ("db", "10.0.0.3")], 10);
-        let new = snapshot(&[("web-1", "10.0.0.1"), ("web-2", "10.0.0.9"), ("cache", "10.0.0.4")], 11);
+        let old = snapshot(
+            &[
+                ("web-1", "10.0.0.1"),
+                ("web-2", "10.0.0.2"),
+                ("db", "10.0.0.3"),
+            ],
+            10,
+        );
+        let new = snapshot(
+            &[
+                ("web-1", "10.0.0.1"),
+                ("web-2", "10.0.0.9"),
+                ("cache", "10.0.0.4"),
+            ],
+            11,
+        );
         let diff = Diff::between(&old, &new, &zone);
         let mut zone_records = records_of(&old, &zone);
         for r in diff.removed() {
-            assert!(zone_records.remove(&r.to_string()), "removes a record that is there: {r}");
+            assert!(
+                zone_records.remove(&r.to_string()),
+                "removes a record that is there: {r}"
+            );
         }
         for r in diff.added() {
-            assert!(zone_records.insert(r.to_string()), "adds a record that is not there: {r}");
+            assert!(
+                zone_records.insert(r.to_string()),
+                "adds a record that is not there: {r}"
+            );
         }
         assert_eq!(zone_records, records_of(&new, &zone));
     }
@@ -780,9 +821,17 @@ mod tests {
     fn an_axfr_streams_parsable_messages_with_the_soa_first_and_last() {
         let zone = zone();
         let names: Vec<(String, String)> = (0..3000)
-            .map(|i| (format!("host-{i}"), format!("10.1.{}.{}", i / 250, i % 250 + 1)))
+            .map(|i| {
+                (
+                    format!("host-{i}"),
+                    format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                )
+            })
             .collect();
-        let refs: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let refs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let s = Arc::new(snapshot(&refs, 77));
         let store = crate::snapshot::new_store();
         store.store(Some(s.clone()));

@@ -533,7 +533,7 @@ pub struct Dnsmasq {
 /// a stopped upstream's port; were that port ephemeral, the `dig` of a
 /// parallel test could get it as its source port and read one of those
 /// queries as its answer ("query response not set"), as happened in CI.
-fn quiet_port() -> u16 {
+pub fn quiet_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let start = std::process::id() % 4000;
     loop {

@@ -18,3 +18,5 @@ mod limits;
 mod operator;
 mod refresh;
 mod resilience;
+mod secondaries;
+mod xfr;

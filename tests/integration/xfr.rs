@@ -1,0 +1,388 @@
+//! Zone transfers to the real NSD, Knot and BIND, and transfer requests
+//! that must be refused: the secondaries are Debian's, started by the test
+//! on loopback ports with `deploy/secondaries/`'s configs.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::harness::*;
+use crate::secondaries::{zone_records, Kind, Secondary, DIG_KEY, KEY_SECRET};
+
+/// A fleetdns primary on an inventory file, with the test key, transfers
+/// allowed from loopback with the key, NOTIFY to `notify` ports, and
+/// `extra` config lines.
+fn primary(dir: &Path, inventory: &Path, notify: &[u16], extra: &str) -> Daemon {
+    let targets: Vec<String> = notify
+        .iter()
+        .map(|p| format!("{{ to = \"127.0.0.1:{p}\", key = \"xfr-key\" }}"))
+        .collect();
+    let config = format!(
+        "{extra}\n[[tsig_keys]]\nname = \"xfr-key\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"{}\"\n\
+         [transfer]\nallow = [{{ from = \"127.0.0.0/8\", key = \"xfr-key\" }}]\nnotify = [{}]\nixfr_history = 4\n",
+        secret_file(dir).display(),
+        targets.join(", ")
+    );
+    let path = dir.join("fleetdns.toml");
+    std::fs::write(&path, config).unwrap();
+    Daemon::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--source",
+        &file_source(inventory),
+    ])
+}
+
+/// The test key's secret in a file only its owner may read.
+fn secret_file(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("xfr-key.secret");
+    std::fs::write(&path, format!("{KEY_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The serial fleetdns serves.
+fn serial(d: &Daemon) -> u32 {
+    d.dig(&["+short", "fleet.internal", "SOA"])
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no SOA; log:\n{}", d.log()))
+}
+
+/// fleetdns's whole zone, by a signed AXFR.
+fn zone_of(d: &Daemon) -> BTreeSet<String> {
+    zone_records(&dig(
+        d.tcp,
+        &["+time=30", "-y", DIG_KEY, "fleet.internal", "AXFR"],
+    ))
+}
+
+/// Writes `instances`, sends SIGHUP, and waits until fleetdns serves a
+/// new serial; returns it and when the signal went.
+fn change(d: &Daemon, inventory: &Path, instances: &[Fake]) -> (u32, Instant) {
+    let before = serial(d);
+    write_inventory(inventory, instances);
+    let sent = Instant::now();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = serial(d);
+        if now != before {
+            return (now, sent);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new serial; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fleet(names: &[&'static str]) -> Vec<Fake<'static>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Fake::running(i as u32 + 1, Some(n)))
+        .collect()
+}
+
+#[test]
+fn nsd_knot_and_bind_replicate_the_zone_and_follow_each_change_by_notify_and_ixfr() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    let mut names = vec!["web-1", "web-2", "db", "cache"];
+    write_inventory(&inventory, &fleet(&names));
+    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
+    let d = primary(dir.path(), &inventory, &ports, "");
+    let secondaries: Vec<Secondary> = Kind::ALL
+        .iter()
+        .zip(&ports)
+        .map(|(kind, port)| Secondary::start(*kind, *port, d.tcp.port()))
+        .collect();
+
+    // each gets the whole zone, signed, and serves exactly what fleetdns does
+    let first = serial(&d);
+    let want = zone_of(&d);
+    assert!(want.len() > 10, "{want:?}");
+    for s in &secondaries {
+        s.wait_for_serial(first, 30.0);
+        assert_eq!(s.zone(), want, "{:?} serves another zone", s.kind);
+    }
+
+    // a rename, a stop and a new instance: all three follow within 3 s of
+    // SIGHUP, by NOTIFY and IXFR
+    let mut instances = fleet(&names);
+    instances[0].name = Some("web-1-renamed");
+    instances[2].state = "stopped";
+    instances.push(Fake::running(50, Some("new-host")));
+    let (next, sent) = change(&d, &inventory, &instances);
+    for s in &secondaries {
+        s.wait_for_serial(next, 3.0 - sent.elapsed().as_secs_f64().min(2.9));
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        sent.elapsed()
+    );
+    let want = zone_of(&d);
+    for s in &secondaries {
+        assert_eq!(s.zone(), want, "{:?} after the change", s.kind);
+    }
+    let knot = &secondaries[1];
+    assert!(
+        knot.log().contains("IXFR, incoming") && !knot.log().contains("fallback to AXFR"),
+        "Knot took an IXFR without falling back:\n{}",
+        knot.log()
+    );
+    assert!(d.log().contains("kind=\"ixfr\" serial="), "{}", d.log());
+
+    // stopped during three changes: each catches up through the chain of
+    // three differences
+    for s in &secondaries {
+        s.pause();
+    }
+    let mut last = next;
+    for n in ["x-1", "x-2", "x-3"] {
+        names.push(n);
+        (last, _) = change(&d, &inventory, &fleet(&names));
+    }
+    for s in &secondaries {
+        s.resume();
+    }
+    for s in &secondaries {
+        s.wait_for_serial(last, 30.0);
+    }
+    let want = zone_of(&d);
+    for s in &secondaries {
+        assert_eq!(s.zone(), want, "{:?} after catching up", s.kind);
+    }
+    let chained = d.log().matches("steps=3 ").count();
+    assert!(chained >= 3, "three IXFRs of three steps:\n{}", d.log());
+    assert!(!knot.log().contains("fallback to AXFR"), "{}", knot.log());
+
+    // one older than the journal (4 versions) gets the whole zone in IXFR form
+    knot.pause();
+    for n in ["y-1", "y-2", "y-3", "y-4", "y-5"] {
+        names.push(n);
+        (last, _) = change(&d, &inventory, &fleet(&names));
+    }
+    knot.resume();
+    knot.wait_for_serial(last, 30.0);
+    assert_eq!(knot.zone(), zone_of(&d));
+    assert!(d.log().contains("kind=\"ixfr_full\""), "{}", d.log());
+}
+
+/// An AXFR or IXFR query over TCP or UDP, unsigned.
+fn transfer_query(qtype: RecordType, client_serial: Option<u32>) -> Vec<u8> {
+    let apex = Name::from_ascii("fleet.internal.").unwrap();
+    let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(apex.clone(), qtype));
+    if let Some(serial) = client_serial {
+        let soa = SOA::new(apex.clone(), apex.clone(), serial, 0, 0, 0, 0);
+        m.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
+    }
+    m.to_vec().unwrap()
+}
+
+fn rcode(reply: &[u8]) -> ResponseCode {
+    strict_parse(reply).metadata.response_code
+}
+
+/// `kdig` with `args` against `server` (TCP for transfers on its own):
+/// what it printed on stdout and stderr.
+fn kdig(server: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=5", "+retry=0"])
+        .args(args)
+        .output()
+        .expect("kdig is installed (scripts/test installs knot-dnsutils)");
+    // kdig reports an error rcode of a transfer on stderr
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn transfers_are_refused_unless_the_source_and_the_key_match() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    write_inventory(&inventory, &fleet(&["web-1", "web-2"]));
+    // 127.0.0.1 must sign; 127.0.0.2 may not transfer at all
+    let config = format!(
+        "[[tsig_keys]]\nname = \"xfr-key\"\nsecret = \"{KEY_SECRET}\"\n\
+         [[tsig_keys]]\nname = \"other-key\"\nalgorithm = \"hmac-sha512\"\nsecret = \"{KEY_SECRET}\"\n\
+         [transfer]\nallow = [{{ from = \"127.0.0.1/32\", key = \"xfr-key\" }}]\n"
+    );
+    std::fs::write(dir.path().join("fleetdns.toml"), config).unwrap();
+    let d = Daemon::start(&[
+        "--config",
+        dir.path().join("fleetdns.toml").to_str().unwrap(),
+        "--source",
+        &file_source(&inventory),
+    ]);
+
+    // signed with the key from inside the network: the zone
+    let good = kdig(d.tcp, &["-y", DIG_KEY, "fleet.internal", "AXFR"]);
+    assert!(good.contains("web-1.fleet.internal."), "{good}");
+    assert!(!good.contains("failed"), "{good}");
+    // unsigned: REFUSED
+    let reply = tcp_raw(d.tcp, &transfer_query(RecordType::AXFR, None)).expect("a reply");
+    assert_eq!(rcode(&reply), ResponseCode::Refused);
+    // signed with another known key: REFUSED (the entry names xfr-key)
+    let other = format!("hmac-sha512:other-key:{KEY_SECRET}");
+    let out = kdig(d.tcp, &["-y", &other, "fleet.internal", "AXFR"]);
+    assert!(out.contains("REFUSED"), "{out}");
+    // a wrong secret: NOTAUTH with BADSIG; an unknown key: BADKEY
+    let wrong = "hmac-sha256:xfr-key:AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let out = kdig(d.tcp, &["-y", wrong, "fleet.internal", "AXFR"]);
+    assert!(out.contains("BADSIG"), "{out}");
+    let unknown = format!("hmac-sha256:nobody:{KEY_SECRET}");
+    let out = kdig(d.tcp, &["-y", &unknown, "fleet.internal", "SOA"]);
+    assert!(out.contains("BADKEY"), "{out}");
+    // signed, from outside the network (127.0.0.2): REFUSED, signed reply
+    let out = Command::new("dig")
+        .args(["-b", "127.0.0.2", &format!("@{}", d.tcp.ip())])
+        .args(["-p", &d.tcp.port().to_string(), "+time=5", "+tries=1"])
+        .args(["-y", DIG_KEY, "fleet.internal", "AXFR"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED"),
+        "{out}"
+    );
+    assert!(!out.contains("web-1.fleet.internal."), "{out}");
+    // the same for a signed SOA query from there (a secondary's refresh check)
+    let out = kdig(
+        d.udp,
+        &["-b", "127.0.0.2", "-y", DIG_KEY, "fleet.internal", "SOA"],
+    );
+    assert!(out.contains("REFUSED"), "{out}");
+    // signed SOA from inside: answered and signed (kdig checks the MAC)
+    let out = kdig(d.udp, &["-y", DIG_KEY, "fleet.internal", "SOA"]);
+    assert!(out.contains("NOERROR") && out.contains("TSIG"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+
+    // AXFR over UDP: FORMERR, never part of the zone
+    let reply = udp_raw(d.udp, &transfer_query(RecordType::AXFR, None)).expect("a reply");
+    assert_eq!(rcode(&reply), ResponseCode::FormErr);
+    assert!(strict_parse(&reply).answers.is_empty());
+    // IXFR without an SOA in the authority section: FORMERR
+    let mut raw = transfer_query(RecordType::IXFR, None);
+    sign_for_test(&mut raw);
+    let reply = tcp_raw(d.tcp, &raw).expect("a reply");
+    assert_eq!(rcode(&reply), ResponseCode::FormErr);
+    // IXFR over UDP, signed, from an old serial: a single SOA
+    let out = kdig(
+        d.udp,
+        &["-y", DIG_KEY, "+notcp", "fleet.internal", "IXFR=1"],
+    );
+    assert_eq!(out.matches("\tSOA\t").count(), 1, "{out}");
+
+    // and a malformed TSIG (cut short) is FORMERR, never a crash
+    let mut cut = transfer_query(RecordType::SOA, None);
+    sign_for_test(&mut cut);
+    cut.truncate(cut.len() - 5);
+    let reply = udp_raw(d.udp, &cut).expect("a reply");
+    assert_eq!(rcode(&reply), ResponseCode::FormErr);
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.9.0.2"]);
+}
+
+/// Signs `message` with the test key, as fleetdns's own NOTIFY does (the
+/// code under test verifies it; kdig checked the same code's replies).
+fn sign_for_test(message: &mut Vec<u8>) {
+    let key = fleetdns::tsig::Key::new(
+        "xfr-key",
+        fleetdns::tsig::Algorithm::HmacSha256,
+        fleetdns::tsig::Secret::from_base64(KEY_SECRET).unwrap(),
+    )
+    .unwrap();
+    fleetdns::tsig::sign_request(message, &key, fleetdns::tsig::now());
+}
+
+#[test]
+fn a_100000_instance_zone_transfers_whole_and_a_stalled_reader_blocks_nothing() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    let names: Vec<String> = (0..100_000).map(|i| format!("host-{i}")).collect();
+    let instances: Vec<Fake> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut f = Fake::running(i as u32 + 1, Some(n));
+            f.ipv4 = vec![format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)];
+            f
+        })
+        .collect();
+    write_inventory(&inventory, &instances);
+    let port = Secondary::port();
+    let d = primary(
+        dir.path(),
+        &inventory,
+        &[port],
+        "[tcp]\nidle_timeout_secs = 2",
+    );
+    let serial = serial(&d);
+
+    // dig gets it all: SOA, NS, and per instance A and TXT at its name and
+    // at its instance-id name, then the SOA again
+    let started = Instant::now();
+    let out = dig(
+        d.tcp,
+        &["+time=60", "-y", DIG_KEY, "fleet.internal", "AXFR"],
+    );
+    let took = started.elapsed();
+    let records = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty() && !l.contains("TSIG"))
+        .count();
+    assert_eq!(
+        records,
+        2 + 1 + 100_000 * 4,
+        "{}",
+        &out[out.len().saturating_sub(500)..]
+    );
+    assert!(
+        out.contains("XFR size: 400003 records"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    eprintln!("AXFR of 100,000 instances by dig: {took:?}");
+
+    // a secondary (Knot) takes it whole too
+    let knot = Secondary::start(Kind::Knot, port, d.tcp.port());
+    knot.wait_for_serial(serial, 120.0);
+    assert_eq!(knot.zone().len(), zone_of(&d).len());
+
+    // a client that asks for the zone and stops reading: other queries
+    // are answered meanwhile, and the connection is dropped in bounded time
+    let mut stalled = TcpStream::connect(d.tcp).unwrap();
+    let mut request = transfer_query(RecordType::AXFR, None);
+    sign_for_test(&mut request);
+    let mut framed = (request.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    stalled.write_all(&framed).unwrap();
+    let asked = Instant::now();
+    while asked.elapsed() < Duration::from_secs(1) {
+        assert_eq!(short(d.udp, &["host-7.fleet.internal"]), ["10.0.0.7"]);
+        assert_eq!(
+            short(d.tcp, &["+tcp", "host-70000.fleet.internal"]),
+            ["10.1.17.112"]
+        );
+    }
+    d.wait_for_log("transfer abandoned", 15);
+    drop(stalled);
+}
