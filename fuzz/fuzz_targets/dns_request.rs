@@ -1,7 +1,9 @@
 //! Any bytes as a DNS request, over UDP or TCP, to the handler serving the
-//! demo fleet: no panic; no reply to what is not a query; any reply parses
-//! and fits the transport's limit; and wherever the UDP fast path answers,
-//! its bytes are the general path's.
+//! demo fleet with transfers allowed from 127.0.0.0/8 to the test key
+//! (`fuzz/dicts/dns_request.dict` has its name): no panic; no reply to
+//! what is not a query; any reply parses and fits the transport's limit
+//! (every message of a transfer too); and wherever the UDP fast path
+//! answers, its bytes are the general path's.
 //!
 //! Differentially, against what hickory-proto's decoder makes of the
 //! request on its own: the reply's id, opcode and RD are the request's; a
@@ -15,7 +17,8 @@ use std::sync::{Arc, OnceLock};
 
 use fleetdns::config::{read_config, Overrides};
 use fleetdns::dns::fast::{answer, FastZone};
-use fleetdns::dns::server::{process, questions_are_plain};
+use fleetdns::dns::server::{process, questions_are_plain, Reply};
+use fleetdns::dns::xfr::Primary;
 use fleetdns::dns::ZoneHandler;
 use fleetdns::inventory::file::parse_describe_instances;
 use fleetdns::snapshot::{new_store, Snapshot};
@@ -26,6 +29,7 @@ use libfuzzer_sys::fuzz_target;
 struct World {
     runtime: tokio::runtime::Runtime,
     handler: ZoneHandler,
+    primary: Primary,
     snapshot: Arc<Snapshot>,
     zone: FastZone,
 }
@@ -34,7 +38,11 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let fleet = include_str!("../../deploy/examples/fleet.json");
-        let settings = read_config("", "fuzz")
+        let settings = read_config(
+            "[[tsig_keys]]\nname = \"xfr-key\"\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+             [transfer]\nallow = [{ from = \"127.0.0.0/8\", key = \"xfr-key\" }]\n",
+            "fuzz",
+        )
             .unwrap()
             .validate(&Overrides::default())
             .unwrap();
@@ -52,7 +60,8 @@ fn world() -> &'static World {
                 .build()
                 .unwrap(),
             // No forwarder: fuzzing must not send packets anywhere.
-            handler: ZoneHandler::new(store, settings.zone.clone(), None),
+            handler: ZoneHandler::new(store.clone(), settings.zone.clone(), None),
+            primary: Primary::new(store, settings.zone.clone(), &settings.transfer),
             snapshot,
             zone: FastZone::new(&settings.zone),
         }
@@ -70,9 +79,30 @@ fuzz_target!(|data: &[u8]| {
     };
     let world = world();
     let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
-    let reply = world
-        .runtime
-        .block_on(process(&world.handler, packet.to_vec(), src, protocol));
+    let reply = world.runtime.block_on(process(
+        &world.handler,
+        Some(&world.primary),
+        packet.to_vec(),
+        src,
+        protocol,
+    ));
+    // A transfer: every message parses and fits; the first is checked
+    // below like any reply.
+    let reply = match reply {
+        None => None,
+        Some(Reply::One(bytes)) => Some(bytes),
+        Some(Reply::Stream(mut stream)) => {
+            let first = stream.next_message();
+            for _ in 0..64 {
+                let Some(message) = stream.next_message() else {
+                    break;
+                };
+                assert!(message.len() <= 65535);
+                Message::from_vec(&message).expect("every message of a transfer parses");
+            }
+            first
+        }
+    };
     if protocol == Protocol::Udp {
         let mut fast = Vec::new();
         if answer(&world.snapshot, &world.zone, packet, &mut fast).is_some() {
