@@ -1241,7 +1241,12 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
-            .replace("[source.file]\npath = \"/etc/fleetdns/fleet.json\"", "");
+            .replace("[source.file]\npath = \"/etc/fleetdns/fleet.json\"", "")
+            // the credential file exists only under the systemd unit
+            .replace(
+                "secret_file = \"/run/credentials/fleetdns.service/xfr-key\"",
+                "secret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"",
+            );
         assert!(uncommented.contains("role_arn = "), "{uncommented}");
         let c = read_config(&uncommented, "example").unwrap();
         let s = c.validate(&Overrides::default()).unwrap();
@@ -1250,6 +1255,80 @@ mod tests {
         };
         assert_eq!(e.accounts.len(), 2);
         assert_eq!(e.filters.len(), 2);
+        assert_eq!(s.transfer.allow.len(), 1);
+        assert_eq!(s.transfer.notify.len(), 1);
+        assert_eq!(s.transfer.keys.len(), 1);
+    }
+
+    fn transfer_error(text: &str) -> String {
+        read_config(text, "t")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    const KEY: &str = "[[tsig_keys]]\nname = \"xfr-key\"\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+
+    #[test]
+    fn transfer_settings_name_the_option_at_fault() {
+        let e = transfer_error("[transfer]\nallow = [{ key = \"xfr-key\" }]\n");
+        assert!(
+            e.starts_with("invalid transfer.allow: every entry needs `from`"),
+            "{e}"
+        );
+        let e = transfer_error(&format!(
+            "{KEY}[transfer]\nallow = [{{ from = \"10.0.0.0/8\", key = \"nope\" }}]\n"
+        ));
+        assert!(
+            e.contains("transfer.allow.key") && e.contains("\"nope\""),
+            "{e}"
+        );
+        let e = transfer_error(&format!(
+            "{KEY}[transfer]\nnotify = [{{ to = \"10.0.1.53\", key = \"other\" }}]\n"
+        ));
+        assert!(e.contains("transfer.notify.key"), "{e}");
+        let e = transfer_error("[transfer]\nallow = [{ from = \"10.0.0.0/33\" }]\n");
+        assert!(e.starts_with("invalid transfer.allow.from"), "{e}");
+        let e = transfer_error(
+            "[[tsig_keys]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"AAAA\"\n",
+        );
+        assert!(e.contains("algorithm") && e.contains("hmac-sha256"), "{e}");
+        let e = transfer_error("[[tsig_keys]]\nname = \"k\"\n");
+        assert!(e.contains("needs secret_file"), "{e}");
+        let e = transfer_error("[[tsig_keys]]\nname = \"k\"\nsecret = \"not base64!\"\n");
+        assert!(
+            e.contains("tsig_keys (\"k\").secret") && e.contains("not base64"),
+            "{e}"
+        );
+        let e = transfer_error(&format!("{KEY}{KEY}"));
+        assert!(e.contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_others_may_read_is_refused_and_never_printed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let text = format!(
+            "[[tsig_keys]]\nname = \"k\"\nsecret_file = {:?}\n",
+            path.display().to_string()
+        );
+        let e = transfer_error(&text);
+        assert!(
+            e.contains("secret_file") && e.contains("readable by group or others"),
+            "{e}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let settings = read_config(&text, "t")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        assert_eq!(settings.transfer.keys.len(), 1);
+        let shown = format!("{settings:?}{:?}", read_config(&text, "t").unwrap());
+        assert!(!shown.contains("AAECAw"), "{shown}");
     }
 
     #[test]

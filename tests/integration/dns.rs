@@ -418,7 +418,7 @@ fn notify_and_update_opcodes_are_not_implemented() {
 }
 
 #[test]
-fn zone_transfer_is_refused() {
+fn zone_transfer_is_refused_by_default() {
     let d = demo();
     let (_, m) = tcp_query(d.tcp, &query("fleet.internal.", RecordType::AXFR, None));
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
