@@ -523,6 +523,15 @@ pub async fn process<H: RequestHandler>(
                 signed = Some(key);
                 stripped
             }
+            // A message that does not decode is FORMERR whatever its TSIG
+            // says (found by the dns_request fuzz target: an SOA with no
+            // RDATA in the authority section and an unknown algorithm got
+            // NOTAUTH). Rare, so decoding it once more costs nothing.
+            Ok(Verdict::Failed(_)) if hickory_proto::op::Message::from_vec(&message).is_err() => {
+                debug!(%src, "malformed signed request; answering FORMERR");
+                metrics().count_query(protocol, None, ResponseCode::FormErr);
+                return Some(Reply::One(formerr(&header.metadata)));
+            }
             Ok(Verdict::Failed(failed)) => {
                 info!(
                     %src,
@@ -783,6 +792,20 @@ mod tests {
             let reply = run(POINTER_TO_HEADER.to_vec(), protocol).expect("a reply");
             assert_bare_formerr(POINTER_TO_HEADER, &reply);
         }
+    }
+
+    /// Found by the `dns_request` fuzz target (its first byte selects TCP):
+    /// a message with an SOA of no RDATA in the authority section, signed
+    /// with an unknown algorithm, got NOTAUTH (BADKEY) although it does not
+    /// decode; it gets FORMERR like any undecodable message.
+    #[test]
+    fn a_signed_request_that_does_not_decode_gets_formerr_not_notauth() {
+        let seed = include_bytes!(
+            "../../fuzz/seeds/dns_request/issue-14-badkey-on-an-undecodable-message"
+        );
+        assert!(Message::from_vec(&seed[1..]).is_err());
+        let reply = run(seed[1..].to_vec(), Protocol::Tcp).expect("a reply");
+        assert_bare_formerr(&seed[1..], &reply);
     }
 
     #[test]
