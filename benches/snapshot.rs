@@ -2,7 +2,8 @@
 //
 // The pure core at fleet scale: naming hostile tag values, building a
 // snapshot of 100,000 instances (from `Instance`s and from their packed
-// form) and comparing two, looking a name up in it (the general
+// form), comparing two, the IXFR difference of two and the AXFR of one,
+// looking a name up in it (the general
 // path's lookup and the UDP fast path's whole answer), and rendering and
 // merging a hosts block of 100,000 lines. Results are kept in
 // benches/results/ with date, machine and command.
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use fleetdns::dns::xfr::{Answer, Diff, Primary, TransferRequest};
 use fleetdns::hosts::{merge, render_block, render_lines};
 use fleetdns::inventory::packed::Packed;
 use fleetdns::inventory::{Instance, Tags};
@@ -79,6 +81,73 @@ fn bench(c: &mut Criterion) {
     let same = Snapshot::build_packed([&packed], &naming, &zone).expect("builds");
     group.bench_function("compare two 100k-instance snapshots", |b| {
         b.iter(|| black_box(&snapshot).differs_from(black_box(&same)))
+    });
+
+    // IXFR: the journal's difference when 1% of the instances changed
+    // (500 renamed, 500 with a new address), and the size of a journal of
+    // 100 such differences.
+    let settings = fleetdns::config::read_config("", "bench")
+        .expect("default config")
+        .validate(&fleetdns::config::Overrides::default())
+        .expect("valid");
+    let mut changed_fleet = fleet.clone();
+    for (i, instance) in changed_fleet.iter_mut().enumerate().step_by(100) {
+        if i % 200 == 0 {
+            instance.tags = Tags::from([("Name".to_string(), format!("renamed {i}"))]);
+        } else {
+            instance.private_ipv4 = vec![Ipv4Addr::from(0x0b00_0000 + i as u32)];
+        }
+    }
+    let changed = Snapshot::build(&changed_fleet, &naming, &zone).with_serial_after(&snapshot);
+    group.bench_function("diff two 100k-instance snapshots, 1% changed", |b| {
+        b.iter(|| Diff::between(black_box(&snapshot), black_box(&changed), &settings.zone))
+    });
+    let diff = Diff::between(&snapshot, &changed, &settings.zone);
+    let (removed, added) = diff.counts();
+    eprintln!(
+        "journal: one 1% difference = {removed} records removed, {added} added, {} bytes; 100 of them = {:.1} MiB",
+        diff.bytes(),
+        (diff.bytes() * 100) as f64 / (1 << 20) as f64
+    );
+
+    // AXFR: rendering and encoding every message of the 100k-instance
+    // zone (the server's share of a transfer, without the socket).
+    let store = fleetdns::snapshot::new_store();
+    store.store(Some(std::sync::Arc::new(Snapshot::build(
+        &fleet, &naming, &zone,
+    ))));
+    let open = fleetdns::config::read_config(
+        "[transfer]\nallow = [{ from = \"127.0.0.0/8\" }]\n",
+        "bench",
+    )
+    .expect("config")
+    .validate(&fleetdns::config::Overrides::default())
+    .expect("valid");
+    let primary = Primary::new(store, settings.zone.clone(), &open.transfer);
+    let question = b"\x05fleet\x08internal\x00\x00\xfc\x00\x01".to_vec();
+    group.bench_function("AXFR of 100k instances into messages", |b| {
+        b.iter(|| {
+            let request = TransferRequest {
+                id: 1,
+                recursion_desired: false,
+                opcode: 0,
+                question: &question,
+                name: &zone,
+                qtype: hickory_proto::rr::RecordType::AXFR,
+                authorities: &[],
+                source: "127.0.0.1".parse().expect("an address"),
+                protocol: hickory_server::net::xfer::Protocol::Tcp,
+                signed: None,
+            };
+            let Answer::Stream(mut stream) = primary.answer(&request) else {
+                panic!("a stream")
+            };
+            let mut bytes = 0;
+            while let Some(m) = stream.next_message() {
+                bytes += m.len();
+            }
+            bytes
+        })
     });
     group.finish();
 

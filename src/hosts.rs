@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use crate::files::{parent_of, sync_dir, write_atomic};
-use crate::serve::OnSwap;
 use crate::snapshot::Snapshot;
+use crate::subscribe::OnSwap;
 
 /// The first line of the managed block.
 pub const BEGIN: &str = "# BEGIN fleetdns (managed, do not edit)";

@@ -40,5 +40,6 @@ pub mod refresh;
 pub mod serve;
 pub mod snapshot;
 pub mod state;
+pub mod subscribe;
 pub mod systemd;
 pub mod tsig;

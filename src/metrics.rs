@@ -18,10 +18,11 @@
 //! timed request head. It is meant for loopback or a private network, like
 //! the DNS listener.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
@@ -39,7 +40,6 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::refresh::StatusHandle;
 use crate::snapshot::Store;
 
 /// Label set of the labelled families: `(name, value)` pairs.
@@ -142,6 +142,68 @@ pub struct ApiCounters {
     pub throttles: Counter,
     /// Attempts that failed for any other reason.
     pub errors: Counter,
+}
+
+/// The per-unit freshness that metrics and `/readyz` report.
+#[derive(Debug, Clone)]
+pub struct RefreshStatus {
+    /// Every configured unit, with its last successful fetch (if any).
+    pub units: BTreeMap<String, Option<SystemTime>>,
+    /// The last refresh in which every unit succeeded.
+    pub last_full_success: Option<SystemTime>,
+    /// When the daemon started: a unit that never succeeded is as stale as
+    /// the time since then.
+    pub started: SystemTime,
+}
+
+impl Default for RefreshStatus {
+    fn default() -> Self {
+        Self {
+            units: BTreeMap::new(),
+            last_full_success: None,
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl RefreshStatus {
+    /// The unit whose data is oldest, and since when it has been good (the
+    /// start of the daemon for a unit that never succeeded); `None` without
+    /// units.
+    pub fn stalest(&self) -> Option<(String, SystemTime)> {
+        self.units
+            .iter()
+            .map(|(unit, at)| (unit, at.unwrap_or(self.started)))
+            .min_by_key(|(_, at)| *at)
+            .map(|(unit, at)| (unit.clone(), at))
+    }
+}
+
+/// A shared view of the refresher's [`RefreshStatus`]: the refresher
+/// writes it, health and metrics read it (defined here so that metrics
+/// does not depend on the refresher).
+///
+/// A std mutex: it is held only to copy or update the small map, never
+/// across an await, and taken once per refresh and once per scrape.
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<RefreshStatus>>);
+
+impl StatusHandle {
+    /// A copy of the current status.
+    pub fn get(&self) -> RefreshStatus {
+        match self.0.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Changes the status (the refresher's part).
+    pub(crate) fn update(&self, f: impl FnOnce(&mut RefreshStatus)) {
+        match self.0.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
 }
 
 /// Every metric fleetdns exports.

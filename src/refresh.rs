@@ -23,7 +23,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::rr::Name;
@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::inventory::packed::{Packed, Spool};
 use crate::inventory::Source;
-use crate::metrics::{metrics, RefreshResult};
+use crate::metrics::{metrics, RefreshResult, StatusHandle};
 use crate::naming::Naming;
 use crate::snapshot::{next_serial, Snapshot, Store};
 use crate::state;
@@ -80,65 +80,6 @@ pub struct NoInventory {
     message: String,
     /// Whether any unit was throttled.
     throttled: bool,
-}
-
-/// The per-unit freshness that metrics and `/readyz` report.
-#[derive(Debug, Clone)]
-pub struct RefreshStatus {
-    /// Every configured unit, with its last successful fetch (if any).
-    pub units: BTreeMap<String, Option<SystemTime>>,
-    /// The last refresh in which every unit succeeded.
-    pub last_full_success: Option<SystemTime>,
-    /// When the daemon started: a unit that never succeeded is as stale as
-    /// the time since then.
-    pub started: SystemTime,
-}
-
-impl Default for RefreshStatus {
-    fn default() -> Self {
-        Self {
-            units: BTreeMap::new(),
-            last_full_success: None,
-            started: SystemTime::now(),
-        }
-    }
-}
-
-impl RefreshStatus {
-    /// The unit whose data is oldest, and since when it has been good (the
-    /// start of the daemon for a unit that never succeeded); `None` without
-    /// units.
-    pub fn stalest(&self) -> Option<(String, SystemTime)> {
-        self.units
-            .iter()
-            .map(|(unit, at)| (unit, at.unwrap_or(self.started)))
-            .min_by_key(|(_, at)| *at)
-            .map(|(unit, at)| (unit.clone(), at))
-    }
-}
-
-/// A shared view of the refresher's [`RefreshStatus`].
-///
-/// A std mutex: it is held only to copy or update the small map, never
-/// across an await, and taken once per refresh and once per scrape.
-#[derive(Debug, Clone, Default)]
-pub struct StatusHandle(Arc<Mutex<RefreshStatus>>);
-
-impl StatusHandle {
-    /// A copy of the current status.
-    pub fn get(&self) -> RefreshStatus {
-        match self.0.lock() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn update(&self, f: impl FnOnce(&mut RefreshStatus)) {
-        match self.0.lock() {
-            Ok(mut s) => f(&mut s),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
 }
 
 /// Timing and persistence of the background loop.
@@ -730,8 +671,10 @@ fn random() -> u64 {
 mod tests {
     use super::*;
     use crate::inventory::{test_instance, Instance, SourceError, UnitFetch};
+    use crate::metrics::RefreshStatus;
     use crate::snapshot::new_store;
     use std::collections::VecDeque;
+    use std::sync::Mutex;
 
     const MIN: Duration = Duration::from_secs(60);
 
