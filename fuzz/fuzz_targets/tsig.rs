@@ -1,7 +1,8 @@
 //! Any bytes as a signed message: finding and verifying its TSIG never
 //! panics, and whatever verifies strips to a message shorter than it.
 //! And a round trip: any message without a TSIG, signed with the test
-//! key, verifies and strips back to exactly those bytes, while the same
+//! key, verifies and strips back to exactly those bytes (unless a name of
+//! it points into the header, whose ARCOUNT signing changes), while the same
 //! message with any one byte of it changed does not verify.
 #![no_main]
 
@@ -38,6 +39,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(stripped, data, "strips back to the message");
             assert_eq!(by.mac, mac);
         }
+        // A name that points into the header reads the ARCOUNT that the
+        // signature raised: such a message is malformed once signed (found
+        // by this target in its first 10-minute run).
+        Err(_) if points_into_header(data) => return,
         other => panic!("a message signed here does not verify: {other:?}"),
     }
     // One byte changed in the signed part (the ID aside, which the TSIG's
@@ -55,3 +60,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
+
+/// Whether some two bytes of `data` read as a compression pointer to an
+/// offset inside the 12-byte header (a superset of the names that do).
+fn points_into_header(data: &[u8]) -> bool {
+    data.windows(2)
+        .any(|w| w[0] & 0xc0 == 0xc0 && ((usize::from(w[0] & 0x3f) << 8) | usize::from(w[1])) < 12)
+}
