@@ -135,6 +135,9 @@ pub struct Refresher {
     /// New settings from a reloaded configuration, taken before the next
     /// refresh.
     reconfigure: Option<watch::Receiver<Option<Arc<Reconfigure>>>>,
+    /// Whether the next zone must get a new serial although its content
+    /// is the same (see [`Reconfigure::new_serial`]).
+    new_serial: bool,
     /// Whether the next refresh must rebuild the zone although no unit's
     /// data changed (the naming policy or the zone did).
     rebuild: bool,
@@ -151,6 +154,10 @@ pub struct Reconfigure {
     pub zone: Name,
     /// Interval, backoff and staleness.
     pub schedule: Schedule,
+    /// The records' parameters changed (a TTL, an SOA field) although the
+    /// inventory may not have: the next zone gets a new serial even if its
+    /// names are the same, so secondaries transfer the new records.
+    pub new_serial: bool,
 }
 
 impl Refresher {
@@ -175,6 +182,7 @@ impl Refresher {
             skips_logged: HashSet::new(),
             reconfigure: None,
             rebuild: false,
+            new_serial: false,
         }
     }
 
@@ -214,6 +222,7 @@ impl Refresher {
             schedule.max_stale = new.schedule.max_stale;
         }
         self.rebuild = true;
+        self.new_serial |= new.new_serial;
     }
 
     /// Logs the values naming skipped that were not skipped before: the
@@ -428,13 +437,14 @@ impl Refresher {
         let current = self.store.load_full();
         let unchanged = !inventory_changed && current.is_some() && !self.rebuild;
         self.rebuild = false;
+        let new_serial = std::mem::take(&mut self.new_serial);
         let built = crate::background::run(move || {
             if unchanged {
                 return Ok::<_, crate::inventory::packed::PackError>(None);
             }
             let snapshot = Snapshot::build_packed(&units, &naming, &zone)?;
             Ok(match current.as_deref() {
-                Some(current) if !snapshot.differs_from(current) => None,
+                Some(current) if !new_serial && !snapshot.differs_from(current) => None,
                 Some(current) => {
                     let changes = snapshot.name_changes(current);
                     Some((snapshot.with_serial_after(current), Some(changes)))

@@ -178,6 +178,9 @@ impl Reloader {
             zone: new.zone.zone.clone(),
             // The state dir stays as started (the refresher keeps its own).
             schedule: schedule_of(&new),
+            new_serial: ["ttl", "negative_ttl", "nameserver", "hostmaster"]
+                .iter()
+                .any(|o| applied.contains(o)),
         })));
         let list = |names: &[&str]| {
             if names.is_empty() {

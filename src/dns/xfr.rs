@@ -203,9 +203,18 @@ impl Journal {
         let wanted = match self.inner.lock() {
             Ok(mut inner) => {
                 if inner.zone.as_ref() != Some(&key) {
+                    // The old zone's records were rendered with other
+                    // parameters: no difference to it is right. Start over
+                    // from the new zone (which has a new serial: a reload
+                    // that changes them asks for one).
+                    let first = inner.zone.is_none();
                     inner.diffs.clear();
                     inner.bytes = 0;
                     inner.zone = Some(key.clone());
+                    inner.trim();
+                    if !first {
+                        return;
+                    }
                 }
                 inner.max_versions > 0
             }
@@ -815,6 +824,34 @@ mod tests {
             );
         }
         assert_eq!(zone_records, records_of(&new, &zone));
+    }
+
+    #[test]
+    fn the_journal_chains_differences_and_starts_over_when_the_ttl_changes() {
+        let mut zone = zone();
+        let journal = Journal::new(3, 1 << 20);
+        let versions: Vec<Snapshot> = (0..5u32)
+            .map(|v| {
+                snapshot(
+                    &[("web", "10.0.0.1"), ("db", &format!("10.0.1.{v}"))],
+                    100 + v,
+                )
+            })
+            .collect();
+        for pair in versions.windows(2) {
+            journal.follow(&pair[0], &pair[1], &zone);
+        }
+        // three versions kept: 101->102->103->104
+        assert_eq!(journal.size().0, 3);
+        assert_eq!(journal.chain(101, 104).map(|c| c.len()), Some(3));
+        assert!(journal.chain(100, 104).is_none(), "older than the journal");
+        assert!(journal.chain(102, 105).is_none(), "not there yet");
+        // a TTL change: no difference may span it
+        zone.ttl += 1;
+        let next = snapshot(&[("web", "10.0.0.1"), ("db", "10.0.1.4")], 105);
+        journal.follow(&versions[4], &next, &zone);
+        assert_eq!(journal.size().0, 0);
+        assert!(journal.chain(104, 105).is_none());
     }
 
     #[test]

@@ -20,6 +20,17 @@ use crate::secondaries::{zone_records, Kind, Secondary, DIG_KEY, KEY_SECRET};
 /// allowed from loopback with the key, NOTIFY to `notify` ports, and
 /// `extra` config lines.
 fn primary(dir: &Path, inventory: &Path, notify: &[u16], extra: &str) -> Daemon {
+    let path = primary_config(dir, notify, extra);
+    Daemon::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--source",
+        &file_source(inventory),
+    ])
+}
+
+/// Writes the config of [`primary`] into `dir`.
+fn primary_config(dir: &Path, notify: &[u16], extra: &str) -> std::path::PathBuf {
     let targets: Vec<String> = notify
         .iter()
         .map(|p| format!("{{ to = \"127.0.0.1:{p}\", key = \"xfr-key\" }}"))
@@ -32,12 +43,7 @@ fn primary(dir: &Path, inventory: &Path, notify: &[u16], extra: &str) -> Daemon 
     );
     let path = dir.join("fleetdns.toml");
     std::fs::write(&path, config).unwrap();
-    Daemon::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--source",
-        &file_source(inventory),
-    ])
+    path
 }
 
 /// The test key's secret in a file only its owner may read.
@@ -180,6 +186,29 @@ fn nsd_knot_and_bind_replicate_the_zone_and_follow_each_change_by_notify_and_ixf
     knot.wait_for_serial(last, 30.0);
     assert_eq!(knot.zone(), zone_of(&d));
     assert!(d.log().contains("kind=\"ixfr_full\""), "{}", d.log());
+
+    // a new TTL, and nothing else: a new serial, and every secondary
+    // serves the records with it (the journal cannot hold a difference
+    // across such a change, so they get the whole zone)
+    primary_config(dir.path(), &ports, "ttl = 77");
+    let before = serial(&d);
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serial(&d) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no new serial; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = serial(&d);
+    let want = zone_of(&d);
+    assert!(want.iter().any(|r| r.contains(" 77 IN A ")), "{want:?}");
+    for s in &secondaries {
+        s.wait_for_serial(last, 10.0);
+        assert_eq!(s.zone(), want, "{:?} after the TTL change", s.kind);
+    }
 }
 
 /// An AXFR or IXFR query over TCP or UDP, unsigned.
@@ -329,12 +358,22 @@ fn a_100000_instance_zone_transfers_whole_and_a_stalled_reader_blocks_nothing() 
         .collect();
     write_inventory(&inventory, &instances);
     let port = Secondary::port();
-    let d = primary(
-        dir.path(),
-        &inventory,
-        &[port],
-        "[tcp]\nidle_timeout_secs = 2",
+    let config = primary_config(dir.path(), &[port], "[tcp]\nidle_timeout_secs = 2");
+    // Reading 100,000 instances from JSON in a debug build, beside the
+    // other tests on two cores: give it time.
+    let d = Daemon::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+            "--source",
+            &file_source(&inventory),
+        ],
+        &[],
     );
+    d.wait_for_log("zone is servable", 240);
     let serial = serial(&d);
 
     // dig gets it all: SOA, NS, and per instance A and TXT at its name and
