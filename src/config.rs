@@ -123,6 +123,10 @@ pub struct Config {
     /// reverse zones), knowing that it shadows real names.
     #[serde(default)]
     pub allow_unsafe_zone: bool,
+    /// Reverse zones fleetdns is authoritative for (`20.10.in-addr.arpa`):
+    /// PTR from the fleet, NXDOMAIN for unknown addresses, transferable.
+    #[serde(default)]
+    pub reverse_zones: Vec<String>,
     /// TSIG keys (`[[tsig_keys]]`), for transfers, signed queries and NOTIFY.
     #[serde(default)]
     pub tsig_keys: Vec<TsigKeyConfig>,
@@ -579,6 +583,17 @@ pub struct ZoneSettings {
     pub nameserver: Name,
     /// SOA RNAME.
     pub hostmaster: Name,
+    /// Reverse zones served with the same SOA fields and serial.
+    pub reverse_zones: Vec<ReverseZone>,
+}
+
+/// A reverse zone: its apex and the network it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseZone {
+    /// The apex, lowercase, fully qualified (`20.10.in-addr.arpa.`).
+    pub apex: Name,
+    /// The addresses it holds (10.20.0.0/16).
+    pub network: Cidr,
 }
 
 /// Forwarding, validated.
@@ -807,6 +822,7 @@ impl Config {
         Ok(Settings {
             naming: Naming::new(rules, &zone_text),
             zone: ZoneSettings {
+                reverse_zones: validate_reverse_zones(&self.reverse_zones)?,
                 zone,
                 ttl: self.ttl,
                 negative_ttl: self.negative_ttl,
@@ -834,6 +850,38 @@ impl Config {
             transfer,
         })
     }
+}
+
+/// Reads `reverse_zones`: each a name under `in-addr.arpa.` of one to four
+/// octets or under `ip6.arpa.` of one to 32 nibbles, none inside another.
+fn validate_reverse_zones(texts: &[String]) -> Result<Vec<ReverseZone>, ConfigError> {
+    let mut zones: Vec<ReverseZone> = Vec::with_capacity(texts.len());
+    for text in texts {
+        let apex = parse_name(text)
+            .map_err(|m| invalid("reverse_zones", m))?
+            .to_lowercase();
+        let network = crate::dns::handler::reverse_network(&apex)
+            .filter(|n| n.prefix > 0)
+            .ok_or_else(|| {
+                invalid(
+                    "reverse_zones",
+                    format!(
+                        "{text:?} is not a reverse zone: expected octets under in-addr.arpa (\"20.10.in-addr.arpa\" for 10.20.0.0/16) or nibbles under ip6.arpa"
+                    ),
+                )
+            })?;
+        if let Some(other) = zones
+            .iter()
+            .find(|z| z.network.contains(network.address) || network.contains(z.network.address))
+        {
+            return Err(invalid(
+                "reverse_zones",
+                format!("{} overlaps {}", apex.to_ascii(), other.apex.to_ascii()),
+            ));
+        }
+        zones.push(ReverseZone { apex, network });
+    }
+    Ok(zones)
 }
 
 /// Reads `[[tsig_keys]]` and `[transfer]`.
@@ -1303,6 +1351,34 @@ mod tests {
         );
         let e = transfer_error(&format!("{KEY}{KEY}"));
         assert!(e.contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn reverse_zones_are_networks_that_do_not_overlap() {
+        let settings = read_config(
+            "reverse_zones = [\"20.10.in-addr.arpa\", \"C.B.A.0.8.b.d.0.1.0.0.2.ip6.arpa.\"]\n",
+            "t",
+        )
+        .unwrap()
+        .validate(&Overrides::default())
+        .unwrap();
+        let zones = &settings.zone.reverse_zones;
+        assert_eq!(zones[0].network, Cidr::parse("10.20.0.0/16").unwrap());
+        assert_eq!(zones[1].network, Cidr::parse("2001:db8:abc::/48").unwrap());
+        assert_eq!(zones[1].apex.to_ascii(), "c.b.a.0.8.b.d.0.1.0.0.2.ip6.arpa.");
+        for (bad, why) in [
+            ("[\"in-addr.arpa\"]", "not a reverse zone"),
+            ("[\"020.10.in-addr.arpa\"]", "not a reverse zone"),
+            ("[\"300.10.in-addr.arpa\"]", "not a reverse zone"),
+            ("[\"fleet.internal\"]", "not a reverse zone"),
+            ("[\"10.in-addr.arpa\", \"20.10.in-addr.arpa\"]", "overlaps"),
+        ] {
+            let e = transfer_error(&format!("reverse_zones = {bad}\n"));
+            assert!(
+                e.starts_with("invalid reverse_zones") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -134,16 +134,20 @@ async fn target_task(target: NotifyTarget, mut changes: watch::Receiver<Change>)
     }
 }
 
-/// Sends one NOTIFY for `serial` to `target`, with retries; logs the end.
+/// Sends a NOTIFY for `serial` to `target` for the zone and then each
+/// reverse zone, each with retries; logs how each ended.
 async fn notify(target: &NotifyTarget, zone: &ZoneSettings, serial: u32) {
-    match notify_once(target, zone, serial).await {
-        Ok(tries) => {
-            metrics().count_notify_done(target.to, true);
-            debug!(target = %target.to, serial, tries, "NOTIFY acknowledged");
-        }
-        Err(why) => {
-            metrics().count_notify_done(target.to, false);
-            warn!(target = %target.to, serial, "NOTIFY failed: {why}");
+    let apexes = std::iter::once(&zone.zone).chain(zone.reverse_zones.iter().map(|r| &r.apex));
+    for apex in apexes {
+        match notify_once(target, zone, apex, serial).await {
+            Ok(tries) => {
+                metrics().count_notify_done(target.to, true);
+                debug!(target = %target.to, zone = %apex, serial, tries, "NOTIFY acknowledged");
+            }
+            Err(why) => {
+                metrics().count_notify_done(target.to, false);
+                warn!(target = %target.to, zone = %apex, serial, "NOTIFY failed: {why}");
+            }
         }
     }
 }
@@ -152,6 +156,7 @@ async fn notify(target: &NotifyTarget, zone: &ZoneSettings, serial: u32) {
 async fn notify_once(
     target: &NotifyTarget,
     zone: &ZoneSettings,
+    apex: &Name,
     serial: u32,
 ) -> Result<usize, String> {
     let local: SocketAddr = if target.to.is_ipv4() {
@@ -167,7 +172,7 @@ async fn notify_once(
         .await
         .map_err(|e| format!("cannot send to {}: {e}", target.to))?;
     let id = random_id();
-    let mut message = notify_message(id, zone, serial)?;
+    let mut message = notify_message(id, zone, apex, serial)?;
     let request_mac = target
         .key
         .as_ref()
@@ -224,21 +229,26 @@ async fn notify_once(
     ))
 }
 
-/// A NOTIFY for the zone at `serial`: opcode NOTIFY, AA, the question
-/// (apex, SOA, IN), and the current SOA in the answer section.
-pub fn notify_message(id: u16, zone: &ZoneSettings, serial: u32) -> Result<Vec<u8>, String> {
+/// A NOTIFY for the zone at `apex` (the zone or a reverse zone) at
+/// `serial`: opcode NOTIFY, AA, the question (apex, SOA, IN), and the
+/// current SOA in the answer section.
+pub fn notify_message(
+    id: u16,
+    zone: &ZoneSettings,
+    apex: &Name,
+    serial: u32,
+) -> Result<Vec<u8>, String> {
     let mut message = Vec::with_capacity(256);
     message.extend_from_slice(&id.to_be_bytes());
     message.push((OPCODE_NOTIFY << 3) | 0x04);
     message.push(0);
     message.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]);
-    let apex: Name = zone.zone.clone();
     {
         let mut encoder = BinEncoder::with_offset(&mut message, 12);
         apex.emit(&mut encoder).map_err(|e| e.to_string())?;
         encoder.emit_u16(6).map_err(|e| e.to_string())?; // SOA
         encoder.emit_u16(1).map_err(|e| e.to_string())?; // IN
-        soa_record(zone, serial, &apex, zone.ttl)
+        soa_record(zone, serial, apex, zone.ttl)
             .emit(&mut encoder)
             .map_err(|e| e.to_string())?;
     }
@@ -282,7 +292,7 @@ mod tests {
             .and_then(|c| c.validate(&crate::config::Overrides::default()))
             .unwrap()
             .zone;
-        let m = Message::from_vec(&notify_message(7, &zone, 1234).unwrap()).unwrap();
+        let m = Message::from_vec(&notify_message(7, &zone, &zone.zone, 1234).unwrap()).unwrap();
         assert_eq!(m.metadata.op_code, OpCode::Notify);
         assert!(m.metadata.authoritative);
         assert_eq!(m.queries.len(), 1);

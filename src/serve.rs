@@ -119,6 +119,11 @@ impl Reloader {
                 differs(&old.zone.hostmaster, &new.zone.hostmaster),
                 true,
             ),
+            (
+                "reverse_zones",
+                old.zone.reverse_zones != new.zone.reverse_zones,
+                true,
+            ),
             ("naming", differs(&old.naming, &new.naming), true),
             ("source", differs(&old.source, &new.source), true),
             ("interval_secs", old.interval != new.interval, true),

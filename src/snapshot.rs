@@ -26,6 +26,7 @@ use hashbrown::HashTable;
 use hickory_proto::rr::{LowerName, Name};
 use hickory_proto::serialize::binary::BinEncodable;
 
+use crate::access::Cidr;
 use crate::background::checkpoint;
 use crate::inventory::packed::{PackError, Packed};
 use crate::inventory::Instance;
@@ -921,6 +922,52 @@ impl Snapshot {
             .map(|&(_, r)| r)
             .chain(matching(&self.reverse6, v6).iter().map(|&(_, r)| r))
             .map(|record| self.entry(record as usize))
+    }
+
+    /// Where the addresses inside `network` lie among all the addresses
+    /// of known instances (IPv4 first, then IPv6, each sorted): with
+    /// [`Snapshot::reverse_at`], a reverse zone's PTR records in order.
+    pub fn reverse_range(&self, network: Cidr) -> Range<usize> {
+        fn range<A: Ord + Copy>(table: &[(A, u32)], lo: A, hi: A) -> Range<usize> {
+            let start = table.partition_point(|(a, _)| *a < lo);
+            let end = table.partition_point(|(a, _)| *a <= hi);
+            start..end.max(start)
+        }
+        match network.address {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(network.prefix))
+                    .unwrap_or(0);
+                let lo = u32::from(a) & mask;
+                range(&self.reverse4, lo, lo | !mask)
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(network.prefix))
+                    .unwrap_or(0);
+                let lo = u128::from(a) & mask;
+                let r = range(
+                    &self.reverse6,
+                    Ipv6Addr::from(lo),
+                    Ipv6Addr::from(lo | !mask),
+                );
+                let offset = self.reverse4.len();
+                r.start + offset..r.end + offset
+            }
+        }
+    }
+
+    /// The address at position `i` of [`Snapshot::reverse_range`]'s order,
+    /// with the primary name of an instance that has it.
+    pub fn reverse_at(&self, i: usize) -> Option<(IpAddr, Entry<'_>)> {
+        let (address, record) = match self.reverse4.get(i) {
+            Some(&(a, r)) => (IpAddr::V4(Ipv4Addr::from(a)), r),
+            None => {
+                let &(a, r) = self.reverse6.get(i - self.reverse4.len())?;
+                (IpAddr::V6(a), r)
+            }
+        };
+        Some((address, self.entry(record as usize)))
     }
 
     /// Every name with data, sorted by its text relative to the zone.

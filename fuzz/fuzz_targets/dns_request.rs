@@ -1,5 +1,6 @@
 //! Any bytes as a DNS request, over UDP or TCP, to the handler serving the
-//! demo fleet with transfers allowed from 127.0.0.0/8 to the test key
+//! demo fleet and its reverse zone with transfers allowed from 127.0.0.0/8
+//! to the test key
 //! (`fuzz/dicts/dns_request.dict` has its name): no panic; no reply to
 //! what is not a query; any reply parses and fits the transport's limit
 //! (every message of a transfer too); and wherever the UDP fast path
@@ -39,7 +40,7 @@ fn world() -> &'static World {
     WORLD.get_or_init(|| {
         let fleet = include_str!("../../deploy/examples/fleet.json");
         let settings = read_config(
-            "[[tsig_keys]]\nname = \"xfr-key\"\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+            "reverse_zones = [\"20.10.in-addr.arpa\"]\n[[tsig_keys]]\nname = \"xfr-key\"\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
              [transfer]\nallow = [{ from = \"127.0.0.0/8\", key = \"xfr-key\" }]\n",
             "fuzz",
         )

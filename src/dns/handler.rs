@@ -27,7 +27,8 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use crate::config::ZoneSettings;
+use crate::access::Cidr;
+use crate::config::{ReverseZone, ZoneSettings};
 use crate::dns::forward::Forwarder;
 use crate::dns::wire::response_edns;
 use crate::snapshot::{Entry, Lookup, Snapshot, Store};
@@ -126,6 +127,20 @@ impl ZoneHandler {
             };
         }
 
+        if let Some(reverse) = zone
+            .reverse_zones
+            .iter()
+            .find(|z| LowerName::new(&z.apex).zone_of(name))
+        {
+            if query.query_class() != DNSClass::IN {
+                return Reply::code(ResponseCode::Refused);
+            }
+            return match snapshot.as_deref() {
+                Some(snapshot) => reverse_reply(&zone, snapshot, reverse, name, owner, qtype),
+                None => Reply::code(ResponseCode::ServFail),
+            };
+        }
+
         if qtype == RecordType::PTR && query.query_class() == DNSClass::IN {
             if let (Some(snapshot), Some(address)) = (snapshot.as_deref(), reverse_address(name)) {
                 let targets: Vec<Record> = snapshot
@@ -210,6 +225,85 @@ fn zone_reply(
         reply.authorities.push(soa(zone, snapshot, &apex, negative));
     }
     reply
+}
+
+/// The authoritative reply for a name in the reverse zone `reverse`: PTR
+/// for addresses of known instances, NXDOMAIN for other addresses (not
+/// forwarded: fleetdns is the authority), NODATA for names above known
+/// addresses; SOA and NS at the apex.
+fn reverse_reply(
+    zone: &ZoneSettings,
+    snapshot: &Snapshot,
+    reverse: &ReverseZone,
+    name: &LowerName,
+    owner: &Name,
+    qtype: RecordType,
+) -> Reply {
+    let mut reply = Reply {
+        authoritative: true,
+        ..Reply::default()
+    };
+    let ttl = zone.ttl;
+    let full = Name::from(name.clone());
+    if full == reverse.apex {
+        match qtype {
+            RecordType::SOA | RecordType::ANY => {
+                reply
+                    .answers
+                    .push(soa_record(zone, snapshot.serial(), owner, ttl));
+            }
+            RecordType::NS => {
+                let ns = NS(zone.nameserver.clone());
+                reply.answers.push(record(owner, ttl, RData::NS(ns)));
+            }
+            _ => {}
+        }
+    } else {
+        match reverse_network(&full) {
+            Some(net) if net.prefix == if net.address.is_ipv4() { 32 } else { 128 } => {
+                let targets: Vec<Record> = snapshot
+                    .names_of(net.address)
+                    .map(|t| record(owner, ttl, RData::PTR(PTR(t.name()))))
+                    .collect();
+                if targets.is_empty() {
+                    reply.rcode = ResponseCode::NXDomain;
+                } else if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+                    reply.answers = targets;
+                }
+            }
+            // Above known addresses: an empty non-terminal.
+            Some(net) if !snapshot.reverse_range(net).is_empty() => {}
+            _ => reply.rcode = ResponseCode::NXDomain,
+        }
+    }
+    if reply.answers.is_empty() {
+        let negative = zone.ttl.min(zone.negative_ttl);
+        reply
+            .authorities
+            .push(soa_record(zone, snapshot.serial(), &reverse.apex, negative));
+    }
+    reply
+}
+
+/// The reverse name of `address` (`11.1.20.10.in-addr.arpa.`, or 32
+/// nibbles under `ip6.arpa.`).
+pub fn reverse_name(address: IpAddr) -> Name {
+    let text = match address {
+        IpAddr::V4(a) => {
+            let [a, b, c, d] = a.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa.")
+        }
+        IpAddr::V6(a) => {
+            let mut text = String::with_capacity(72);
+            for c in format!("{:032x}", u128::from(a)).chars().rev() {
+                text.push(c);
+                text.push('.');
+            }
+            text.push_str("ip6.arpa.");
+            text
+        }
+    };
+    Name::from_ascii(&text).unwrap_or_else(|_| Name::root())
 }
 
 /// The zone's SOA record at `owner` with `ttl`.
@@ -304,12 +398,23 @@ pub(crate) fn record(owner: &Name, ttl: u32, rdata: RData) -> Record {
 
 /// The address a reverse name stands for: `4.3.2.1.in-addr.arpa.` or the
 /// 32 nibbles of `ip6.arpa.`; `None` for anything else (including partial
-/// names, which fleetdns is not authoritative for).
+/// names, which are not addresses).
 pub fn reverse_address(name: &LowerName) -> Option<IpAddr> {
-    let name = Name::from(name.clone());
+    let net = reverse_network(&Name::from(name.clone()))?;
+    (net.prefix == if net.address.is_ipv4() { 32 } else { 128 }).then_some(net.address)
+}
+
+/// The network a reverse name stands for: `20.10.in-addr.arpa.` is
+/// 10.20.0.0/16, a name of 32 nibbles under `ip6.arpa.` one address;
+/// `None` for anything that is not such a name (an octet with a sign or a
+/// leading zero, a nibble of two characters, too many labels).
+pub fn reverse_network(name: &Name) -> Option<Cidr> {
     let labels: Vec<&[u8]> = name.iter().collect();
+    let lower = |l: &[u8]| l.to_ascii_lowercase();
     match labels.as_slice() {
-        [d, c, b, a, in_addr, arpa] if *in_addr == b"in-addr" && *arpa == b"arpa" => {
+        [octets @ .., in_addr, arpa]
+            if octets.len() <= 4 && lower(in_addr) == b"in-addr" && lower(arpa) == b"arpa" =>
+        {
             let octet = |l: &[u8]| -> Option<u8> {
                 let text = std::str::from_utf8(l).ok()?;
                 // No signs or leading zeros: one canonical spelling per address.
@@ -321,21 +426,30 @@ pub fn reverse_address(name: &LowerName) -> Option<IpAddr> {
                 }
                 text.parse().ok()
             };
-            Some(IpAddr::V4(Ipv4Addr::new(
-                octet(a)?,
-                octet(b)?,
-                octet(c)?,
-                octet(d)?,
-            )))
+            let mut bytes = [0u8; 4];
+            for (i, label) in octets.iter().rev().enumerate() {
+                bytes[i] = octet(label)?;
+            }
+            Some(Cidr {
+                address: IpAddr::V4(Ipv4Addr::from(bytes)),
+                prefix: 8 * octets.len() as u8,
+            })
         }
-        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && *ip6 == b"ip6" && *arpa == b"arpa" => {
+        [nibbles @ .., ip6, arpa]
+            if nibbles.len() <= 32 && lower(ip6) == b"ip6" && lower(arpa) == b"arpa" =>
+        {
             let mut value: u128 = 0;
             for label in nibbles.iter().rev() {
                 let [digit] = label else { return None };
                 let nibble = (*digit as char).to_digit(16)?;
                 value = (value << 4) | u128::from(nibble);
             }
-            Some(IpAddr::V6(Ipv6Addr::from(value)))
+            let bits = 4 * nibbles.len() as u32;
+            let value = if bits == 0 { 0 } else { value << (128 - bits) };
+            Some(Cidr {
+                address: IpAddr::V6(Ipv6Addr::from(value)),
+                prefix: bits as u8,
+            })
         }
         _ => None,
     }

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::{allowed, Allow};
 use crate::config::{TransferSettings, ZoneSettings};
-use crate::dns::handler::{all_records, soa_record};
+use crate::dns::handler::{all_records, reverse_name, soa_record};
 use crate::metrics::metrics;
 use crate::snapshot::{Snapshot, Store};
 use crate::tsig::{self, KeyRing, Signed};
@@ -299,6 +299,16 @@ enum Source {
         opened: bool,
         closed: bool,
     },
+    /// SOA, NS, a PTR per address of a known instance in a reverse
+    /// zone's network, SOA.
+    Reverse {
+        snapshot: Arc<Snapshot>,
+        /// Positions of the zone's addresses ([`Snapshot::reverse_range`]).
+        range: std::ops::Range<usize>,
+        /// The next position to render, or `None` before the first SOA.
+        next: Option<usize>,
+        closed: bool,
+    },
     /// One SOA.
     Soa { sent: bool },
 }
@@ -306,6 +316,8 @@ enum Source {
 /// A transfer being sent: a stream of messages.
 pub struct Stream {
     zone: Arc<ZoneSettings>,
+    /// The apex of the zone transferred (the zone, or a reverse zone).
+    apex: Name,
     serial: u32,
     id: u16,
     recursion_desired: bool,
@@ -388,7 +400,15 @@ impl Stream {
 
     /// Renders the next records into `pending`; `false` at the end.
     fn refill(&mut self) -> bool {
-        let soa = |zone: &ZoneSettings, serial: u32| soa_record(zone, serial, &zone.zone, zone.ttl);
+        let apex = &self.apex;
+        let soa = |zone: &ZoneSettings, serial: u32| soa_record(zone, serial, apex, zone.ttl);
+        let ns = |zone: &ZoneSettings| {
+            crate::dns::handler::record(
+                apex,
+                zone.ttl,
+                RData::NS(hickory_proto::rr::rdata::NS(zone.nameserver.clone())),
+            )
+        };
         match &mut self.source {
             Source::Soa { sent } => {
                 if *sent {
@@ -404,11 +424,7 @@ impl Stream {
             } => match next {
                 None => {
                     self.pending.push_back(soa(&self.zone, self.serial));
-                    self.pending.push_back(crate::dns::handler::record(
-                        &self.zone.zone,
-                        self.zone.ttl,
-                        RData::NS(hickory_proto::rr::rdata::NS(self.zone.nameserver.clone())),
-                    ));
+                    self.pending.push_back(ns(&self.zone));
                     *next = Some(0);
                 }
                 Some(i) => match snapshot.entry_at(*i) {
@@ -422,6 +438,36 @@ impl Stream {
                     }
                     None => return false,
                 },
+            },
+            Source::Reverse {
+                snapshot,
+                range,
+                next,
+                closed,
+            } => match next {
+                None => {
+                    self.pending.push_back(soa(&self.zone, self.serial));
+                    self.pending.push_back(ns(&self.zone));
+                    *next = Some(range.start);
+                }
+                Some(i) if *i < range.end => {
+                    let end = (*i + 256).min(range.end);
+                    for at in *i..end {
+                        if let Some((address, entry)) = snapshot.reverse_at(at) {
+                            self.pending.push_back(crate::dns::handler::record(
+                                &reverse_name(address),
+                                self.zone.ttl,
+                                RData::PTR(hickory_proto::rr::rdata::PTR(entry.name())),
+                            ));
+                        }
+                    }
+                    *i = end;
+                }
+                Some(_) if !*closed => {
+                    *closed = true;
+                    self.pending.push_back(soa(&self.zone, self.serial));
+                }
+                Some(_) => return false,
             },
             Source::Diffs {
                 chain,
@@ -578,8 +624,13 @@ impl Primary {
         };
         let zone = self.zone.load_full();
         let error = |rcode: ResponseCode| Answer::One(error_reply(request, rcode));
-        if !zone.zone.zone_of(request.name) || *request.name != zone.zone {
-            // Transfers exist only for the apex.
+        let reverse = zone
+            .reverse_zones
+            .iter()
+            .find(|z| z.apex == *request.name)
+            .cloned();
+        if *request.name != zone.zone && reverse.is_none() {
+            // Transfers exist only for the apex of a zone served here.
             metrics().count_transfer(kind_of_request, "refused");
             return error(ResponseCode::NotAuth);
         }
@@ -607,10 +658,19 @@ impl Primary {
             return error(ResponseCode::ServFail);
         };
         let serial = snapshot.serial();
-        let zone_from = |snapshot| Source::Zone {
-            snapshot,
-            next: None,
-            closed: false,
+        // The whole zone: the forward zone, or the reverse zone asked for.
+        let zone_from = |snapshot: Arc<Snapshot>| match &reverse {
+            Some(r) => Source::Reverse {
+                range: snapshot.reverse_range(r.network),
+                snapshot,
+                next: None,
+                closed: false,
+            },
+            None => Source::Zone {
+                snapshot,
+                next: None,
+                closed: false,
+            },
         };
         // Streams are counted when they end (sent or abandoned); single
         // answers here.
@@ -636,7 +696,12 @@ impl Primary {
                     };
                     metrics().count_transfer(kind, "ok");
                     (kind, Source::Soa { sent: false })
-                } else if let Some(chain) = self.journal.chain(client, serial) {
+                } else if let Some(chain) = self
+                    .journal
+                    .chain(client, serial)
+                    .filter(|_| reverse.is_none())
+                {
+                    // (Reverse zones keep no journal: they are sent whole.)
                     steps = chain.len();
                     (
                         "ixfr",
@@ -654,6 +719,7 @@ impl Primary {
             }
         };
         Answer::Stream(Box::new(Stream {
+            apex: reverse.map_or_else(|| zone.zone.clone(), |r| r.apex),
             zone,
             serial,
             id: request.id,

@@ -65,9 +65,28 @@ impl Secondary {
 
     /// Starts `kind` on `port` as a secondary of fleetdns at `primary_port`.
     pub fn start(kind: Kind, port: u16, primary_port: u16) -> Secondary {
+        Self::start_with_zones(kind, port, primary_port, &[])
+    }
+
+    /// [`Secondary::start`], a secondary for `zones` too (reverse zones),
+    /// each configured as its `fleet.internal` is.
+    pub fn start_with_zones(kind: Kind, port: u16, primary_port: u16, zones: &[&str]) -> Secondary {
         let dir = tempdir();
-        let template = std::fs::read_to_string(configs().join(kind.config_name()))
+        let mut template = std::fs::read_to_string(configs().join(kind.config_name()))
             .expect("deploy/secondaries has the config");
+        for zone in zones {
+            template.push_str(&match kind {
+                Kind::Knot => format!(
+                    "  - domain: {zone}\n    master: fleetdns\n    acl: [notify_from_fleetdns, harness_transfer]\n    zonefile-load: none\n    zonefile-sync: -1\n    journal-content: none\n"
+                ),
+                Kind::Nsd => format!(
+                    "zone:\n    name: \"{zone}\"\n    request-xfr: 127.0.0.1@@PRIMARY_PORT@ xfr-key\n    allow-notify: 127.0.0.1 xfr-key\n    provide-xfr: 127.0.0.1 xfr-key\n"
+                ),
+                Kind::Bind => format!(
+                    "zone \"{zone}\" {{\n    type secondary;\n    primaries {{ 127.0.0.1 port @PRIMARY_PORT@ key \"xfr-key\"; }};\n}};\n"
+                ),
+            });
+        }
         let config = template
             .replace("@DIR@", &dir.path().display().to_string())
             .replace("@PRIMARY_PORT@", &primary_port.to_string())
@@ -122,15 +141,25 @@ impl Secondary {
 
     /// The serial it serves, if it serves the zone.
     pub fn serial(&self) -> Option<u32> {
-        let out = dig(self.addr, &["+short", "+norec", "fleet.internal", "SOA"]);
+        self.serial_of("fleet.internal")
+    }
+
+    /// The serial it serves for `zone`, if it serves it.
+    pub fn serial_of(&self, zone: &str) -> Option<u32> {
+        let out = dig(self.addr, &["+short", "+norec", zone, "SOA"]);
         out.split_whitespace().nth(2)?.parse().ok()
     }
 
     /// Waits until it serves `serial` (or panics with its log after `secs`).
     pub fn wait_for_serial(&self, serial: u32, secs: f64) -> Duration {
+        self.wait_for_serial_of("fleet.internal", serial, secs)
+    }
+
+    /// Waits until it serves `serial` for `zone`.
+    pub fn wait_for_serial_of(&self, zone: &str, serial: u32, secs: f64) -> Duration {
         let start = Instant::now();
         loop {
-            if self.serial() == Some(serial) {
+            if self.serial_of(zone) == Some(serial) {
                 return start.elapsed();
             }
             if start.elapsed() > Duration::from_secs_f64(secs) {
@@ -147,10 +176,12 @@ impl Secondary {
 
     /// Its whole zone, by a TSIG-signed AXFR from it.
     pub fn zone(&self) -> BTreeSet<String> {
-        zone_records(&dig(
-            self.addr,
-            &["+time=10", "-y", DIG_KEY, "fleet.internal", "AXFR"],
-        ))
+        self.zone_named("fleet.internal")
+    }
+
+    /// Its whole `zone`, by a TSIG-signed AXFR from it.
+    pub fn zone_named(&self, zone: &str) -> BTreeSet<String> {
+        zone_records(&dig(self.addr, &["+time=10", "-y", DIG_KEY, zone, "AXFR"]))
     }
 
     /// Stops it (SIGSTOP): it neither answers nor refreshes, keeping its

@@ -66,10 +66,12 @@ fn serial(d: &Daemon) -> u32 {
 
 /// fleetdns's whole zone, by a signed AXFR.
 fn zone_of(d: &Daemon) -> BTreeSet<String> {
-    zone_records(&dig(
-        d.tcp,
-        &["+time=30", "-y", DIG_KEY, "fleet.internal", "AXFR"],
-    ))
+    named_zone_of(d, "fleet.internal")
+}
+
+/// fleetdns's whole `zone` (the zone or a reverse zone), by a signed AXFR.
+fn named_zone_of(d: &Daemon, zone: &str) -> BTreeSet<String> {
+    zone_records(&dig(d.tcp, &["+time=30", "-y", DIG_KEY, zone, "AXFR"]))
 }
 
 /// Writes `instances`, sends SIGHUP, and waits until fleetdns serves a
@@ -424,4 +426,82 @@ fn a_100000_instance_zone_transfers_whole_and_a_stalled_reader_blocks_nothing() 
     }
     d.wait_for_log("transfer abandoned", 15);
     drop(stalled);
+}
+
+#[test]
+fn reverse_zones_are_authoritative_and_replicated_to_nsd_knot_and_bind() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    // addresses 10.9.0.2 .. 10.9.0.4
+    let mut names = vec!["web-1", "web-2", "db"];
+    write_inventory(&inventory, &fleet(&names));
+    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
+    let d = primary(
+        dir.path(),
+        &inventory,
+        &ports,
+        "reverse_zones = [\"9.10.in-addr.arpa\"]",
+    );
+    let reverse = "9.10.in-addr.arpa";
+
+    // answers: PTR for a known address, NXDOMAIN for an unknown one in the
+    // zone (not forwarded), NODATA above known addresses, SOA at the apex
+    let out = d.dig(&["-x", "10.9.0.2"]);
+    assert!(
+        out.contains("flags: qr aa") && out.contains("PTR\tweb-1.fleet.internal."),
+        "{out}"
+    );
+    let out = d.dig(&["-x", "10.9.200.200"]);
+    assert!(
+        out.contains("status: NXDOMAIN") && out.contains("flags: qr aa"),
+        "{out}"
+    );
+    assert!(out.contains("9.10.in-addr.arpa.\t10\tIN\tSOA"), "{out}");
+    let out = d.dig(&["0.9.10.in-addr.arpa", "PTR"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("ANSWER: 0"),
+        "{out}"
+    );
+    let soa = d.dig(&["+short", reverse, "SOA"]);
+    assert_eq!(
+        soa.split_whitespace().nth(2).map(str::to_string),
+        Some(serial(&d).to_string())
+    );
+
+    // the reverse zone transfers: SOA, NS, one PTR per address, SOA
+    let zone = named_zone_of(&d, reverse);
+    assert_eq!(
+        zone.iter().filter(|r| r.contains(" PTR ")).count(),
+        3,
+        "{zone:?}"
+    );
+    assert!(
+        zone.contains("2.0.9.10.in-addr.arpa. 30 IN PTR web-1.fleet.internal."),
+        "{zone:?}"
+    );
+
+    // all three secondaries take both zones, and follow a change in both
+    let secondaries: Vec<Secondary> = Kind::ALL
+        .iter()
+        .zip(&ports)
+        .map(|(kind, port)| Secondary::start_with_zones(*kind, *port, d.tcp.port(), &[reverse]))
+        .collect();
+    let first = serial(&d);
+    for s in &secondaries {
+        s.wait_for_serial_of(reverse, first, 30.0);
+        assert_eq!(s.zone_named(reverse), zone, "{:?}", s.kind);
+    }
+    names.push("cache");
+    let (next, _) = change(&d, &inventory, &fleet(&names));
+    let zone = named_zone_of(&d, reverse);
+    assert!(
+        zone.iter()
+            .any(|r| r.ends_with("PTR cache.fleet.internal.")),
+        "{zone:?}"
+    );
+    for s in &secondaries {
+        s.wait_for_serial_of(reverse, next, 10.0);
+        assert_eq!(s.zone_named(reverse), zone, "{:?} after the change", s.kind);
+        s.wait_for_serial(next, 10.0);
+    }
 }
