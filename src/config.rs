@@ -1365,7 +1365,10 @@ mod tests {
         let zones = &settings.zone.reverse_zones;
         assert_eq!(zones[0].network, Cidr::parse("10.20.0.0/16").unwrap());
         assert_eq!(zones[1].network, Cidr::parse("2001:db8:abc::/48").unwrap());
-        assert_eq!(zones[1].apex.to_ascii(), "c.b.a.0.8.b.d.0.1.0.0.2.ip6.arpa.");
+        assert_eq!(
+            zones[1].apex.to_ascii(),
+            "c.b.a.0.8.b.d.0.1.0.0.2.ip6.arpa."
+        );
         for (bad, why) in [
             ("[\"in-addr.arpa\"]", "not a reverse zone"),
             ("[\"020.10.in-addr.arpa\"]", "not a reverse zone"),

@@ -204,16 +204,7 @@ fn zone_reply(
     }
     let ttl = zone.ttl;
     match snapshot.lookup(name) {
-        Lookup::Apex => match qtype {
-            RecordType::SOA | RecordType::ANY => {
-                reply.answers.push(soa(zone, snapshot, owner, ttl));
-            }
-            RecordType::NS => {
-                let ns = NS(zone.nameserver.clone());
-                reply.answers.push(record(owner, ttl, RData::NS(ns)));
-            }
-            _ => {}
-        },
+        Lookup::Apex => reply.answers = apex_records(zone, snapshot, owner, qtype),
         Lookup::Name(entry) => reply.answers = entry_records(entry, owner, qtype, ttl),
         Lookup::EmptyNonTerminal => {}
         Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
@@ -246,18 +237,7 @@ fn reverse_reply(
     let ttl = zone.ttl;
     let full = Name::from(name.clone());
     if full == reverse.apex {
-        match qtype {
-            RecordType::SOA | RecordType::ANY => {
-                reply
-                    .answers
-                    .push(soa_record(zone, snapshot.serial(), owner, ttl));
-            }
-            RecordType::NS => {
-                let ns = NS(zone.nameserver.clone());
-                reply.answers.push(record(owner, ttl, RData::NS(ns)));
-            }
-            _ => {}
-        }
+        reply.answers = apex_records(zone, snapshot, owner, qtype);
     } else {
         match reverse_network(&full) {
             Some(net) if net.prefix == if net.address.is_ipv4() { 32 } else { 128 } => {
@@ -283,6 +263,24 @@ fn reverse_reply(
             .push(soa_record(zone, snapshot.serial(), &reverse.apex, negative));
     }
     reply
+}
+
+/// What a zone's apex answers for `qtype`: its SOA (also for ANY), its
+/// NS, or nothing.
+fn apex_records(
+    zone: &ZoneSettings,
+    snapshot: &Snapshot,
+    owner: &Name,
+    qtype: RecordType,
+) -> Vec<Record> {
+    match qtype {
+        RecordType::SOA | RecordType::ANY => vec![soa(zone, snapshot, owner, zone.ttl)],
+        RecordType::NS => {
+            let ns = NS(zone.nameserver.clone());
+            vec![record(owner, zone.ttl, RData::NS(ns))]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The reverse name of `address` (`11.1.20.10.in-addr.arpa.`, or 32

@@ -574,19 +574,22 @@ pub async fn process<H: RequestHandler>(
         }
         reply
     };
+    let refused = || {
+        metrics().count_query(protocol, qtype, ResponseCode::Refused);
+        let refused = header_reply(
+            header.metadata.id,
+            0,
+            header.metadata.recursion_desired,
+            false,
+            ResponseCode::Refused,
+            request.queries.as_bytes(),
+        );
+        Some(Reply::One(sign(refused)))
+    };
     if header.metadata.op_code == OpCode::Query {
         if let (Some(query), Some(RecordType::AXFR | RecordType::IXFR)) = (query, qtype) {
             let Some(primary) = primary else {
-                metrics().count_query(protocol, qtype, ResponseCode::Refused);
-                let refused = header_reply(
-                    header.metadata.id,
-                    0,
-                    header.metadata.recursion_desired,
-                    false,
-                    ResponseCode::Refused,
-                    request.queries.as_bytes(),
-                );
-                return Some(Reply::One(sign(refused)));
+                return refused();
             };
             let transfer = TransferRequest {
                 id: header.metadata.id,
@@ -616,16 +619,7 @@ pub async fn process<H: RequestHandler>(
         if let (Some(key), Some(RecordType::SOA)) = (&signed, qtype) {
             if !primary.is_some_and(|p| p.may_transfer(src.ip(), Some(key))) {
                 info!(%src, key = %key.key.name, "signed SOA query refused: no [transfer] allow entry matches");
-                metrics().count_query(protocol, qtype, ResponseCode::Refused);
-                let refused = header_reply(
-                    header.metadata.id,
-                    0,
-                    header.metadata.recursion_desired,
-                    false,
-                    ResponseCode::Refused,
-                    request.queries.as_bytes(),
-                );
-                return Some(Reply::One(sign(refused)));
+                return refused();
             }
         }
     }
