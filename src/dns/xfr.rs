@@ -892,6 +892,41 @@ mod tests {
         assert_eq!(zone_records, records_of(&new, &zone));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Any two fleets (names from a small set, so that they share many
+        /// names and addresses): the difference applied to the old zone
+        /// removes only records that are there, adds only records that are
+        /// not, and gives exactly the new zone.
+        #[test]
+        fn a_difference_applied_to_the_old_zone_gives_the_new_zone(
+            old in proptest::collection::vec((0u8..12, 0u8..6), 0..20),
+            new in proptest::collection::vec((0u8..12, 0u8..6), 0..20),
+        ) {
+            let zone = zone();
+            let fleet = |spec: &[(u8, u8)], serial| {
+                let names: Vec<(String, String)> = spec
+                    .iter()
+                    .map(|(n, a)| (format!("host-{n}"), format!("10.0.0.{a}")))
+                    .collect();
+                let refs: Vec<(&str, &str)> =
+                    names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                snapshot(&refs, serial)
+            };
+            let (old, new) = (fleet(&old, 1), fleet(&new, 2));
+            let diff = Diff::between(&old, &new, &zone);
+            let mut records = records_of(&old, &zone);
+            for r in diff.removed() {
+                proptest::prop_assert!(records.remove(&r.to_string()), "removes {} which is not there", r);
+            }
+            for r in diff.added() {
+                proptest::prop_assert!(records.insert(r.to_string()), "adds {} which is there", r);
+            }
+            proptest::prop_assert_eq!(records, records_of(&new, &zone));
+        }
+    }
+
     #[test]
     fn the_journal_chains_differences_and_starts_over_when_the_ttl_changes() {
         let mut zone = zone();

@@ -505,3 +505,58 @@ fn reverse_zones_are_authoritative_and_replicated_to_nsd_knot_and_bind() {
         s.wait_for_serial(next, 10.0);
     }
 }
+
+#[test]
+fn a_notify_target_that_never_answers_costs_five_tries_and_one_log_line() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    write_inventory(&inventory, &fleet(&["web-1"]));
+    // a UDP socket that reads nothing: NOTIFYs go unanswered
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let d = primary(
+        dir.path(),
+        &inventory,
+        &[port],
+        "metrics_listen = \"127.0.0.1:0\"",
+    );
+    // answers go on meanwhile
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.9.0.2"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_for_log("NOTIFY failed", 45);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("NOTIFY failed")).unwrap();
+    assert!(
+        line.contains(&format!("no answer from 127.0.0.1:{port} after 5 tries")),
+        "{line}"
+    );
+    assert_eq!(log.matches("NOTIFY failed").count(), 1, "{log}");
+    let target = format!("target=\"127.0.0.1:{port}\"");
+    assert_eq!(d.metric("fleetdns_notify_sent_total", &[&target]), 5.0);
+    assert_eq!(d.metric("fleetdns_notify_failed_total", &[&target]), 1.0);
+    // five datagrams reached the socket, each the same signed NOTIFY
+    silent
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut seen = Vec::new();
+    while let Ok(len) = silent.recv(&mut buf) {
+        seen.push(strict_parse(&buf[..len]));
+    }
+    assert_eq!(seen.len(), 5);
+    for m in &seen {
+        assert_eq!(m.metadata.op_code, OpCode::Notify);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        // hickory-proto without a DNSSEC feature leaves the TSIG last in
+        // the additional section
+        let tsig = m.signature.is_some()
+            || m.additionals.last().map(|r| r.record_type()) == Some(RecordType::TSIG);
+        assert!(tsig, "signed with the target's key: {m:?}");
+    }
+}
