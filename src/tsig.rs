@@ -342,8 +342,10 @@ pub fn find(message: &[u8]) -> Result<Option<Tsig>, Malformed> {
         let rdata = &message[..rdata_start + usize::from(len)];
         found = Some(read_rdata(rdata, rdata_start, offset, owner)?);
     }
-    if !decoder.is_empty() {
-        return Err(Malformed("bytes follow the last record"));
+    // Bytes after the records matter only behind a TSIG, which must end
+    // the message; an unsigned message is left to the decoder's judgement.
+    if found.is_some() && !decoder.is_empty() {
+        return Err(Malformed("bytes follow the TSIG record"));
     }
     Ok(found)
 }
