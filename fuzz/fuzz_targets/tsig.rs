@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(stripped.len() < data.len());
     }
     let arcount = data.get(10..12).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    if !matches!(tsig::find(data), Ok(None)) || arcount == Some(u16::MAX) {
+    if !matches!(tsig::find(data), Ok(None)) || arcount == Some(u16::MAX) || !whole(data) {
         return;
     }
     let mut signed = data.to_vec();
@@ -66,4 +66,13 @@ fuzz_target!(|data: &[u8]| {
 fn points_into_header(data: &[u8]) -> bool {
     data.windows(2)
         .any(|w| w[0] & 0xc0 == 0xc0 && ((usize::from(w[0] & 0x3f) << 8) | usize::from(w[1])) < 12)
+}
+
+/// Whether hickory-proto reads `data` as one message with nothing after
+/// it (bytes after the records would sit between the message and the
+/// signature appended here).
+fn whole(data: &[u8]) -> bool {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    let mut decoder = BinDecoder::new(data);
+    hickory_proto::op::Message::read(&mut decoder).is_ok() && decoder.is_empty()
 }
