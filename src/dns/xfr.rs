@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
+};
 use hickory_server::net::xfer::Protocol;
 use tracing::{debug, info, warn};
 
@@ -55,6 +57,9 @@ pub struct Diff {
     pub from: u32,
     /// The serial it leads to.
     pub to: u32,
+    /// Whether every record could be encoded (an incomplete difference is
+    /// never served: the journal starts over instead).
+    complete: bool,
     removed: Vec<u8>,
     removed_count: usize,
     added: Vec<u8>,
@@ -67,19 +72,21 @@ impl Diff {
     pub fn between(old: &Snapshot, new: &Snapshot, zone: &ZoneSettings) -> Diff {
         let mut removed = RecordRun::default();
         let mut added = RecordRun::default();
+        let mut scratch = Vec::with_capacity(512);
         for (before, after) in new.changed_entries(old) {
             let before = before.map(|e| all_records(e, zone.ttl)).unwrap_or_default();
             let after = after.map(|e| all_records(e, zone.ttl)).unwrap_or_default();
             for r in before.iter().filter(|r| !after.contains(r)) {
-                removed.push(r);
+                removed.push(r, &mut scratch);
             }
             for r in after.iter().filter(|r| !before.contains(r)) {
-                added.push(r);
+                added.push(r, &mut scratch);
             }
         }
         Diff {
             from: old.serial(),
             to: new.serial(),
+            complete: !removed.failed && !added.failed,
             removed: removed.bytes,
             removed_count: removed.count,
             added: added.bytes,
@@ -108,23 +115,27 @@ impl Diff {
     }
 }
 
-/// Records encoded one after another, names compressed against the run.
+/// Records encoded one after another, names uncompressed, so that the
+/// run may grow past 64 KiB (an encoder writes at most that much, and a
+/// compression pointer reaches no further).
 #[derive(Default)]
 struct RecordRun {
     bytes: Vec<u8>,
     count: usize,
+    /// A record could not be encoded: the run is not the whole difference.
+    failed: bool,
 }
 
 impl RecordRun {
-    fn push(&mut self, record: &Record) {
-        // An encoder per record: names are compressed only within the
-        // record, and the run decodes in order.
-        let at = self.bytes.len();
-        let mut encoder = BinEncoder::with_offset(&mut self.bytes, at as u32);
+    fn push(&mut self, record: &Record, scratch: &mut Vec<u8>) {
+        scratch.clear();
+        let mut encoder = BinEncoder::new(scratch);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
         if record.emit(&mut encoder).is_ok() {
+            self.bytes.extend_from_slice(scratch);
             self.count += 1;
         } else {
-            self.bytes.truncate(at);
+            self.failed = true;
         }
     }
 }
@@ -227,6 +238,17 @@ impl Journal {
         if let Ok(mut inner) = self.inner.lock() {
             if inner.zone.as_ref() != Some(&key) {
                 return; // the parameters changed meanwhile
+            }
+            if !diff.complete {
+                warn!(
+                    from = diff.from,
+                    to = diff.to,
+                    "a zone difference could not be encoded; IXFR clients get the whole zone"
+                );
+                inner.diffs.clear();
+                inner.bytes = 0;
+                inner.trim();
+                return;
             }
             // Only a continuous chain is useful: a gap (a swap the journal
             // missed) starts it over.
@@ -925,6 +947,42 @@ mod tests {
             }
             proptest::prop_assert_eq!(records, records_of(&new, &zone));
         }
+    }
+
+    /// Found by the IXFR benchmark: records were encoded into one buffer
+    /// that an encoder caps at 64 KiB, and a larger difference lost every
+    /// record past that point (1% of 100,000 instances kept 1,103 of its
+    /// 2,000 removals).
+    #[test]
+    fn a_difference_larger_than_64_kib_keeps_every_record() {
+        let zone = zone();
+        let names: Vec<(String, String)> = (0..3000)
+            .map(|i| {
+                (
+                    format!("host-{i}"),
+                    format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                )
+            })
+            .collect();
+        let moved: Vec<(String, String)> = (0..3000)
+            .map(|i| {
+                (
+                    format!("host-{i}"),
+                    format!("10.2.{}.{}", i / 250, i % 250 + 1),
+                )
+            })
+            .collect();
+        fn as_str(v: &[(String, String)]) -> Vec<(&str, &str)> {
+            v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+        }
+        let old = snapshot(&as_str(&names), 1);
+        let new = snapshot(&as_str(&moved), 2);
+        let diff = Diff::between(&old, &new, &zone);
+        // every A record at every name and every instance-id name
+        assert_eq!(diff.counts(), (6000, 6000));
+        assert!(diff.removed.len() > 65536, "{} bytes", diff.removed.len());
+        assert_eq!(diff.removed().count(), 6000);
+        assert_eq!(diff.added().count(), 6000);
     }
 
     #[test]

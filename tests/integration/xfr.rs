@@ -408,6 +408,32 @@ fn a_100000_instance_zone_transfers_whole_and_a_stalled_reader_blocks_nothing() 
     knot.wait_for_serial(serial, 120.0);
     assert_eq!(knot.zone().len(), zone_of(&d).len());
 
+    // 2% of the instances move: a difference of 8,000 records (far over
+    // 64 KiB), which Knot applies as an IXFR without falling back
+    let moved: Vec<Fake> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Fake {
+            id: f.id.clone(),
+            name: f.name,
+            ipv4: if i % 50 == 0 {
+                vec![format!("10.200.{}.{}", (i >> 8) & 255, i & 255)]
+            } else {
+                f.ipv4.clone()
+            },
+            state: f.state,
+        })
+        .collect();
+    let (next, _) = change(&d, &inventory, &moved);
+    knot.wait_for_serial(next, 120.0);
+    let want = zone_of(&d);
+    assert!(want
+        .iter()
+        .any(|r| r.contains("host-50.fleet.internal. 30 IN A 10.200.0.50")));
+    assert_eq!(knot.zone(), want);
+    assert!(!knot.log().contains("fallback to AXFR"), "{}", knot.log());
+    assert!(d.log().contains("kind=\"ixfr\""), "{}", d.log());
+
     // a client that asks for the zone and stops reading: other queries
     // are answered meanwhile, and the connection is dropped in bounded time
     let mut stalled = TcpStream::connect(d.tcp).unwrap();
@@ -420,8 +446,8 @@ fn a_100000_instance_zone_transfers_whole_and_a_stalled_reader_blocks_nothing() 
     while asked.elapsed() < Duration::from_secs(1) {
         assert_eq!(short(d.udp, &["host-7.fleet.internal"]), ["10.0.0.7"]);
         assert_eq!(
-            short(d.tcp, &["+tcp", "host-70000.fleet.internal"]),
-            ["10.1.17.112"]
+            short(d.tcp, &["+tcp", "host-70001.fleet.internal"]),
+            ["10.1.17.113"]
         );
     }
     d.wait_for_log("transfer abandoned", 15);
