@@ -76,6 +76,63 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Who may ask what, by source address (`[access]`): zone answers for
+/// sources in `allow_query`, forwarding for sources in `allow_recursion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryAccess {
+    /// Networks whose queries are answered at all.
+    pub allow_query: Vec<Cidr>,
+    /// Networks whose queries for names outside the zone are forwarded.
+    pub allow_recursion: Vec<Cidr>,
+}
+
+impl QueryAccess {
+    /// Loopback and the private ranges (RFC 1918, RFC 6598 shared space,
+    /// IPv6 unique local): an internal zone is never served to the
+    /// internet by accident.
+    pub fn default_query() -> Vec<Cidr> {
+        [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "fc00::/7",
+        ]
+        .iter()
+        .filter_map(|c| Cidr::parse(c).ok())
+        .collect()
+    }
+
+    /// Loopback only: fleetdns is no open resolver.
+    pub fn default_recursion() -> Vec<Cidr> {
+        ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|c| Cidr::parse(c).ok())
+            .collect()
+    }
+
+    /// Whether `source` may be answered at all.
+    pub fn may_query(&self, source: IpAddr) -> bool {
+        self.allow_query.iter().any(|n| n.contains(source))
+    }
+
+    /// Whether `source`'s queries outside the zone may be forwarded.
+    pub fn may_recurse(&self, source: IpAddr) -> bool {
+        self.allow_recursion.iter().any(|n| n.contains(source))
+    }
+}
+
+impl Default for QueryAccess {
+    fn default() -> Self {
+        QueryAccess {
+            allow_query: Self::default_query(),
+            allow_recursion: Self::default_recursion(),
+        }
+    }
+}
+
 /// One `allow` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {

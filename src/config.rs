@@ -17,7 +17,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
-use crate::access::{Allow, Cidr};
+use crate::access::{Allow, Cidr, QueryAccess};
 use crate::tsig::{Algorithm, Key, Secret};
 
 use crate::inventory::ec2_settings::{Account, Ec2Settings};
@@ -123,6 +123,9 @@ pub struct Config {
     /// reverse zones), knowing that it shadows real names.
     #[serde(default)]
     pub allow_unsafe_zone: bool,
+    /// Who may ask what (`[access]`).
+    #[serde(default)]
+    pub access: AccessConfig,
     /// Reverse zones fleetdns is authoritative for (`20.10.in-addr.arpa`):
     /// PTR from the fleet, NXDOMAIN for unknown addresses, transferable.
     #[serde(default)]
@@ -133,6 +136,20 @@ pub struct Config {
     /// Zone transfers to secondaries (`[transfer]`); none by default.
     #[serde(default)]
     pub transfer: TransferConfig,
+}
+
+/// `[access]`: who may ask what, by source network.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Networks whose queries are answered; default loopback and the
+    /// private ranges.
+    #[serde(default)]
+    pub allow_query: Option<Vec<String>>,
+    /// Networks whose queries outside the zone are forwarded; default
+    /// loopback only.
+    #[serde(default)]
+    pub allow_recursion: Option<Vec<String>>,
 }
 
 /// `[[tsig_keys]]`: one TSIG key.
@@ -680,6 +697,8 @@ pub struct Settings {
     pub tcp: TcpSettings,
     /// Zone transfers, TSIG keys and NOTIFY.
     pub transfer: TransferSettings,
+    /// Who may ask what.
+    pub access: QueryAccess,
 }
 
 impl Config {
@@ -811,6 +830,29 @@ impl Config {
         }
 
         let transfer = validate_transfer(&self.tsig_keys, &self.transfer)?;
+        let networks = |option: &str, list: &Option<Vec<String>>, default: Vec<Cidr>| match list {
+            None => Ok(default),
+            Some(list) if list.is_empty() => Err(invalid(
+                option,
+                "an empty list would refuse everyone; leave the option out for the default",
+            )),
+            Some(list) => list
+                .iter()
+                .map(|c| Cidr::parse(c).map_err(|m| invalid(option, m)))
+                .collect(),
+        };
+        let access = QueryAccess {
+            allow_query: networks(
+                "access.allow_query",
+                &self.access.allow_query,
+                QueryAccess::default_query(),
+            )?,
+            allow_recursion: networks(
+                "access.allow_recursion",
+                &self.access.allow_recursion,
+                QueryAccess::default_recursion(),
+            )?,
+        };
 
         let source = match self.source {
             Some(SourceConfig::File(f)) => SourceSpec::File(f.path),
@@ -848,6 +890,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(self.tcp.idle_timeout_secs),
             },
             transfer,
+            access,
         })
     }
 }

@@ -76,6 +76,8 @@ struct Reloader {
     primary: Arc<Primary>,
     /// NOTIFY targets.
     notify: Arc<NotifySender>,
+    /// Who may ask what (shared with the handler and the fast path).
+    access: Arc<arc_swap::ArcSwap<crate::access::QueryAccess>>,
     /// The refresher's inbox.
     refresher: watch::Sender<Option<Arc<Reconfigure>>>,
 }
@@ -138,6 +140,7 @@ impl Reloader {
                 false,
             ),
             ("tcp", differs(&old.tcp, &new.tcp), false),
+            ("access", old.access != new.access, true),
             ("tsig_keys", old.transfer.keys != new.transfer.keys, true),
             (
                 "transfer",
@@ -174,6 +177,7 @@ impl Reloader {
         };
         self.handler.reconfigure(new.zone.clone(), forwarder);
         self.fast.reconfigure(&new.zone);
+        self.access.store(Arc::new(new.access.clone()));
         self.primary.reconfigure(new.zone.clone(), &new.transfer);
         self.notify
             .reconfigure(new.transfer.notify.clone(), new.zone.clone());
@@ -274,13 +278,14 @@ pub async fn run(
         None => None,
     };
     let forwarder = forwarder_for(&settings);
-    let handler = Arc::new(ZoneHandler::new(
-        store.clone(),
-        settings.zone.clone(),
-        forwarder,
-    ));
+    // Who may ask what: one cell for the handler, the fast path and reloads.
+    let access = Arc::new(arc_swap::ArcSwap::from_pointee(settings.access.clone()));
+    let handler = Arc::new(
+        ZoneHandler::new(store.clone(), settings.zone.clone(), forwarder)
+            .with_access(access.clone()),
+    );
 
-    let fast = FastPath::new(store.clone(), &settings.zone);
+    let fast = FastPath::new(store.clone(), &settings.zone, access.clone());
     // Transfers: the journal follows every swap, and NOTIFY follows the
     // journal, so a secondary told of a change finds its IXFR ready.
     let primary = Arc::new(Primary::new(
@@ -301,6 +306,7 @@ pub async fn run(
         fast: fast.clone(),
         primary: primary.clone(),
         notify: notify_sender,
+        access,
         refresher: reconfigure,
     };
     let notify = refresh_now.clone();

@@ -21,6 +21,7 @@
 //! exactly: a test compares the two over a large random query set, and so
 //! does the `dns_request` fuzz target.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,6 +30,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::BinEncodable;
 
+use crate::access::QueryAccess;
 use crate::config::ZoneSettings;
 use crate::dns::handler::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY};
 use crate::dns::wire::MAX_UDP_PAYLOAD;
@@ -39,6 +41,8 @@ use crate::snapshot::{split_zone, wire_key, Lookup, Snapshot, Store};
 pub struct FastPath {
     /// The served snapshot.
     pub store: Store,
+    /// Who may be answered (shared with the handler; replaced on reload).
+    pub access: Arc<ArcSwap<QueryAccess>>,
     /// The zone's settings, encoded; replaced whole when the configuration
     /// is reloaded (shared with every UDP loop).
     pub zone: Arc<ArcSwap<FastZone>>,
@@ -46,9 +50,10 @@ pub struct FastPath {
 
 impl FastPath {
     /// A fast path answering from `store` with `zone`'s settings.
-    pub fn new(store: Store, zone: &ZoneSettings) -> Self {
+    pub fn new(store: Store, zone: &ZoneSettings, access: Arc<ArcSwap<QueryAccess>>) -> Self {
         FastPath {
             store,
+            access,
             zone: Arc::new(ArcSwap::from_pointee(FastZone::new(zone))),
         }
     }
@@ -58,9 +63,19 @@ impl FastPath {
         self.zone.store(Arc::new(FastZone::new(zone)));
     }
 
-    /// [`answer`] from the current snapshot; `None` also when none is loaded.
-    /// The snapshot is released before this returns, so callers may await.
-    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Option<(RecordType, ResponseCode)> {
+    /// [`answer`] from the current snapshot for a query from `source`;
+    /// `None` also when none is loaded, and for a source outside
+    /// `allow_query` (the general path refuses it). The snapshot is
+    /// released before this returns, so callers may await.
+    pub fn answer(
+        &self,
+        query: &[u8],
+        source: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<(RecordType, ResponseCode)> {
+        if !self.access.load().may_query(source) {
+            return None;
+        }
         let snapshot = self.store.load();
         answer(snapshot.as_deref()?, &self.zone.load(), query, out)
     }

@@ -28,6 +28,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use crate::access::Cidr;
+use crate::access::QueryAccess;
 use crate::config::{ReverseZone, ZoneSettings};
 use crate::dns::forward::Forwarder;
 use crate::dns::wire::response_edns;
@@ -49,6 +50,8 @@ pub struct ZoneHandler {
     /// Where names outside the zone go; `None` means REFUSED. Replaced
     /// whole on reload, so a request uses one forwarder from start to end.
     forwarder: ArcSwapOption<Forwarder>,
+    /// Who may be answered, and forwarded for (shared with the fast path).
+    access: Arc<ArcSwap<QueryAccess>>,
 }
 
 /// A reply under construction: its code, flags and sections.
@@ -78,7 +81,15 @@ impl ZoneHandler {
             store,
             zone: ArcSwap::from_pointee(zone),
             forwarder: ArcSwapOption::new(forwarder),
+            access: Arc::new(ArcSwap::from_pointee(QueryAccess::default())),
         }
+    }
+
+    /// This handler answering and forwarding by `access` (the cell the
+    /// fast path and the reload share) instead of the defaults.
+    pub fn with_access(mut self, access: Arc<ArcSwap<QueryAccess>>) -> Self {
+        self.access = access;
+        self
     }
 
     /// The forwarder in use, if any.
@@ -104,6 +115,12 @@ impl ZoneHandler {
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return Reply::code(ResponseCode::BADVERS);
+        }
+        // Outside allow_query: refused before any lookup.
+        let source = request.src().ip();
+        let access = self.access.load();
+        if !access.may_query(source) {
+            return Reply::code(ResponseCode::Refused);
         }
         let query = &queries[0];
         let name = query.name();
@@ -162,6 +179,11 @@ impl ZoneHandler {
         // rather than hold an arc-swap guard across the await.
         drop(snapshot);
         drop(zone);
+        if !access.may_recurse(source) {
+            // Not an open resolver: forwarding is for allow_recursion.
+            return Reply::code(ResponseCode::Refused);
+        }
+        drop(access);
         match self.forwarder.load_full() {
             Some(forwarder) => match forwarder.resolve(name, qtype, query.query_class()).await {
                 Ok(answer) => Reply {

@@ -279,8 +279,9 @@ async fn serve_udp<H: RequestHandler>(
                     continue;
                 };
                 // The common case answered here, in this loop, without a task.
-                if let Some((qtype, rcode)) =
-                    fast.as_ref().and_then(|f| f.answer(query, &mut reply))
+                if let Some((qtype, rcode)) = fast
+                    .as_ref()
+                    .and_then(|f| f.answer(query, src.ip(), &mut reply))
                 {
                     metrics().count_query(Protocol::Udp, Some(qtype), rcode);
                     replies.push(&reply, src);

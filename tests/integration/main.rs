@@ -8,6 +8,7 @@
 mod harness;
 mod moto;
 
+mod access;
 mod cli;
 mod deploy;
 mod dns;
