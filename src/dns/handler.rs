@@ -220,7 +220,8 @@ fn zone_reply(
         ..Reply::default()
     };
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        // Zone transfer is not offered (yet).
+        // Transfers are answered before the handler (dns::server::process,
+        // by the primary); one that gets here had no primary to ask.
         reply.rcode = ResponseCode::Refused;
         return reply;
     }
@@ -231,13 +232,23 @@ fn zone_reply(
         Lookup::EmptyNonTerminal => {}
         Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
     }
-    if reply.answers.is_empty() {
-        // NXDOMAIN or NODATA: the SOA tells resolvers how long to cache that.
-        let negative = zone.ttl.min(zone.negative_ttl);
-        let apex = Name::from(snapshot.zone().clone());
-        reply.authorities.push(soa(zone, snapshot, &apex, negative));
-    }
+    add_negative_soa(
+        &mut reply,
+        zone,
+        snapshot,
+        &Name::from(snapshot.zone().clone()),
+    );
     reply
+}
+
+/// For NXDOMAIN or NODATA (no answers): the SOA at `apex` in the authority
+/// section, with TTL min(SOA TTL, MINIMUM), which tells resolvers how long
+/// to cache that (RFC 2308).
+fn add_negative_soa(reply: &mut Reply, zone: &ZoneSettings, snapshot: &Snapshot, apex: &Name) {
+    if reply.answers.is_empty() {
+        let negative = zone.ttl.min(zone.negative_ttl);
+        reply.authorities.push(soa(zone, snapshot, apex, negative));
+    }
 }
 
 /// The authoritative reply for a name in the reverse zone `reverse`: PTR
@@ -278,12 +289,7 @@ fn reverse_reply(
             _ => reply.rcode = ResponseCode::NXDomain,
         }
     }
-    if reply.answers.is_empty() {
-        let negative = zone.ttl.min(zone.negative_ttl);
-        reply
-            .authorities
-            .push(soa_record(zone, snapshot.serial(), &reverse.apex, negative));
-    }
+    add_negative_soa(&mut reply, zone, snapshot, &reverse.apex);
     reply
 }
 

@@ -870,6 +870,23 @@ mod tests {
         Snapshot::build(&instances, &settings.naming, &settings.zone.zone).with_serial(serial)
     }
 
+    /// `count` instances `host-N` with addresses in 10.`net`.0.0/16, at `serial`.
+    fn numbered_hosts(count: usize, net: u8, serial: u32) -> Snapshot {
+        let names: Vec<(String, String)> = (0..count)
+            .map(|i| {
+                (
+                    format!("host-{i}"),
+                    format!("10.{net}.{}.{}", i / 250, i % 250 + 1),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        snapshot(&refs, serial)
+    }
+
     /// The zone's records as text, apex SOA aside.
     fn records_of(s: &Snapshot, zone: &ZoneSettings) -> BTreeSet<String> {
         s.entries()
@@ -956,27 +973,8 @@ mod tests {
     #[test]
     fn a_difference_larger_than_64_kib_keeps_every_record() {
         let zone = zone();
-        let names: Vec<(String, String)> = (0..3000)
-            .map(|i| {
-                (
-                    format!("host-{i}"),
-                    format!("10.1.{}.{}", i / 250, i % 250 + 1),
-                )
-            })
-            .collect();
-        let moved: Vec<(String, String)> = (0..3000)
-            .map(|i| {
-                (
-                    format!("host-{i}"),
-                    format!("10.2.{}.{}", i / 250, i % 250 + 1),
-                )
-            })
-            .collect();
-        fn as_str(v: &[(String, String)]) -> Vec<(&str, &str)> {
-            v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-        }
-        let old = snapshot(&as_str(&names), 1);
-        let new = snapshot(&as_str(&moved), 2);
+        let old = numbered_hosts(3000, 1, 1);
+        let new = numbered_hosts(3000, 2, 2);
         let diff = Diff::between(&old, &new, &zone);
         // every A record at every name and every instance-id name
         assert_eq!(diff.counts(), (6000, 6000));
@@ -1016,19 +1014,7 @@ mod tests {
     #[test]
     fn an_axfr_streams_parsable_messages_with_the_soa_first_and_last() {
         let zone = zone();
-        let names: Vec<(String, String)> = (0..3000)
-            .map(|i| {
-                (
-                    format!("host-{i}"),
-                    format!("10.1.{}.{}", i / 250, i % 250 + 1),
-                )
-            })
-            .collect();
-        let refs: Vec<(&str, &str)> = names
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        let s = Arc::new(snapshot(&refs, 77));
+        let s = Arc::new(numbered_hosts(3000, 1, 77));
         let store = crate::snapshot::new_store();
         store.store(Some(s.clone()));
         let settings = crate::config::read_config(
