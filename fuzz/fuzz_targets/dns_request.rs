@@ -10,7 +10,8 @@
 //! request on its own: the reply's id, opcode and RD are the request's; a
 //! request it cannot decode gets FORMERR and no question echoed; a reply
 //! that echoes a question echoes the decoded question (name as sent, type,
-//! class), written out without compression pointers.
+//! class), written out without compression pointers; a reply with an OPT
+//! has the request's DO bit.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -152,6 +153,14 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(echoed.query_type(), asked.query_type());
                     assert_eq!(echoed.query_class(), asked.query_class());
                 }
+            }
+            // RFC 3225: a reply with an OPT copies the query's DO bit.
+            if let (Some(asked), Some(replied)) = (&request.edns, &parsed.edns) {
+                assert_eq!(
+                    replied.flags().dnssec_ok,
+                    asked.flags().dnssec_ok,
+                    "the DO bit is copied"
+                );
             }
         }
     }

@@ -33,7 +33,7 @@ use hickory_proto::serialize::binary::BinEncodable;
 use crate::access::QueryAccess;
 use crate::config::ZoneSettings;
 use crate::dns::handler::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY};
-use crate::dns::wire::MAX_UDP_PAYLOAD;
+use crate::dns::wire::{opt_record, MAX_UDP_PAYLOAD};
 use crate::snapshot::{split_zone, wire_key, Lookup, Snapshot, Store};
 
 /// What a UDP loop needs for the fast path.
@@ -242,6 +242,8 @@ pub fn answer(
     } else {
         512
     };
+    // The reply's OPT, with the query's DO bit (RFC 3225 section 3).
+    let opt = (arcount == 1).then(|| opt_record(query[pos - 4] & 0x80 != 0));
     if pos != query.len() {
         return None;
     }
@@ -251,7 +253,7 @@ pub fn answer(
         28 => RecordType::AAAA,
         _ => return None,
     };
-    let edns = arcount == 1;
+    let edns = opt.is_some();
     let key = &key[..k];
     // A name with data, or why there is none: NODATA at the apex or an
     // empty non-terminal, NXDOMAIN for a missing name in the zone.
@@ -272,7 +274,7 @@ pub fn answer(
             zone,
             query,
             question_end,
-            edns,
+            opt,
             limit,
             out,
             nxdomain,
@@ -322,10 +324,8 @@ pub fn answer(
             _ => out.extend_from_slice(&entry.ipv6()[i].octets()),
         }
     }
-    if edns {
-        // OPT: root, type 41, our payload size, rcode/version/flags 0, no data.
-        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
-        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    if let Some(opt) = opt {
+        out.extend_from_slice(&opt);
     }
     Some((rtype, ResponseCode::NoError))
 }
@@ -338,11 +338,12 @@ fn negative(
     zone: &FastZone,
     query: &[u8],
     question_end: usize,
-    edns: bool,
+    opt: Option<[u8; 11]>,
     limit: usize,
     out: &mut Vec<u8>,
     nxdomain: bool,
 ) -> Option<ResponseCode> {
+    let edns = opt.is_some();
     let size = question_end + zone.soa.len() + if edns { 11 } else { 0 };
     if size > limit {
         return None;
@@ -368,9 +369,8 @@ fn negative(
         let pointer = u16::from_be_bytes([out[at], out[at + 1]]) + base as u16;
         out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
     }
-    if edns {
-        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
-        out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    if let Some(opt) = opt {
+        out.extend_from_slice(&opt);
     }
     Some(rcode)
 }

@@ -489,7 +489,10 @@ impl RequestHandler for ZoneHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let reply = self.reply(request).await;
-        let edns: Option<Edns> = request.edns.as_ref().map(|_| response_edns());
+        let edns: Option<Edns> = request
+            .edns
+            .as_ref()
+            .map(|e| response_edns(e.flags().dnssec_ok));
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.rcode;
         metadata.authoritative = reply.authoritative;

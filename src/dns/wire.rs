@@ -26,12 +26,34 @@ pub fn udp_limit(edns: Option<&Edns>) -> usize {
     }
 }
 
-/// The OPT record fleetdns puts in replies to EDNS queries.
-pub fn response_edns() -> Edns {
+/// The OPT record fleetdns puts in replies to EDNS queries; `dnssec_ok`
+/// is the query's DO bit, which RFC 3225 (section 3) says the reply
+/// copies.
+pub fn response_edns(dnssec_ok: bool) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(MAX_UDP_PAYLOAD);
     edns.set_version(0);
+    edns.set_dnssec_ok(dnssec_ok);
     edns
+}
+
+/// That OPT record as bytes: root owner, type 41, class = our UDP size,
+/// TTL = extended rcode 0, version 0, the DO bit as asked; no options.
+pub fn opt_record(dnssec_ok: bool) -> [u8; 11] {
+    let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
+    [
+        0,
+        0,
+        41,
+        hi,
+        lo,
+        0,
+        0,
+        if dnssec_ok { 0x80 } else { 0 },
+        0,
+        0,
+        0,
+    ]
 }
 
 /// The size of the empty OPT record of a minimal reply.
@@ -97,7 +119,7 @@ impl ResponseHandler for WireResponder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let metadata = *response.metadata();
-        let has_edns = response.edns().is_some();
+        let edns = response.edns().map(|e| e.flags().dnssec_ok);
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         let emitted = response.destructive_emit(&mut encoder);
@@ -106,14 +128,14 @@ impl ResponseHandler for WireResponder {
             Ok(_) => {
                 let mut truncated = metadata;
                 truncated.truncation = true;
-                minimal_reply(truncated, &bytes, self.question(), has_edns, self.limit)
+                minimal_reply(truncated, &bytes, self.question(), edns, self.limit)
             }
             Err(error) => {
                 // Only a reply larger than 64 KiB can fail here.
                 tracing::warn!(%error, "reply could not be encoded; sending SERVFAIL");
                 let mut failed = metadata;
                 failed.response_code = ResponseCode::ServFail;
-                minimal_reply(failed, &bytes, self.question(), has_edns, self.limit)
+                minimal_reply(failed, &bytes, self.question(), edns, self.limit)
             }
         };
         let rcode = info.response_code;
@@ -124,8 +146,8 @@ impl ResponseHandler for WireResponder {
     }
 }
 
-/// Header + the questions copied from `encoded` + an empty OPT if `edns`,
-/// within `limit` bytes.
+/// Header + the questions copied from `encoded` + an empty OPT if `edns`
+/// (`Some(DO bit)`), within `limit` bytes.
 ///
 /// `encoded` holds at least the header and the questions as the full reply
 /// encoded them (they are written first, so they are complete even when
@@ -136,10 +158,10 @@ fn minimal_reply(
     metadata: Metadata,
     encoded: &[u8],
     (question_len, questions): (usize, u16),
-    edns: bool,
+    edns: Option<bool>,
     limit: usize,
 ) -> (Vec<u8>, ResponseInfo) {
-    let opt_len = if edns { OPT_LEN } else { 0 };
+    let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
     let question = encoded
         .get(12..12 + question_len)
         .filter(|_| 12 + question_len + opt_len <= limit);
@@ -149,7 +171,7 @@ fn minimal_reply(
             queries: if question.is_some() { questions } else { 0 },
             answers: 0,
             authorities: 0,
-            additionals: u16::from(edns),
+            additionals: u16::from(edns.is_some()),
         },
     };
     let mut bytes = Vec::with_capacity(12 + question_len + opt_len);
@@ -159,11 +181,8 @@ fn minimal_reply(
     if let Some(question) = question {
         bytes.extend_from_slice(question);
     }
-    if edns {
-        // OPT: root owner, type 41, class = our UDP size, TTL = extended
-        // rcode 0, version 0, no flags; no options.
-        let [hi, lo] = MAX_UDP_PAYLOAD.to_be_bytes();
-        bytes.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
+    if let Some(dnssec_ok) = edns {
+        bytes.extend_from_slice(&opt_record(dnssec_ok));
     }
     (bytes, ResponseInfo::from(header))
 }

@@ -138,3 +138,45 @@ fn idle_tcp_connections_are_closed_and_pipelined_queries_answered() {
         "{waited:?}"
     );
 }
+
+/// RFC 3225 section 3: the reply copies the query's DO bit, on every path
+/// that writes an OPT: the UDP fast path (an answer and an NXDOMAIN), the
+/// general path (TXT, over UDP and TCP) and a truncated reply. Found with
+/// kdig as a validating resolver would ask; Knot and NSD copy it.
+#[test]
+fn the_do_bit_of_the_query_is_copied_into_the_reply() {
+    let dir = tempdir();
+    let d = big_fleet(dir.path());
+    let cases: [(&str, RecordType, bool); 5] = [
+        ("mid.fleet.internal.", RecordType::A, false),
+        ("nope.fleet.internal.", RecordType::A, false),
+        (
+            "i-00000000000000000.fleet.internal.",
+            RecordType::TXT,
+            false,
+        ),
+        ("i-00000000000000000.fleet.internal.", RecordType::TXT, true),
+        ("big.fleet.internal.", RecordType::A, false),
+    ];
+    for (name, qtype, tcp) in cases {
+        for dnssec_ok in [true, false] {
+            let mut q = query(name, qtype, Some(1232));
+            if let Some(edns) = q.edns.as_mut() {
+                edns.set_dnssec_ok(dnssec_ok);
+            }
+            let (_, m) = if tcp {
+                tcp_query(d.tcp, &q)
+            } else {
+                udp_query(d.udp, &q)
+            };
+            let edns = m.edns.as_ref().expect("an OPT in the reply");
+            assert_eq!(
+                edns.flags().dnssec_ok,
+                dnssec_ok,
+                "{name} {qtype} tcp={tcp} rcode={:?} tc={}",
+                m.metadata.response_code,
+                m.metadata.truncation
+            );
+        }
+    }
+}
