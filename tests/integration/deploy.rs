@@ -705,3 +705,46 @@ fn the_iam_policy_allows_only_what_fleetdns_calls() {
         ])
     );
 }
+
+/// The alerting rules in `deploy/prometheus/` load in the real promtool,
+/// their unit tests (`fleetdns.rules.test.yml`: each alert fires when it
+/// should and not before) pass, and every metric they use is one fleetdns
+/// exports, as the README's metrics table lists them.
+#[test]
+fn the_alerting_rules_load_and_pass_their_tests_in_promtool() {
+    assert!(
+        have("promtool"),
+        "promtool is missing (scripts/test installs Debian's prometheus package)"
+    );
+    let dir = deploy("prometheus");
+    for args in [
+        ["check", "rules", "fleetdns.rules.yml"],
+        ["test", "rules", "fleetdns.rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool runs");
+        assert!(out.status.success(), "promtool {args:?}:\n{}", text(&out));
+        assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+    }
+    let rules = std::fs::read_to_string(dir.join("fleetdns.rules.yml")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut used = BTreeSet::new();
+    for (i, _) in rules.match_indices("fleetdns_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        used.insert(name);
+    }
+    assert!(used.len() >= 6, "{used:?}");
+    for name in &used {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not a metric the README lists"
+        );
+    }
+}
