@@ -393,6 +393,10 @@ pub struct TcpConfig {
     /// Seconds a connection may stay idle (no complete query) before it is closed.
     #[serde(default = "default_tcp_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Connections one source address may hold at once per listener; more
+    /// are closed at accept, so that one client cannot take every slot.
+    #[serde(default = "default_tcp_max_connections_per_source")]
+    pub max_connections_per_source: usize,
 }
 
 impl Default for TcpConfig {
@@ -400,6 +404,7 @@ impl Default for TcpConfig {
         Self {
             max_connections: default_tcp_max_connections(),
             idle_timeout_secs: default_tcp_idle_timeout_secs(),
+            max_connections_per_source: default_tcp_max_connections_per_source(),
         }
     }
 }
@@ -455,6 +460,9 @@ fn default_max_cache_ttl() -> u32 {
 }
 fn default_tcp_max_connections() -> usize {
     128
+}
+fn default_tcp_max_connections_per_source() -> usize {
+    32
 }
 fn default_tcp_idle_timeout_secs() -> u64 {
     10
@@ -635,6 +643,8 @@ pub struct TcpSettings {
     pub max_connections: usize,
     /// Idle time before a connection is closed.
     pub idle_timeout: Duration,
+    /// Connections at once per source address and listener.
+    pub max_connections_per_source: usize,
 }
 
 /// Transfers, validated.
@@ -822,6 +832,12 @@ impl Config {
         if self.forward.max_in_flight == 0 {
             return Err(invalid("forward.max_in_flight", "must be at least 1"));
         }
+        if self.tcp.max_connections_per_source == 0 {
+            return Err(invalid(
+                "tcp.max_connections_per_source",
+                "must be at least 1",
+            ));
+        }
         if self.tcp.max_connections == 0 {
             return Err(invalid("tcp.max_connections", "must be at least 1"));
         }
@@ -887,6 +903,7 @@ impl Config {
             },
             tcp: TcpSettings {
                 max_connections: self.tcp.max_connections,
+                max_connections_per_source: self.tcp.max_connections_per_source,
                 idle_timeout: Duration::from_secs(self.tcp.idle_timeout_secs),
             },
             transfer,

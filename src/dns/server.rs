@@ -6,8 +6,9 @@
 //! 0 and read these lines. TCP connections are bounded in number (more are
 //! closed at accept) and closed when idle.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,6 +333,9 @@ async fn serve_tcp<H: RequestHandler>(
     shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Open connections per source address: entries exist only for open
+    // connections, so the map is bounded by max_connections.
+    let per_source: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
     loop {
@@ -352,6 +356,13 @@ async fn serve_tcp<H: RequestHandler>(
             drop(stream);
             continue;
         };
+        let Some(source_slot) =
+            SourceSlot::take(&per_source, src.ip(), limits.max_connections_per_source)
+        else {
+            debug!(%src, max = limits.max_connections_per_source, "TCP connection limit of this source reached; closing");
+            drop(stream);
+            continue;
+        };
         let handler = handler.clone();
         let primary = primary.clone();
         let shutdown = shutdown.clone();
@@ -360,11 +371,51 @@ async fn serve_tcp<H: RequestHandler>(
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _slot = slot;
+            let _source_slot = source_slot;
             tokio::select! {
                 _ = serve_connection(stream, src, &*handler, primary.as_deref(), idle) => {}
                 _ = stopped(shutdown) => {}
             }
         });
+    }
+}
+
+/// One source address's hold on a TCP connection: taken at accept,
+/// given back when the connection ends.
+struct SourceSlot {
+    map: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    /// A slot for `source` if it holds fewer than `max` connections.
+    fn take(
+        map: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        source: IpAddr,
+        max: usize,
+    ) -> Option<SourceSlot> {
+        let mut held = map.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(source).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            map: map.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.source);
+            }
+        }
     }
 }
 

@@ -109,6 +109,53 @@ fn tcp_connections_beyond_the_limit_are_closed() {
     assert_eq!(m.answers.len(), 1);
 }
 
+/// A TCP connection to `server` from the local address `from`.
+fn connect_from(from: &str, server: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    socket.into()
+}
+
+/// Whether `stream` gets an answer to a query (false: closed by fleetdns).
+fn answered(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let q = query("web-1.fleet.internal.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let _ = stream.write_all(&framed);
+    read_framed(stream).is_some()
+}
+
+#[test]
+fn one_source_cannot_take_every_tcp_slot() {
+    let dir = tempdir();
+    let d = start_with_config(
+        dir.path(),
+        "[tcp]\nmax_connections = 10\nmax_connections_per_source = 2\nidle_timeout_secs = 30\n",
+    );
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", d.tcp)).collect();
+    for stream in &mut held {
+        assert!(answered(stream));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // a third from the same source is closed; another source is served
+    let mut third = connect_from("127.0.0.2", d.tcp);
+    assert!(!answered(&mut third), "a third connection from 127.0.0.2");
+    let mut other = connect_from("127.0.0.3", d.tcp);
+    assert!(answered(&mut other), "127.0.0.3 is its own source");
+    // a slot given back is free again
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = connect_from("127.0.0.2", d.tcp);
+    assert!(answered(&mut again));
+}
+
 #[test]
 fn idle_tcp_connections_are_closed_and_pipelined_queries_answered() {
     let dir = tempdir();
