@@ -88,20 +88,7 @@ fn tcp_connections_beyond_the_limit_are_closed() {
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(d.tcp).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(d.tcp).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let q = query("web-1.fleet.internal.", RecordType::A, None)
-        .to_vec()
-        .unwrap();
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    let _ = third.write_all(&framed);
-    assert_eq!(
-        read_framed(&mut third),
-        None,
-        "third connection should be closed"
-    );
+    assert!(!answered(&mut third), "third connection should be closed");
     // freeing a slot lets a new connection in
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
