@@ -26,7 +26,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::config::TcpSettings;
-use crate::dns::batch::{send_udp, Received, Replies, BATCH};
+use crate::dns::batch::{report_destinations, send_udp, Received, Replies, BATCH};
 use crate::dns::fast::FastPath;
 use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::dns::xfr::{header_reply, Answer, Primary, Stream, TransferRequest};
@@ -89,9 +89,35 @@ fn udp_socket(address: SocketAddr, shared: bool) -> io::Result<std::net::UdpSock
     }
     // Best effort: a smaller buffer only means drops under bursts.
     let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    if address.ip().is_unspecified() {
+        // Replies must leave from the address each query was sent to.
+        report_destinations(&socket, address)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(socket.into())
+}
+
+/// The TCP listener on `address`. An IPv6 one is IPv6 only, as the UDP
+/// sockets are, so that `0.0.0.0:53` and `[::]:53` can both be listened on
+/// (a dual-stack `[::]` would hold IPv4's port too and fail the second).
+fn tcp_listener(address: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(SocketProtocol::TCP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // As tokio's and the standard library's bind do: a restart may bind
+    // while old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// `count` UDP sockets on `address` (the first picks the port if it is 0).
@@ -116,7 +142,7 @@ async fn bind_one(address: SocketAddr) -> anyhow::Result<Bound> {
             )
         })?;
         let tcp_address = udp[0].local_addr()?;
-        match TcpListener::bind(tcp_address).await {
+        match tcp_listener(tcp_address) {
             Ok(tcp) => return Ok(Bound { udp, tcp }),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 1 => {
                 last_error = Some(e);
@@ -242,7 +268,10 @@ async fn serve_udp<H: RequestHandler>(
     shutdown: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
-    let mut received = Received::default();
+    // On a wildcard address each reply names the address its query came
+    // to as its source (see `batch`).
+    let wildcard = socket.local_addr().is_ok_and(|a| a.ip().is_unspecified());
+    let mut received = Received::new(wildcard);
     // The fast path's replies, reused: no allocation per answer.
     let mut reply = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let mut replies = Replies::default();
@@ -274,7 +303,9 @@ async fn serve_udp<H: RequestHandler>(
                 }
             };
             for i in 0..count {
-                let Some((query, src)) = received.get(i).filter(|(_, src)| src.port() != 0) else {
+                let Some((query, src, local)) =
+                    received.get(i).filter(|(_, src, _)| src.port() != 0)
+                else {
                     // cut short, not from IP, or port 0: cannot be answered
                     metrics().count_dropped();
                     continue;
@@ -285,7 +316,7 @@ async fn serve_udp<H: RequestHandler>(
                     .and_then(|f| f.answer(query, src.ip(), &mut reply))
                 {
                     metrics().count_query(Protocol::Udp, Some(qtype), rcode);
-                    replies.push(&reply, src);
+                    replies.push(&reply, src, local);
                     continue;
                 }
                 let message = query.to_vec();
@@ -303,7 +334,7 @@ async fn serve_udp<H: RequestHandler>(
                         None => None,
                     };
                     if let Some(bytes) = bytes {
-                        send_udp(&socket, &bytes, src).await;
+                        send_udp(&socket, &bytes, src, local).await;
                     }
                 });
             }

@@ -270,14 +270,17 @@ fn the_daemon_makes_no_system_call_outside_its_unit_filter() {
 
 /// A network namespace of the test's own, removed on drop, with its
 /// `/etc/netns/NAME/` files that `ip netns exec` mounts over `/etc`.
-struct Netns {
+/// `None` from [`Netns::create`] (with a SKIPPED line) where the test
+/// cannot make one: not root, or no `ip netns`.
+pub struct Netns {
     name: String,
     etc: PathBuf,
     children: Vec<Child>,
 }
 
 impl Netns {
-    fn create(test: &str) -> Option<Netns> {
+    /// A new namespace with loopback up and a veth pair inside.
+    pub fn create(test: &str) -> Option<Netns> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         if !is_root() || !have("ip") {
             skip(test, "needs root and iproute2 (ip netns)");
@@ -321,7 +324,8 @@ impl Netns {
         Some(netns)
     }
 
-    fn ip(&self, args: &[&str]) -> Output {
+    /// `ip -n NAME args...`
+    pub fn ip(&self, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["-n", &self.name])
             .args(args)
@@ -330,7 +334,7 @@ impl Netns {
     }
 
     /// `ip netns exec NAME args...`
-    fn exec(&self, args: &[&str]) -> Output {
+    pub fn exec(&self, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(args)
@@ -338,7 +342,8 @@ impl Netns {
             .unwrap()
     }
 
-    fn wrapper(&self) -> Vec<&str> {
+    /// The command prefix that runs a program inside.
+    pub fn wrapper(&self) -> Vec<&str> {
         vec!["ip", "netns", "exec", &self.name]
     }
 

@@ -9,6 +9,7 @@ mod harness;
 mod moto;
 
 mod access;
+mod central;
 mod cli;
 mod deploy;
 mod dns;
