@@ -18,6 +18,7 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 
 use crate::access::{Allow, Cidr, QueryAccess};
+use crate::rrl::RrlSettings;
 use crate::tsig::{Algorithm, Key, Secret};
 
 use crate::inventory::ec2_settings::{Account, Ec2Settings};
@@ -136,6 +137,90 @@ pub struct Config {
     /// Zone transfers to secondaries (`[transfer]`); none by default.
     #[serde(default)]
     pub transfer: TransferConfig,
+    /// Response rate limiting (`[rrl]`); off unless present.
+    #[serde(default)]
+    pub rrl: Option<RrlConfig>,
+}
+
+/// `[rrl]`: response rate limiting of UDP replies (see [`crate::rrl`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrlConfig {
+    /// Replies per second each client network may get for one answer.
+    pub responses_per_second: u32,
+    /// Every `slip`-th limited reply is sent truncated; 0 drops them all.
+    #[serde(default = "default_rrl_slip")]
+    pub slip: u32,
+    /// Seconds a flood stays limited after it stops, at most.
+    #[serde(default = "default_rrl_window_secs")]
+    pub window_secs: u32,
+    /// Prefix length that groups IPv4 clients.
+    #[serde(default = "default_rrl_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// Prefix length that groups IPv6 clients.
+    #[serde(default = "default_rrl_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Networks never limited.
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// Buckets kept (memory: 24 bytes each, taken at start).
+    #[serde(default = "default_rrl_table_size")]
+    pub table_size: usize,
+}
+
+fn default_rrl_slip() -> u32 {
+    2
+}
+fn default_rrl_window_secs() -> u32 {
+    15
+}
+fn default_rrl_ipv4_prefix() -> u8 {
+    24
+}
+fn default_rrl_ipv6_prefix() -> u8 {
+    56
+}
+fn default_rrl_table_size() -> usize {
+    65_536
+}
+
+/// Checks `[rrl]`, naming the option at fault.
+fn validate_rrl(c: &RrlConfig) -> Result<RrlSettings, ConfigError> {
+    let within = |option: &str, value: u64, low: u64, high: u64| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(invalid(
+                &format!("rrl.{option}"),
+                format!("{value} is out of range: {low} to {high}"),
+            ))
+        }
+    };
+    within(
+        "responses_per_second",
+        c.responses_per_second.into(),
+        1,
+        1_000_000,
+    )?;
+    within("slip", c.slip.into(), 0, 100)?;
+    within("window_secs", c.window_secs.into(), 1, 3600)?;
+    within("ipv4_prefix", c.ipv4_prefix.into(), 1, 32)?;
+    within("ipv6_prefix", c.ipv6_prefix.into(), 1, 128)?;
+    within("table_size", c.table_size as u64, 1024, 1 << 24)?;
+    let exempt = c
+        .exempt
+        .iter()
+        .map(|e| Cidr::parse(e).map_err(|m| invalid("rrl.exempt", m)))
+        .collect::<Result<_, _>>()?;
+    Ok(RrlSettings {
+        responses_per_second: c.responses_per_second,
+        slip: c.slip,
+        window: c.window_secs,
+        ipv4_prefix: c.ipv4_prefix,
+        ipv6_prefix: c.ipv6_prefix,
+        exempt,
+        table_size: c.table_size.next_power_of_two(),
+    })
 }
 
 /// `[access]`: who may ask what, by source network.
@@ -709,6 +794,8 @@ pub struct Settings {
     pub transfer: TransferSettings,
     /// Who may ask what.
     pub access: QueryAccess,
+    /// Response rate limiting, if configured.
+    pub rrl: Option<RrlSettings>,
 }
 
 impl Config {
@@ -908,6 +995,7 @@ impl Config {
             },
             transfer,
             access,
+            rrl: self.rrl.as_ref().map(validate_rrl).transpose()?,
         })
     }
 }

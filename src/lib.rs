@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod refresh;
+pub mod rrl;
 pub mod serve;
 pub mod snapshot;
 pub mod state;

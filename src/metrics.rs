@@ -214,6 +214,8 @@ pub struct Metrics {
     queries: Vec<Counter>,
     /// Queries that got no reply (too short, or a response message).
     dropped: Counter,
+    /// UDP replies rate limited, by action: dropped, slipped.
+    rrl_limited: [Counter; 2],
     /// Forwarded queries by result, indexed as [`FORWARD_RESULTS`].
     forwarded: Vec<Counter>,
     /// Upstream failures by upstream address.
@@ -307,6 +309,15 @@ impl Metrics {
             "queries_dropped",
             "Packets that got no reply (shorter than a header, a response, or a UDP datagram over 4 KiB)",
             dropped.clone(),
+        );
+
+        let rrl_family = Family::<Labels, Counter>::default();
+        let rrl_limited = ["dropped", "slipped"]
+            .map(|action| rrl_family.get_or_create(&labels("action", action)).clone());
+        registry.register(
+            "rrl_limited",
+            "UDP replies held back by response rate limiting ([rrl]), by action: dropped, or slipped (sent truncated so the client retries over TCP)",
+            rrl_family,
         );
 
         let forward_family = Family::<Labels, Counter>::default();
@@ -485,6 +496,7 @@ impl Metrics {
             registry,
             queries,
             dropped,
+            rrl_limited,
             forwarded,
             upstream_errors,
             refreshes,
@@ -570,6 +582,12 @@ impl Metrics {
     /// Counts a packet that got no reply.
     pub fn count_dropped(&self) {
         self.dropped.inc();
+    }
+
+    /// Counts a reply that rate limiting dropped (`slipped`: sent
+    /// truncated instead).
+    pub fn count_rrl_limited(&self, slipped: bool) {
+        self.rrl_limited[usize::from(slipped)].inc();
     }
 
     /// Counts one forwarded query.

@@ -78,6 +78,8 @@ struct Reloader {
     notify: Arc<NotifySender>,
     /// Who may ask what (shared with the handler and the fast path).
     access: Arc<arc_swap::ArcSwap<crate::access::QueryAccess>>,
+    /// Response rate limiting, if configured.
+    rrl: crate::rrl::Rrl,
     /// The refresher's inbox.
     refresher: watch::Sender<Option<Arc<Reconfigure>>>,
 }
@@ -141,6 +143,7 @@ impl Reloader {
             ),
             ("tcp", differs(&old.tcp, &new.tcp), false),
             ("access", old.access != new.access, true),
+            ("rrl", old.rrl != new.rrl, true),
             ("tsig_keys", old.transfer.keys != new.transfer.keys, true),
             (
                 "transfer",
@@ -178,6 +181,14 @@ impl Reloader {
         self.handler.reconfigure(new.zone.clone(), forwarder);
         self.fast.reconfigure(&new.zone);
         self.access.store(Arc::new(new.access.clone()));
+        if applied.contains(&"rrl") {
+            // New buckets: what the old limiter counted is forgotten.
+            self.rrl.store(
+                new.rrl
+                    .clone()
+                    .map(|s| Arc::new(crate::rrl::Limiter::new(s))),
+            );
+        }
         self.primary.reconfigure(new.zone.clone(), &new.transfer);
         self.notify
             .reconfigure(new.transfer.notify.clone(), new.zone.clone());
@@ -286,6 +297,18 @@ pub async fn run(
     );
 
     let fast = FastPath::new(store.clone(), &settings.zone, access.clone());
+    let rrl = crate::rrl::cell(settings.rrl.as_ref());
+    if let Some(r) = &settings.rrl {
+        info!(
+            per_second = r.responses_per_second,
+            slip = r.slip,
+            window_secs = r.window,
+            ipv4_prefix = r.ipv4_prefix,
+            ipv6_prefix = r.ipv6_prefix,
+            exempt = r.exempt.len(),
+            "rate limiting UDP replies"
+        );
+    }
     // Transfers: the journal follows every swap, and NOTIFY follows the
     // journal, so a secondary told of a change finds its IXFR ready.
     let primary = Arc::new(Primary::new(
@@ -307,6 +330,7 @@ pub async fn run(
         primary: primary.clone(),
         notify: notify_sender,
         access,
+        rrl: rrl.clone(),
         refresher: reconfigure,
     };
     let notify = refresh_now.clone();
@@ -375,6 +399,7 @@ pub async fn run(
         handler,
         Some(fast),
         Some(primary),
+        rrl,
         settings.tcp.clone(),
         stop_rx,
     )

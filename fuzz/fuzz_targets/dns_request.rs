@@ -12,6 +12,10 @@
 //! that echoes a question echoes the decoded question (name as sent, type,
 //! class), written out without compression pointers; a reply with an OPT
 //! has the request's DO bit.
+//!
+//! Every UDP reply then goes through response rate limiting (one reply a
+//! second, every limited one slipped): a slipped reply parses, has TC
+//! set and no records, and keeps the question and the OPT.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use fleetdns::dns::server::{process, questions_are_plain, Reply};
 use fleetdns::dns::xfr::Primary;
 use fleetdns::dns::ZoneHandler;
 use fleetdns::inventory::file::parse_describe_instances;
+use fleetdns::rrl::{Limiter, RrlSettings, Verdict};
 use fleetdns::snapshot::{new_store, Snapshot};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_server::net::xfer::Protocol;
@@ -34,6 +39,7 @@ struct World {
     primary: Primary,
     snapshot: Arc<Snapshot>,
     zone: FastZone,
+    limiter: Limiter,
 }
 
 fn world() -> &'static World {
@@ -66,6 +72,15 @@ fn world() -> &'static World {
             primary: Primary::new(store, settings.zone.clone(), &settings.transfer),
             snapshot,
             zone: FastZone::new(&settings.zone),
+            limiter: Limiter::new(RrlSettings {
+                responses_per_second: 1,
+                slip: 1,
+                window: 1,
+                ipv4_prefix: 24,
+                ipv6_prefix: 56,
+                exempt: Vec::new(),
+                table_size: 1024,
+            }),
         }
     })
 }
@@ -160,6 +175,24 @@ fuzz_target!(|data: &[u8]| {
                     replied.flags().dnssec_ok,
                     asked.flags().dnssec_ok,
                     "the DO bit is copied"
+                );
+            }
+        }
+    }
+    if protocol == Protocol::Udp {
+        let mut limited = reply.clone();
+        match world.limiter.check(0, src.ip(), &mut limited) {
+            Verdict::Send => assert_eq!(limited, reply, "a reply sent is unchanged"),
+            Verdict::Drop => panic!("with slip 1 nothing is dropped"),
+            Verdict::Slip => {
+                let slipped = Message::from_vec(&limited).expect("a slipped reply parses");
+                assert!(slipped.metadata.truncation);
+                assert!(slipped.answers.is_empty() && slipped.authorities.is_empty());
+                assert_eq!(slipped.queries, parsed.queries);
+                assert_eq!(slipped.edns.is_some(), parsed.edns.is_some());
+                assert_eq!(
+                    slipped.metadata.response_code,
+                    parsed.metadata.response_code
                 );
             }
         }

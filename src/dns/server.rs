@@ -31,6 +31,7 @@ use crate::dns::fast::FastPath;
 use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::dns::xfr::{header_reply, Answer, Primary, Stream, TransferRequest};
 use crate::metrics::metrics;
+use crate::rrl::{self, Rrl};
 use crate::tsig::{self, Verdict};
 
 /// One listen address, bound for UDP and TCP.
@@ -180,6 +181,7 @@ pub async fn serve<H: RequestHandler>(
     handler: Arc<H>,
     fast: Option<FastPath>,
     primary: Option<Arc<Primary>>,
+    rrl: Rrl,
     tcp: TcpSettings,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -190,6 +192,7 @@ pub async fn serve<H: RequestHandler>(
                 handler: handler.clone(),
                 fast: fast.clone(),
                 primary: primary.clone(),
+                rrl: rrl.clone(),
                 shutdown: shutdown.clone(),
             };
             tasks.spawn(loop_.run_on_own_thread(udp));
@@ -215,6 +218,7 @@ struct UdpLoop<H> {
     handler: Arc<H>,
     fast: Option<FastPath>,
     primary: Option<Arc<Primary>>,
+    rrl: Rrl,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -252,21 +256,20 @@ impl<H: RequestHandler> UdpLoop<H> {
 
     async fn serve_std(self, socket: std::net::UdpSocket) {
         match UdpSocket::from_std(socket) {
-            Ok(socket) => {
-                serve_udp(socket, self.handler, self.fast, self.primary, self.shutdown).await;
-            }
+            Ok(socket) => serve_udp(socket, self).await,
             Err(error) => tracing::error!(%error, "cannot serve a UDP socket"),
         }
     }
 }
 
-async fn serve_udp<H: RequestHandler>(
-    socket: UdpSocket,
-    handler: Arc<H>,
-    fast: Option<FastPath>,
-    primary: Option<Arc<Primary>>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve_udp<H: RequestHandler>(socket: UdpSocket, parts: UdpLoop<H>) {
+    let UdpLoop {
+        handler,
+        fast,
+        primary,
+        rrl,
+        shutdown,
+    } = parts;
     let socket = Arc::new(socket);
     // On a wildcard address each reply names the address its query came
     // to as its source (see `batch`).
@@ -302,6 +305,10 @@ async fn serve_udp<H: RequestHandler>(
                     continue;
                 }
             };
+            // Rate limiting, if configured: the limiter and its clock
+            // read once per batch.
+            let limiter = rrl.load_full();
+            let now = limiter.as_ref().map_or(0, |l| l.now());
             for i in 0..count {
                 let Some((query, src, local)) =
                     received.get(i).filter(|(_, src, _)| src.port() != 0)
@@ -316,13 +323,16 @@ async fn serve_udp<H: RequestHandler>(
                     .and_then(|f| f.answer(query, src.ip(), &mut reply))
                 {
                     metrics().count_query(Protocol::Udp, Some(qtype), rcode);
-                    replies.push(&reply, src, local);
+                    if rrl::admit(limiter.as_deref(), now, src.ip(), &mut reply) {
+                        replies.push(&reply, src, local);
+                    }
                     continue;
                 }
                 let message = query.to_vec();
                 let handler = handler.clone();
                 let primary = primary.clone();
                 let socket = socket.clone();
+                let limiter = limiter.clone();
                 tokio::spawn(async move {
                     let reply =
                         process(&*handler, primary.as_deref(), message, src, Protocol::Udp).await;
@@ -333,8 +343,12 @@ async fn serve_udp<H: RequestHandler>(
                         Some(Reply::Stream(mut stream)) => stream.next_message(),
                         None => None,
                     };
-                    if let Some(bytes) = bytes {
-                        send_udp(&socket, &bytes, src, local).await;
+                    if let Some(mut bytes) = bytes {
+                        let limiter = limiter.as_deref();
+                        let now = limiter.map_or(0, |l| l.now());
+                        if rrl::admit(limiter, now, src.ip(), &mut bytes) {
+                            send_udp(&socket, &bytes, src, local).await;
+                        }
                     }
                 });
             }

@@ -70,6 +70,7 @@ fn queries_outside_allow_query_are_refused_and_only_allow_recursion_is_forwarded
     }
 }
 
+/// `[access]` and `[rrl]` settings that cannot work.
 #[test]
 fn access_lists_that_cannot_work_are_config_errors_naming_the_option() {
     let dir = tempdir();
@@ -85,6 +86,26 @@ fn access_lists_that_cannot_work_are_config_errors_naming_the_option() {
         (
             "[access]\nallow_query = [\"ten.0.0.0/8\"]\n",
             "invalid access.allow_query: \"ten.0.0.0/8\" is not an address",
+        ),
+        (
+            "[rrl]\nresponses_per_second = 0\n",
+            "invalid rrl.responses_per_second: 0 is out of range: 1 to 1000000",
+        ),
+        (
+            "[rrl]\nresponses_per_second = 50\nipv4_prefix = 33\n",
+            "invalid rrl.ipv4_prefix: 33 is out of range: 1 to 32",
+        ),
+        (
+            "[rrl]\nresponses_per_second = 50\nipv6_prefix = 0\n",
+            "invalid rrl.ipv6_prefix: 0 is out of range: 1 to 128",
+        ),
+        (
+            "[rrl]\nresponses_per_second = 50\nexempt = [\"10.0.0.0/8\", \"10.1/16\"]\n",
+            "invalid rrl.exempt: \"10.1/16\" is not an address",
+        ),
+        (
+            "[rrl]\nslip = 2\n",
+            "responses_per_second",
         ),
     ] {
         let config = dir.path().join("f.toml");
