@@ -732,6 +732,23 @@ pub struct TcpSettings {
     pub max_connections_per_source: usize,
 }
 
+impl From<&TcpConfig> for TcpSettings {
+    fn from(c: &TcpConfig) -> Self {
+        TcpSettings {
+            max_connections: c.max_connections,
+            max_connections_per_source: c.max_connections_per_source,
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        }
+    }
+}
+
+impl Default for TcpSettings {
+    /// The defaults of `[tcp]`.
+    fn default() -> Self {
+        TcpSettings::from(&TcpConfig::default())
+    }
+}
+
 /// Transfers, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferSettings {
@@ -988,11 +1005,7 @@ impl Config {
                 cache_entries: self.forward.cache_entries,
                 max_cache_ttl: self.forward.max_cache_ttl,
             },
-            tcp: TcpSettings {
-                max_connections: self.tcp.max_connections,
-                max_connections_per_source: self.tcp.max_connections_per_source,
-                idle_timeout: Duration::from_secs(self.tcp.idle_timeout_secs),
-            },
+            tcp: TcpSettings::from(&self.tcp),
             transfer,
             access,
             rrl: self.rrl.as_ref().map(validate_rrl).transpose()?,

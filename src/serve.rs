@@ -293,7 +293,8 @@ pub async fn run(
     let access = Arc::new(arc_swap::ArcSwap::from_pointee(settings.access.clone()));
     let handler = Arc::new(
         ZoneHandler::new(store.clone(), settings.zone.clone(), forwarder)
-            .with_access(access.clone()),
+            .with_access(access.clone())
+            .with_tcp_idle(settings.tcp.idle_timeout),
     );
 
     let fast = FastPath::new(store.clone(), &settings.zone, access.clone());

@@ -4,12 +4,19 @@
 //! a request cannot mix two versions. Decisions, in order:
 //!
 //! - not a standard query: NOTIMP; not exactly one question: FORMERR;
-//!   EDNS version above 0: BADVERS (RFC 6891);
+//!   EDNS version above 0: BADVERS (RFC 6891); over TCP, an
+//!   edns-tcp-keepalive option with a value (only servers send one, RFC
+//!   7828 section 3.2.1): FORMERR, as Unbound answers it;
 //! - a name in the zone: authoritative answer (AA), NXDOMAIN or NODATA with
 //!   the SOA in the authority section, its TTL min(SOA TTL, MINIMUM)
 //!   (RFC 2308); SERVFAIL while no inventory has loaded yet;
 //! - a PTR query for an address of a known instance: authoritative answer;
 //! - anything else: forwarded when upstreams are configured, else REFUSED.
+//!
+//! A TCP query with an empty edns-tcp-keepalive option gets one back
+//! with the connection's idle timeout (RFC 7828 section 3.3.2), so that
+//! secondaries and busy clients keep the connection that long; over UDP
+//! the option is ignored.
 //!
 //! Answers use the question's name as sent (so compression points at the
 //! question and the case matches); the question is echoed byte for byte.
@@ -20,9 +27,11 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
@@ -52,6 +61,16 @@ pub struct ZoneHandler {
     forwarder: ArcSwapOption<Forwarder>,
     /// Who may be answered, and forwarded for (shared with the fast path).
     access: Arc<ArcSwap<QueryAccess>>,
+    /// The TCP idle timeout in 100 ms units, for edns-tcp-keepalive.
+    keepalive: u16,
+}
+
+/// The edns-tcp-keepalive option's code (RFC 7828).
+const KEEPALIVE: EdnsCode = EdnsCode::Keepalive;
+
+/// `idle` in the 100 ms units of edns-tcp-keepalive's TIMEOUT.
+fn keepalive_units(idle: std::time::Duration) -> u16 {
+    u16::try_from(idle.as_millis() / 100).unwrap_or(u16::MAX)
 }
 
 /// A reply under construction: its code, flags and sections.
@@ -82,7 +101,15 @@ impl ZoneHandler {
             zone: ArcSwap::from_pointee(zone),
             forwarder: ArcSwapOption::new(forwarder),
             access: Arc::new(ArcSwap::from_pointee(QueryAccess::default())),
+            keepalive: keepalive_units(crate::config::TcpSettings::default().idle_timeout),
         }
+    }
+
+    /// This handler telling TCP clients that ask (edns-tcp-keepalive) that
+    /// connections are closed after `idle` without a query.
+    pub fn with_tcp_idle(mut self, idle: std::time::Duration) -> Self {
+        self.keepalive = keepalive_units(idle);
+        self
     }
 
     /// This handler answering and forwarding by `access` (the cell the
@@ -115,6 +142,15 @@ impl ZoneHandler {
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return Reply::code(ResponseCode::BADVERS);
+        }
+        if request.protocol() == Protocol::Tcp
+            && request
+                .edns
+                .as_ref()
+                .and_then(|e| e.options().get(KEEPALIVE))
+                .is_some_and(|o| !o.is_empty())
+        {
+            return Reply::code(ResponseCode::FormErr);
         }
         // Outside allow_query: refused before any lookup.
         let source = request.src().ip();
@@ -489,10 +525,16 @@ impl RequestHandler for ZoneHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let reply = self.reply(request).await;
-        let edns: Option<Edns> = request
-            .edns
-            .as_ref()
-            .map(|e| response_edns(e.flags().dnssec_ok));
+        let edns: Option<Edns> = request.edns.as_ref().map(|asked| {
+            let mut edns = response_edns(asked.flags().dnssec_ok);
+            if request.protocol() == Protocol::Tcp && asked.options().get(KEEPALIVE).is_some() {
+                edns.options_mut().insert(EdnsOption::Unknown(
+                    u16::from(KEEPALIVE),
+                    self.keepalive.to_be_bytes().to_vec(),
+                ));
+            }
+            edns
+        });
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.rcode;
         metadata.authoritative = reply.authoritative;

@@ -103,10 +103,7 @@ fn access_lists_that_cannot_work_are_config_errors_naming_the_option() {
             "[rrl]\nresponses_per_second = 50\nexempt = [\"10.0.0.0/8\", \"10.1/16\"]\n",
             "invalid rrl.exempt: \"10.1/16\" is not an address",
         ),
-        (
-            "[rrl]\nslip = 2\n",
-            "responses_per_second",
-        ),
+        ("[rrl]\nslip = 2\n", "responses_per_second"),
     ] {
         let config = dir.path().join("f.toml");
         std::fs::write(&config, toml).unwrap();

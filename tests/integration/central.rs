@@ -295,3 +295,51 @@ fn a_hundred_thousand_sources_do_not_grow_memory() {
     let reply = strict_parse(&udp_raw(d.udp, &q).expect("still answered"));
     assert_eq!(a_records(&reply), ["10.20.1.11"]);
 }
+
+/// A query with an edns-tcp-keepalive option holding `value`.
+fn with_keepalive(name: &str, value: &[u8]) -> hickory_proto::op::Message {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let mut q = query(name, RecordType::A, Some(1232));
+    if let Some(edns) = q.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(11, value.to_vec()));
+    }
+    q
+}
+
+/// The edns-tcp-keepalive option of a reply, if it has one.
+fn keepalive_of(reply: &hickory_proto::op::Message) -> Option<Vec<u8>> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match reply.edns.as_ref()?.options().get(EdnsCode::Keepalive)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        other => panic!("keepalive decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn tcp_clients_that_ask_are_told_the_idle_timeout_in_edns_tcp_keepalive() {
+    let dir = tempdir();
+    let d = start_with_config(dir.path(), "[tcp]\nidle_timeout_secs = 7\n");
+    // TCP, asked: 7 s in 100 ms units
+    let (_, reply) = tcp_query(d.tcp, &with_keepalive("web-1.fleet.internal.", &[]));
+    assert_eq!(a_records(&reply), ["10.20.1.11"]);
+    assert_eq!(keepalive_of(&reply), Some(70u16.to_be_bytes().to_vec()));
+    // not asked, or over UDP: none (RFC 7828 section 3.3.2)
+    let (_, reply) = tcp_query(
+        d.tcp,
+        &query("web-1.fleet.internal.", RecordType::A, Some(1232)),
+    );
+    assert_eq!(keepalive_of(&reply), None);
+    let (_, reply) = udp_query(d.udp, &with_keepalive("web-1.fleet.internal.", &[]));
+    assert_eq!(a_records(&reply), ["10.20.1.11"]);
+    assert_eq!(keepalive_of(&reply), None);
+    // a client sending a TIMEOUT of its own over TCP: FORMERR
+    let (_, reply) = tcp_query(d.tcp, &with_keepalive("web-1.fleet.internal.", &[0, 50]));
+    assert_eq!(
+        reply.metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+    // as dig shows it
+    let text = dig(d.tcp, &["+tcp", "+keepalive", "web-1.fleet.internal"]);
+    assert!(text.contains("; TCP KEEPALIVE: 7.0 secs"), "{text}");
+}
