@@ -1467,6 +1467,12 @@ mod tests {
         assert_eq!(s.transfer.allow.len(), 1);
         assert_eq!(s.transfer.notify.len(), 1);
         assert_eq!(s.transfer.keys.len(), 1);
+        let rrl = s.rrl.expect("[rrl] uncommented");
+        assert_eq!(
+            (rrl.responses_per_second, rrl.slip, rrl.window),
+            (100, 2, 15)
+        );
+        assert_eq!(rrl.exempt.len(), 1);
     }
 
     fn transfer_error(text: &str) -> String {

@@ -11,7 +11,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,15 +51,37 @@ type Change = Option<(Arc<ZoneSettings>, u32)>;
 pub struct NotifySender {
     targets: ArcSwap<Vec<NotifyTarget>>,
     zone: ArcSwap<ZoneSettings>,
+    /// The addresses fleetdns listens on (wildcards left out): a NOTIFY
+    /// leaves from one of them, the address the secondaries know as the
+    /// primary's and check NOTIFY against (NSD's allow-notify, Knot's
+    /// acl, BIND's masters), not from whatever address the route prefers
+    /// on a host with several.
+    sources: Vec<IpAddr>,
 }
 
 impl NotifySender {
-    /// A sender to `targets` for the zone `zone`.
-    pub fn new(targets: Vec<NotifyTarget>, zone: ZoneSettings) -> Arc<Self> {
+    /// A sender to `targets` for the zone `zone`, from one of the listen
+    /// addresses `listen` when one fits.
+    pub fn new(targets: Vec<NotifyTarget>, zone: ZoneSettings, listen: &[SocketAddr]) -> Arc<Self> {
         Arc::new(NotifySender {
             targets: ArcSwap::from_pointee(targets),
             zone: ArcSwap::from_pointee(zone),
+            sources: listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
         })
+    }
+
+    /// The address a NOTIFY to `to` leaves from: the first listen address
+    /// of its family, loopback for loopback and not otherwise; `None`
+    /// leaves the choice to the kernel (fleetdns listens on a wildcard).
+    fn source_for(&self, to: SocketAddr) -> Option<IpAddr> {
+        self.sources
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() == to.is_ipv4() && ip.is_loopback() == to.ip().is_loopback())
     }
 
     /// New targets and zone parameters (a reload), used from the next change on.
@@ -90,7 +112,8 @@ impl NotifySender {
                         }
                         for target in targets.iter() {
                             let (tx, rx) = watch::channel(None);
-                            let task = tokio::spawn(target_task(target.clone(), rx));
+                            let source = self.source_for(target.to);
+                            let task = tokio::spawn(target_task(target.clone(), source, rx));
                             running.push((target.clone(), tx, task));
                         }
                     }
@@ -110,8 +133,13 @@ impl NotifySender {
     }
 }
 
-/// Sends the newest change to one target, retrying, until told to stop.
-async fn target_task(target: NotifyTarget, mut changes: watch::Receiver<Change>) {
+/// Sends the newest change to one target, from `source` if given,
+/// retrying, until told to stop.
+async fn target_task(
+    target: NotifyTarget,
+    source: Option<IpAddr>,
+    mut changes: watch::Receiver<Change>,
+) {
     loop {
         if changes.changed().await.is_err() {
             return;
@@ -121,7 +149,7 @@ async fn target_task(target: NotifyTarget, mut changes: watch::Receiver<Change>)
         };
         // A newer serial replaces this one: the select drops the attempt.
         tokio::select! {
-            _ = notify(&target, &zone, serial) => {}
+            _ = notify(&target, source, &zone, serial) => {}
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;
@@ -136,10 +164,10 @@ async fn target_task(target: NotifyTarget, mut changes: watch::Receiver<Change>)
 
 /// Sends a NOTIFY for `serial` to `target` for the zone and then each
 /// reverse zone, each with retries; logs how each ended.
-async fn notify(target: &NotifyTarget, zone: &ZoneSettings, serial: u32) {
+async fn notify(target: &NotifyTarget, source: Option<IpAddr>, zone: &ZoneSettings, serial: u32) {
     let apexes = std::iter::once(&zone.zone).chain(zone.reverse_zones.iter().map(|r| &r.apex));
     for apex in apexes {
-        match notify_once(target, zone, apex, serial).await {
+        match notify_once(target, source, zone, apex, serial).await {
             Ok(tries) => {
                 metrics().count_notify_done(target.to, true);
                 debug!(target = %target.to, zone = %apex, serial, tries, "NOTIFY acknowledged");
@@ -155,18 +183,20 @@ async fn notify(target: &NotifyTarget, zone: &ZoneSettings, serial: u32) {
 /// Sends the NOTIFY until acknowledged; the number of tries, or why not.
 async fn notify_once(
     target: &NotifyTarget,
+    source: Option<IpAddr>,
     zone: &ZoneSettings,
     apex: &Name,
     serial: u32,
 ) -> Result<usize, String> {
-    let local: SocketAddr = if target.to.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
+    let any: IpAddr = if target.to.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
     } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        std::net::Ipv6Addr::UNSPECIFIED.into()
     };
+    let local = SocketAddr::new(source.unwrap_or(any), 0);
     let socket = UdpSocket::bind(local)
         .await
-        .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        .map_err(|e| format!("cannot open a UDP socket on {local}: {e}"))?;
     socket
         .connect(target.to)
         .await

@@ -320,7 +320,11 @@ pub async fn run(
     let (journaled, journaled_rx) = watch::channel(None);
     spawn_journal(primary.clone(), refresher.subscribe(), journaled);
     notify::describe(&settings.transfer.notify);
-    let notify_sender = NotifySender::new(settings.transfer.notify.clone(), settings.zone.clone());
+    let notify_sender = NotifySender::new(
+        settings.transfer.notify.clone(),
+        settings.zone.clone(),
+        &settings.listen,
+    );
     notify_sender.clone().spawn(journaled_rx);
     let mut reloader = Reloader {
         config,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run with: benches/load/run.sh [-n 1000,100000] [-r 3] [-l 15] [-s fleetdns,dnsmasq,nsd,knot,unbound] [-o FILE]
+# Run with: benches/load/run.sh [-n 1000,100000] [-r 3] [-l 15] [-s fleetdns,dnsmasq,nsd,knot,unbound] [-p PARTS] [-o FILE]
 #
 # fleetdns against the servers people would otherwise run (dnsmasq, NSD,
 # Knot, Unbound), side by side on this machine, in the same run. Everything
@@ -27,6 +27,11 @@
 #   without swaps (with p99 latency, from dnsperf -v per-query lines);
 #   startup from persisted state; forwarding to one local upstream (NSD),
 #   cached, fleetdns against dnsmasq.
+# - Central-server checks (fleetdns only, the first size): q/CPU-s as it
+#   is, with an [access] list matched at its last entry, with [rrl] at a
+#   rate nothing reaches (every reply accounted, none limited), and bound
+#   to 0.0.0.0 (IP_PKTINFO both ways), interleaved, as ratios to as-is.
+# - -p picks parts: main,sat,reload,fleetdns,forward,central (default all).
 #
 # Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
 # installed. Uses target/release/fleetdns (built if missing) or $FLEETDNS_BIN.
@@ -38,19 +43,22 @@ sizes="1000,100000"
 rounds=3
 duration=15
 servers="fleetdns,dnsmasq,nsd,knot,unbound"
+parts="main,sat,reload,fleetdns,forward,central"
 out=""
-while getopts "n:r:l:s:o:" opt; do
+while getopts "n:r:l:s:p:o:" opt; do
     case "$opt" in
         n) sizes="$OPTARG" ;;
         r) rounds="$OPTARG" ;;
         l) duration="$OPTARG" ;;
         s) servers="$OPTARG" ;;
+        p) parts="$OPTARG" ;;
         o) out="$OPTARG" ;;
         *) sed -n '2p' "$0" >&2; exit 2 ;;
     esac
 done
 IFS=, read -r -a sizes <<<"$sizes"
 IFS=, read -r -a servers <<<"$servers"
+want() { [[ ",$parts," == *",$1,"* ]]; }
 
 # --- set-up ---------------------------------------------------------------
 need=()
@@ -142,7 +150,7 @@ start() {
     case "$name" in
         fleetdns)
             TOKIO_WORKER_THREADS=$workers RUST_LOG=warn "${server_pin[@]}" "$bin" serve \
-                --listen "127.0.0.1:$p" --source "file:$dir/fleet.json" \
+                --listen "${listen_ip:-127.0.0.1}:$p" --source "file:$dir/fleet.json" \
                 --state-dir "$run/state" "$@" 2>"$run/log" &
             ;;
         dnsmasq)
@@ -304,6 +312,7 @@ for n in "${sizes[@]}"; do
     gen_queries "$n" "$dir/queries"
     last="web-$n.fleet.internal"
     last_ip="$(ip_of "$n")"
+    want main || continue
     for round in $(seq "$rounds"); do
         for s in "${servers[@]}"; do
             port=$((port + 1))
@@ -328,6 +337,7 @@ done
 # busy. Servers interleaved as above.
 workers=2 server_pin=() perf_pin=() outstanding=500
 for n in "${sizes[@]}"; do
+    want sat || continue
     dir="$work/data-$n"
     for round in $(seq "$rounds"); do
         for s in "${servers[@]}"; do
@@ -347,7 +357,7 @@ workers=1 server_pin=(taskset -c 0) perf_pin=(taskset -c 1) outstanding=100
 # --- reload: a changed name becomes visible (SIGHUP for all) ---------------
 n="${sizes[-1]}"
 dir="$work/data-$n"
-for round in $(seq "$rounds"); do
+for round in $(want reload && seq "$rounds"); do
     for s in "${servers[@]}"; do
         port=$((port + 1))
         cp -r "$dir" "$work/reload-$s"
@@ -366,7 +376,7 @@ for round in $(seq "$rounds"); do
 done
 
 # --- fleetdns only: startup from persisted state, swaps under load ---------
-if [[ " ${servers[*]} " == *" fleetdns "* ]]; then
+if want fleetdns && [[ " ${servers[*]} " == *" fleetdns "* ]]; then
     port=$((port + 1))
     start fleetdns "$n" "$dir" "$port"
     wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null
@@ -438,7 +448,7 @@ while True:
 fi
 
 # --- forwarding to one local upstream, cached: fleetdns vs dnsmasq --------
-if [[ " ${servers[*]} " == *" fleetdns "* && " ${servers[*]} " == *" dnsmasq "* ]]; then
+if want forward && [[ " ${servers[*]} " == *" fleetdns "* && " ${servers[*]} " == *" dnsmasq "* ]]; then
     up="$work/upstream"
     gen 1000 "$up"
     sed 's/fleet\.internal/up.test/g' "$up/zone" >"$up/zone.up"
@@ -492,6 +502,41 @@ EOF
     stop "$up_pid"
 fi
 
+# --- central server (issue 15): what access control, RRL and PKTINFO cost --
+# fleetdns as it is (the default [access] matches loopback at its first
+# entry), with an [access] list whose match is the last of eight, with
+# [rrl] at a rate nothing reaches (every reply accounted to its bucket,
+# none limited), and on 0.0.0.0 (IP_PKTINFO on every datagram, both ways);
+# pinned as the main runs, interleaved, medians.
+if want central && [[ " ${servers[*]} " == *" fleetdns "* ]]; then
+    n="${sizes[0]}"
+    dir="$work/data-$n"
+    cat >"$work/access.toml" <<EOF
+[access]
+allow_query = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "::1/128", "192.0.2.0/24", "127.0.0.0/8"]
+EOF
+    printf '[rrl]\nresponses_per_second = 1000000\n' >"$work/rrl.toml"
+    for round in $(seq "$rounds"); do
+        for mode in as-is access rrl wildcard; do
+            port=$((port + 1))
+            case "$mode" in
+                as-is) start fleetdns "$n" "$dir" "$port" ;;
+                access) start fleetdns "$n" "$dir" "$port" --config "$work/access.toml" ;;
+                rrl) start fleetdns "$n" "$dir" "$port" --config "$work/rrl.toml" ;;
+                wildcard) listen_ip=0.0.0.0 start fleetdns "$n" "$dir" "$port" ;;
+            esac
+            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
+            c0="$(cpu_ticks "$pid")"
+            read -r qps done lost avg max _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
+            c1="$(cpu_ticks "$pid")"
+            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
+            echo "central $n $mode $round $qps $kq $avg $max $lost" >>"$results"
+            echo "central n=$n $mode: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
+            stop "$pid"
+        done
+    done
+fi
+
 # --- report ---------------------------------------------------------------
 # col KIND WHO COLUMN [N]: one column of the raw lines of KIND (main,
 # reload, state, swap, forward) for WHO (a server, or a swap mode), from
@@ -526,6 +571,7 @@ report() {
     echo "- command: benches/load/run.sh -n $(IFS=,; echo "${sizes[*]}") -r $rounds -l $duration -s $(IFS=,; echo "${servers[*]}")"
     echo "- main tables: each server pinned to CPU 0 with one worker, dnsperf on CPU 1 (-c 8 -q 100); medians of $rounds interleaved rounds (QPS as min/median/max)"
     for n in "${sizes[@]}"; do
+        grep -q "^main $n " "$results" || continue
         echo
         echo "## $n names"
         echo
@@ -539,12 +585,15 @@ report() {
             echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
         done
     done
-    echo
-    echo "## Saturated: both cores, two workers per server (dnsmasq: one), dnsperf unpinned (-c 8 -q 500)"
-    echo
-    echo "| names | server | QPS min/max | QPS median | vs best ref | lost | avg ms |"
-    echo "|---|---|---|---|---|---|---|"
+    if grep -q '^sat ' "$results"; then
+        echo
+        echo "## Saturated: both cores, two workers per server (dnsmasq: one), dnsperf unpinned (-c 8 -q 500)"
+        echo
+        echo "| names | server | QPS min/max | QPS median | vs best ref | lost | avg ms |"
+        echo "|---|---|---|---|---|---|---|"
+    fi
     for n in "${sizes[@]}"; do
+        grep -q "^sat $n " "$results" || continue
         best="$(best_ref sat 5 "$n")"
         for s in "${servers[@]}"; do
             sel() { col sat "$s" "$1" "$n"; }
@@ -553,15 +602,17 @@ report() {
             echo "| $n | $s | $(sel 5 | minmax) | $q | $ratio | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) |"
         done
     done
-    echo
-    echo "## A changed name becomes visible (reload by SIGHUP, $n names), ms"
-    echo
-    echo "| server | median | min/max |"
-    echo "|---|---|---|"
-    for s in "${servers[@]}"; do
-        v="$(col reload "$s" 5)"
-        echo "| $s | $(median <<<"$v") | $(minmax <<<"$v") |"
-    done
+    if grep -q '^reload ' "$results"; then
+        echo
+        echo "## A changed name becomes visible (reload by SIGHUP, $n names), ms"
+        echo
+        echo "| server | median | min/max |"
+        echo "|---|---|---|"
+        for s in "${servers[@]}"; do
+            v="$(col reload "$s" 5)"
+            echo "| $s | $(median <<<"$v") | $(minmax <<<"$v") |"
+        done
+    fi
     if grep -q '^state ' "$results"; then
         echo
         echo "## fleetdns: startup from persisted state, $n names: $(col state fleetdns 5 | median) ms (min/max $(col state fleetdns 5 | minmax))"
@@ -584,6 +635,19 @@ report() {
         for s in fleetdns dnsmasq; do
             sel() { col forward "$s" "$1"; }
             echo "| $s | $(sel 5 | median) | $(sel 6 | median) k | $(sel 7 | median) | $(sel 9 | sort -g | tail -1) |"
+        done
+    fi
+    if grep -q '^central ' "$results"; then
+        echo
+        echo "## fleetdns on a network address: what the checks cost, ${sizes[0]} names (pinned as the main runs)"
+        echo
+        echo "| mode | QPS | q/CPU-s | vs as-is |"
+        echo "|---|---|---|---|"
+        base="$(col central as-is 6 | median)"
+        for mode in as-is access rrl wildcard; do
+            sel() { col central "$mode" "$1"; }
+            kq="$(sel 6 | median)"
+            echo "| $mode | $(sel 5 | median) | $kq k | $(ratio "$kq" "$base") |"
         done
     fi
     echo

@@ -586,3 +586,32 @@ fn a_notify_target_that_never_answers_costs_five_tries_and_one_log_line() {
         assert!(tsig, "signed with the target's key: {m:?}");
     }
 }
+
+/// A NOTIFY leaves from the address fleetdns listens on, the one the
+/// secondaries know as the primary's and check NOTIFY against, not from
+/// whichever address the route back prefers (here 127.0.0.1).
+#[test]
+fn a_notify_leaves_from_the_listen_address() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    write_inventory(&inventory, &fleet(&["web-1"]));
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let config = primary_config(dir.path(), &[port], "");
+    let _d = Daemon::start_raw(&[
+        "serve",
+        "--listen",
+        "127.0.0.7:0",
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &file_source(&inventory),
+    ]);
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (len, from) = receiver.recv_from(&mut buf).expect("a NOTIFY");
+    assert_eq!(strict_parse(&buf[..len]).metadata.op_code, OpCode::Notify);
+    assert_eq!(from.ip().to_string(), "127.0.0.7");
+}
