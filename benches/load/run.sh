@@ -298,6 +298,16 @@ perf() { # port queries extra-args...
         END { printf "%.0f %d %d %.2f %.1f %s\n", qps, done, lost, avg, max, p99 }' "$o"
 }
 
+# measure PORT QUERIES: one dnsperf run of $duration s against the server
+# $pid; prints: qps completed lost avg_ms max_ms k-queries-per-CPU-second
+measure() {
+    local c0 c1 qps done lost avg max
+    c0="$(cpu_ticks "$pid")"
+    read -r qps done lost avg max _ <<<"$(perf "$1" "$2" -l "$duration")"
+    c1="$(cpu_ticks "$pid")"
+    echo "$qps $done $lost $avg $max $(per_cpu_k "$done" "$((c1 - c0))")"
+}
+
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
 minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s/%s", lo, hi }'; }
 
@@ -319,11 +329,8 @@ for n in "${sizes[@]}"; do
             t0="$(now_ms)"
             start "$s" "$n" "$dir" "$port"
             ms="$(wait_answer "$port" "$t0" "$last" "$last_ip" 120)" || { echo "$s did not start; log:" >&2; cat "$work/run-$s-$port/log" >&2; exit 1; }
-            c0="$(cpu_ticks "$pid")"
-            read -r qps done lost avg max _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
-            c1="$(cpu_ticks "$pid")"
+            read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
             rss="$(peak_rss_mb "$pid")"
-            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
             echo "main $n $s $round $qps $kq $avg $max $lost $rss $ms" >>"$results"
             echo "n=$n round=$round $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, max $max ms, lost $lost, rss $rss MB, startup $ms ms" >&2
             stop "$pid"
@@ -490,10 +497,7 @@ EOF
             wait_answer "$port" "$(now_ms)" "web-1.up.test" "$(ip_of 1)" 30 >/dev/null
             # warm the cache, then measure
             perf "$port" "$up/queries" -l 2 >/dev/null
-            c0="$(cpu_ticks "$pid")"
-            read -r qps done lost avg max _ <<<"$(perf "$port" "$up/queries" -l "$duration")"
-            c1="$(cpu_ticks "$pid")"
-            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
+            read -r qps done lost avg max kq <<<"$(measure "$port" "$up/queries")"
             echo "forward 1000 $s $round $qps $kq $avg $max $lost" >>"$results"
             echo "forward $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
             stop "$pid"
@@ -526,10 +530,7 @@ EOF
                 wildcard) listen_ip=0.0.0.0 start fleetdns "$n" "$dir" "$port" ;;
             esac
             wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
-            c0="$(cpu_ticks "$pid")"
-            read -r qps done lost avg max _ <<<"$(perf "$port" "$dir/queries" -l "$duration")"
-            c1="$(cpu_ticks "$pid")"
-            kq="$(per_cpu_k "$done" "$((c1 - c0))")"
+            read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
             echo "central $n $mode $round $qps $kq $avg $max $lost" >>"$results"
             echo "central n=$n $mode: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
             stop "$pid"
