@@ -11,6 +11,7 @@ mod moto;
 mod access;
 mod central;
 mod cli;
+mod conformance;
 mod deploy;
 mod dns;
 mod ec2;
