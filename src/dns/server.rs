@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::TcpSettings;
 use crate::dns::batch::{report_destinations, send_udp, Received, Replies, BATCH};
 use crate::dns::fast::FastPath;
-use crate::dns::wire::{udp_limit, WireResponder, MAX_UDP_PAYLOAD};
+use crate::dns::wire::{append_opt, udp_limit, WireResponder, MAX_UDP_PAYLOAD};
 use crate::dns::xfr::{header_reply, Answer, Primary, Stream, TransferRequest};
 use crate::metrics::metrics;
 use crate::rrl::{self, Rrl};
@@ -646,22 +646,44 @@ pub async fn process<H: RequestHandler>(
             }
         }
     };
+    // An error, and the message when it is still whole: a query without
+    // exactly one question is turned away before it is decoded.
     let decoded = match questions_are_plain(&message, header.counts.queries) {
         // RFC 9619: a query has one question. Echoing dozens of them back
         // (FORMERR with the question section) would amplify.
-        Ok(()) if header.metadata.op_code == OpCode::Query && header.counts.queries != 1 => {
-            Err(format!("{} questions", header.counts.queries))
-        }
-        Ok(()) => Request::from_bytes(message, src, protocol).map_err(|e| e.to_string()),
-        Err(why) => Err(why.to_string()),
+        Ok(()) if header.metadata.op_code == OpCode::Query && header.counts.queries != 1 => Err((
+            format!("{} questions", header.counts.queries),
+            Some(message),
+        )),
+        Ok(()) => Request::from_bytes(message, src, protocol).map_err(|e| (e.to_string(), None)),
+        Err(why) => Err((why.to_string(), None)),
     };
     let request = match decoded {
         Ok(request) => request,
-        Err(error) => {
+        Err((error, message)) => {
             debug!(%error, %src, "malformed query; answering FORMERR");
             metrics().count_query(protocol, None, ResponseCode::FormErr);
-            return Some(Reply::One(formerr(&header.metadata)));
+            let mut reply = formerr(&header.metadata);
+            // Such a query with a well-formed OPT gets an OPT back, as RFC
+            // 6891 section 6.1.1 asks and Knot does; one that does not
+            // decode gets a bare header.
+            if let Some(edns) = message
+                .and_then(|m| hickory_proto::op::Message::from_vec(&m).ok())
+                .and_then(|m| m.edns)
+            {
+                append_opt(&mut reply, edns.flags().dnssec_ok);
+            }
+            return Some(Reply::One(reply));
         }
+    };
+    // The request's DO bit if it has an OPT: replies written as bare
+    // bytes get an OPT too (RFC 6891 section 6.1.1).
+    let edns_do = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
+    let with_opt = |mut reply: Vec<u8>| {
+        if let Some(dnssec_ok) = edns_do {
+            append_opt(&mut reply, dnssec_ok);
+        }
+        reply
     };
     let query = request.queries.queries().first();
     let qtype = query.map(|q| q.query_type());
@@ -681,7 +703,7 @@ pub async fn process<H: RequestHandler>(
             ResponseCode::Refused,
             request.queries.as_bytes(),
         );
-        Some(Reply::One(sign(refused)))
+        Some(Reply::One(sign(with_opt(refused))))
     };
     if header.metadata.op_code == OpCode::Query {
         if let (Some(query), Some(RecordType::AXFR | RecordType::IXFR)) = (query, qtype) {
@@ -703,7 +725,7 @@ pub async fn process<H: RequestHandler>(
             return Some(match primary.answer(&transfer) {
                 Answer::One(reply) => {
                     metrics().count_query(protocol, qtype, rcode_of(&reply));
-                    Reply::One(sign(reply))
+                    Reply::One(sign(with_opt(reply)))
                 }
                 Answer::Stream(stream) => {
                     metrics().count_query(protocol, qtype, ResponseCode::NoError);

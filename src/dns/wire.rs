@@ -56,6 +56,17 @@ pub fn opt_record(dnssec_ok: bool) -> [u8; 11] {
     ]
 }
 
+/// Appends our OPT record to `reply` if it has no additional records: a
+/// reply to a request with an OPT has one too (RFC 6891 section 6.1.1).
+/// For the replies fleetdns writes as bare bytes (REFUSED, transfer
+/// errors, FORMERR); `dnssec_ok` is the request's DO bit.
+pub fn append_opt(reply: &mut Vec<u8>, dnssec_ok: bool) {
+    if reply.get(10..12) == Some(&[0, 0]) {
+        reply.extend_from_slice(&opt_record(dnssec_ok));
+        reply[11] = 1;
+    }
+}
+
 /// The size of the empty OPT record of a minimal reply.
 const OPT_LEN: usize = 11;
 

@@ -2141,35 +2141,6 @@ const EXCEPTIONS: &[Exception] = &[
          a query with FORMERR, Knot ignores the owner",
     )
     .and_what_follows(),
-    // Defects of fleetdns.
-    differs(
-        &[
-            "AXFR *",
-            "IXFR *",
-            "udp: AXFR",
-            "udp: IXFR",
-            "tcp: AXFR",
-            "tcp: IXFR",
-            "tcp: AXFR of the reverse zone",
-            "tcp: AXFR outside the zones",
-        ],
-        Field::Edns,
-        "=none",
-        "=version 0, udp 1232",
-        "DEFECT: RFC 6891 section 6.1.1: a responder MUST include an OPT record in its \
-         response to a request that has one; fleetdns's answers to AXFR and IXFR that it \
-         does not transfer (REFUSED, NOTAUTH, FORMERR: src/dns/xfr.rs header_reply, \
-         src/dns/server.rs process) have none",
-    ),
-    differs(
-        &["QDCOUNT 0", "QDCOUNT 0 with a cookie", "tcp: QDCOUNT 0"],
-        Field::Edns,
-        "=none",
-        "=version 0, udp 1232",
-        "DEFECT: RFC 6891 section 6.1.1: fleetdns's bare FORMERR (src/dns/server.rs \
-         formerr) leaves out the OPT record although the query's OPT is well formed; \
-         Knot keeps it",
-    ),
     // RFC 7828 keepalive, which fleetdns has (issue 15, item 4) and Knot
     // 3.2 does not: both ignore the option over UDP, as RFC 7828 asks.
     differs(
