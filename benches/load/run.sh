@@ -31,7 +31,11 @@
 #   is, with an [access] list matched at its last entry, with [rrl] at a
 #   rate nothing reaches (every reply accounted, none limited), and bound
 #   to 0.0.0.0 (IP_PKTINFO both ways), interleaved, as ratios to as-is.
-# - -p picks parts: main,sat,reload,fleetdns,forward,central (default all).
+# - With FLEETDNS_BIN_B set, part "ab": that binary against the usual one
+#   (A), pinned as the main runs, interleaved, at the first size: how a
+#   change moves q/CPU-s, measured side by side.
+# - -p picks parts: main,sat,reload,fleetdns,forward,central,ab (default
+#   all; ab only when FLEETDNS_BIN_B is set).
 #
 # Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
 # installed. Uses target/release/fleetdns (built if missing) or $FLEETDNS_BIN.
@@ -43,7 +47,7 @@ sizes="1000,100000"
 rounds=3
 duration=15
 servers="fleetdns,dnsmasq,nsd,knot,unbound"
-parts="main,sat,reload,fleetdns,forward,central"
+parts="main,sat,reload,fleetdns,forward,central,ab"
 out=""
 while getopts "n:r:l:s:p:o:" opt; do
     case "$opt" in
@@ -538,6 +542,27 @@ EOF
     done
 fi
 
+# --- A/B: another fleetdns binary against this one ------------------------
+if want ab && [ -n "${FLEETDNS_BIN_B:-}" ]; then
+    n="${sizes[0]}"
+    dir="$work/data-$n"
+    for round in $(seq "$rounds"); do
+        for which in A B; do
+            port=$((port + 1))
+            if [ "$which" = A ]; then
+                start fleetdns "$n" "$dir" "$port"
+            else
+                bin="$FLEETDNS_BIN_B" start fleetdns "$n" "$dir" "$port"
+            fi
+            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
+            read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
+            echo "ab $n $which $round $qps $kq $avg $max $lost" >>"$results"
+            echo "ab n=$n $which: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
+            stop "$pid"
+        done
+    done
+fi
+
 # --- report ---------------------------------------------------------------
 # col KIND WHO COLUMN [N]: one column of the raw lines of KIND (main,
 # reload, state, swap, forward) for WHO (a server, or a swap mode), from
@@ -649,6 +674,19 @@ report() {
             sel() { col central "$mode" "$1"; }
             kq="$(sel 6 | median)"
             echo "| $mode | $(sel 5 | median) | $kq k | $(ratio "$kq" "$base") |"
+        done
+    fi
+    if grep -q '^ab ' "$results"; then
+        echo
+        echo "## A/B, ${sizes[0]} names (pinned as the main runs): A = $bin, B = $FLEETDNS_BIN_B"
+        echo
+        echo "| binary | QPS | q/CPU-s per round | q/CPU-s | vs A |"
+        echo "|---|---|---|---|---|"
+        base="$(col ab A 6 | median)"
+        for which in A B; do
+            sel() { col ab "$which" "$1"; }
+            kq="$(sel 6 | median)"
+            echo "| $which | $(sel 5 | median) | $(sel 6 | tr '\n' ' ')| $kq k | $(ratio "$kq" "$base") |"
         done
     fi
     echo

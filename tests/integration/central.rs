@@ -132,6 +132,9 @@ struct Flood {
 /// (the general path) for web-1, and sorts the replies.
 fn flood(server: SocketAddr, from: &str, per_second: u32, secs: u32) -> Flood {
     let socket = UdpSocket::bind((from, 0)).unwrap();
+    // Room for every reply of a second, so a reader slowed by a busy
+    // machine loses none (the counts are compared with the metrics).
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
     let reader = socket.try_clone().unwrap();
     reader
         .set_read_timeout(Some(Duration::from_millis(1500)))
