@@ -10,6 +10,7 @@
 #[cfg(feature = "ec2")]
 pub mod ec2;
 pub mod ec2_settings;
+pub mod events;
 pub mod file;
 pub mod packed;
 
