@@ -85,6 +85,10 @@ pub struct Config {
     /// many seconds; default 3 x `interval_secs`.
     #[serde(default)]
     pub max_stale_secs: Option<u64>,
+    /// A full refresh that would remove more than this fraction of a
+    /// unit's running instances is held until the next one agrees.
+    #[serde(default = "default_max_removed_fraction")]
+    pub max_removed_fraction: f64,
     /// Where the last good inventory is persisted; default `$STATE_DIRECTORY`
     /// (set by systemd's `StateDirectory=`), else `/var/lib/fleetdns`.
     #[serde(default)]
@@ -503,6 +507,9 @@ fn default_listen() -> Vec<SocketAddr> {
 fn default_interval() -> u64 {
     60
 }
+fn default_max_removed_fraction() -> f64 {
+    0.5
+}
 fn default_max_backoff() -> u64 {
     300
 }
@@ -799,6 +806,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// Data older than this makes `/readyz` unready.
     pub max_stale: Duration,
+    /// Removals beyond this fraction of a unit wait for a second pass.
+    pub max_removed_fraction: f64,
     /// Where the inventory is persisted.
     pub state_dir: PathBuf,
     /// Where metrics and health are served, if anywhere.
@@ -883,6 +892,15 @@ impl Config {
                     format!("{metrics} is also a DNS listen address ({dns}): DNS over TCP and HTTP cannot share a port"),
                 ));
             }
+        }
+        if !(self.max_removed_fraction > 0.0 && self.max_removed_fraction <= 1.0) {
+            return Err(invalid(
+                "max_removed_fraction",
+                format!(
+                    "{} is out of range: above 0, at most 1 (1 turns the guard off)",
+                    self.max_removed_fraction
+                ),
+            ));
         }
         if self.interval_secs == 0 {
             return Err(invalid("interval_secs", "must be at least 1"));
@@ -996,6 +1014,7 @@ impl Config {
             interval: Duration::from_secs(self.interval_secs),
             max_backoff: Duration::from_secs(self.max_backoff_secs),
             max_stale: Duration::from_secs(max_stale_secs),
+            max_removed_fraction: self.max_removed_fraction,
             state_dir,
             metrics_listen: self.metrics_listen,
             forward: ForwardSettings {

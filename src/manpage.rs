@@ -67,6 +67,11 @@ One log line says what was applied and what needs a restart (listen
 addresses, \fBstate_dir\fR, \fBmetrics_listen\fR, \fBtcp\fR). A config that does
 not parse or validate is logged as an error and changes nothing.
 .TP
+\fBSIGUSR1\fR
+Refresh the inventory at once and apply every unit's fetch whatever it
+removes: a fetch that would remove more than \fBmax_removed_fraction\fR of
+a unit is otherwise held until the next one agrees.
+.TP
 \fBSIGTERM\fR, \fBSIGINT\fR
 Stop listening, finish, exit 0.
 .SH "EXIT STATUS"

@@ -154,6 +154,9 @@ pub struct RefreshStatus {
     /// When the daemon started: a unit that never succeeded is as stale as
     /// the time since then.
     pub started: SystemTime,
+    /// Units whose last fetch is held back because it would remove too
+    /// much (`max_removed_fraction`), with the reason `/readyz` gives.
+    pub held: BTreeMap<String, String>,
 }
 
 impl Default for RefreshStatus {
@@ -162,6 +165,7 @@ impl Default for RefreshStatus {
             units: BTreeMap::new(),
             last_full_success: None,
             started: SystemTime::now(),
+            held: BTreeMap::new(),
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct Metrics {
     dropped: Counter,
     /// UDP replies rate limited, by action: dropped, slipped.
     rrl_limited: [Counter; 2],
+    /// Units whose last fetch is held back (`max_removed_fraction`).
+    units_held: Gauge,
     /// Forwarded queries by result, indexed as [`FORWARD_RESULTS`].
     forwarded: Vec<Counter>,
     /// Upstream failures by upstream address.
@@ -452,6 +458,11 @@ impl Metrics {
             "ixfr_journal_serials",
             "Zone versions whose differences the IXFR journal holds",
         );
+        let units_held = gauge(
+            &mut registry,
+            "units_held",
+            "Source units whose last fetch is held back because it would remove more than max_removed_fraction of their running instances",
+        );
         let journal_bytes = gauge(
             &mut registry,
             "ixfr_journal_bytes",
@@ -497,6 +508,7 @@ impl Metrics {
             queries,
             dropped,
             rrl_limited,
+            units_held,
             forwarded,
             upstream_errors,
             refreshes,
@@ -660,6 +672,7 @@ impl Metrics {
                 .stalest()
                 .map_or(f64::INFINITY, |(_, at)| age(now, at)),
         );
+        self.units_held.set(status.held.len() as i64);
         if let Some(at) = status.last_full_success {
             self.last_success.set(unix(at));
         }
@@ -731,6 +744,9 @@ impl Health {
             return Err("no inventory yet: zone queries get SERVFAIL".to_string());
         }
         let status = self.status.get();
+        if let Some(reason) = status.held.values().next() {
+            return Err(format!("a fetch is held back: {reason}"));
+        }
         match status.stalest() {
             None => Err("no source unit has data".to_string()),
             Some((unit, at)) => {

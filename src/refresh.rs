@@ -12,6 +12,13 @@
 //! export) subscribe to a `watch` channel ([`Refresher::subscribe`]);
 //! metrics and `/readyz` read the per-unit status ([`StatusHandle`]).
 //!
+//! A fetch that would take more than `max_removed_fraction` of a unit's
+//! running instances (and at least [`MIN_HELD_REMOVALS`]) out of the zone
+//! is held: the unit keeps its data, `/readyz` says why, and the next
+//! fetch decides. If it removes as much again, it is applied; if not, the
+//! held one was a glitch (an API answering half a region, a filter typed
+//! wrong in a reload) and is forgotten. SIGUSR1 applies at once.
+//!
 //! Timing: every `interval` minus up to 10% jitter while all is well. After
 //! a failed or partial refresh, exponential backoff with full jitter from
 //! a short base, so a blip heals in seconds; after throttling, never sooner
@@ -20,9 +27,10 @@
 //! by `max_backoff` (see [`next_delay`]).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -94,7 +102,14 @@ pub struct Schedule {
     /// Unchanged data is re-persisted when the file is older than half of
     /// this, so that after a restart `/readyz` knows how fresh it is.
     pub max_stale: Duration,
+    /// A fetch that would remove more than this fraction of a unit's
+    /// running instances is held until the next one agrees (1: never).
+    pub max_removed_fraction: f64,
 }
+
+/// Removals of fewer instances than this are never held: in a small unit
+/// a few terminations are a large fraction, and ordinary.
+pub const MIN_HELD_REMOVALS: usize = 10;
 
 /// One unit's last good data.
 #[derive(Debug, Clone)]
@@ -141,6 +156,12 @@ pub struct Refresher {
     /// Whether the next refresh must rebuild the zone although no unit's
     /// data changed (the naming policy or the zone did).
     rebuild: bool,
+    /// Units whose last fetch would have removed too much, held (see
+    /// [`Schedule::max_removed_fraction`]).
+    held: BTreeSet<String>,
+    /// Set (by SIGUSR1) to apply the next fetch of every unit whatever it
+    /// removes; taken by the next refresh.
+    accept_removals: Arc<AtomicBool>,
 }
 
 /// What a reloaded configuration changes in the refresher. The state
@@ -183,7 +204,15 @@ impl Refresher {
             reconfigure: None,
             rebuild: false,
             new_serial: false,
+            held: BTreeSet::new(),
+            accept_removals: Arc::default(),
         }
+    }
+
+    /// The flag that makes the next refresh apply every unit's fetch
+    /// whatever it removes (SIGUSR1 sets it, then asks for a refresh).
+    pub fn accept_removals(&self) -> Arc<AtomicBool> {
+        self.accept_removals.clone()
     }
 
     /// Takes new settings from `changes` before each refresh of [`run`](Self::run).
@@ -360,24 +389,66 @@ impl Refresher {
         // none do, the zone cannot have changed and is not rebuilt (the
         // build is the expensive part of a refresh of a large fleet).
         let mut inventory_changed = false;
+        let accept = self.accept_removals.swap(false, Ordering::Relaxed);
+        let fraction = self
+            .schedule
+            .as_ref()
+            .map_or(1.0, |schedule| schedule.max_removed_fraction);
         for unit in self.source.fetch(&self.spool).await {
             match unit.result {
                 Ok(instances) => {
                     succeeded += 1;
-                    let now = SystemTime::now();
-                    self.status.update(|s| {
-                        s.units.insert(unit.unit.clone(), Some(now));
-                    });
                     // Comparing the packed bytes of 100,000 instances reads
                     // megabytes: not on a runtime worker, where queries
                     // would wait. A read error counts as a change.
                     let old = self.last_good.get(&unit.unit).map(|u| u.instances.clone());
                     let new = instances.clone();
-                    let same = crate::background::run(move || {
-                        old.is_some_and(|old| old.same_as(&new).unwrap_or(false))
+                    let (same, removal) = crate::background::run(move || {
+                        let Some(old) = old else {
+                            return (false, None);
+                        };
+                        if old.same_as(&new).unwrap_or(false) {
+                            return (true, None);
+                        }
+                        (false, removal(&old, &new, fraction))
                     })
                     .await
-                    .unwrap_or(false);
+                    .unwrap_or((false, None));
+                    let unit_name = unit.unit.clone();
+                    match removal {
+                        Some((removed, of)) if !accept && !self.held.contains(&unit_name) => {
+                            let reason = format!(
+                                "{unit_name}: the last fetch would remove {removed} of its {of} running instances (over max_removed_fraction {fraction}); held until the next fetch agrees (SIGUSR1 applies it now)"
+                            );
+                            warn!(unit = %unit_name, removed, of, "a fetch would remove more than max_removed_fraction of this unit; held until the next fetch agrees, the unit keeps its data (SIGUSR1 applies it now)");
+                            self.status.update(|s| {
+                                s.held.insert(unit_name.clone(), reason);
+                            });
+                            self.held.insert(unit_name);
+                            continue;
+                        }
+                        Some((removed, of)) => {
+                            let why = if accept {
+                                "SIGUSR1"
+                            } else {
+                                "the next fetch agrees"
+                            };
+                            warn!(unit = %unit_name, removed, of, "applying a fetch that removes more than max_removed_fraction: {why}");
+                        }
+                        None if self.held.contains(&unit_name) => {
+                            info!(unit = %unit_name, "the next fetch does not confirm the held one; it is forgotten");
+                        }
+                        None => {}
+                    }
+                    if self.held.remove(&unit_name) {
+                        self.status.update(|s| {
+                            s.held.remove(&unit_name);
+                        });
+                    }
+                    let now = SystemTime::now();
+                    self.status.update(|s| {
+                        s.units.insert(unit.unit.clone(), Some(now));
+                    });
                     inventory_changed |= !same;
                     match self.last_good.get_mut(&unit.unit) {
                         // The same bytes: keep the ones already in the
@@ -631,6 +702,33 @@ impl Refresher {
     }
 }
 
+/// How many of `old`'s running instances `new` takes out of the zone
+/// (absent, or no longer running), and of how many, if that is more than
+/// `fraction` of them and at least [`MIN_HELD_REMOVALS`]; else `None`. A
+/// read error is `None`: the guard never stops data it cannot judge.
+fn removal(old: &Packed, new: &Packed, fraction: f64) -> Option<(usize, usize)> {
+    if fraction >= 1.0 {
+        return None;
+    }
+    let mut running = HashSet::new();
+    new.for_each(|i| {
+        if i.is_running() {
+            running.insert(i.id.clone());
+        }
+    })
+    .ok()?;
+    let (mut removed, mut of) = (0usize, 0usize);
+    old.for_each(|i| {
+        if i.is_running() {
+            of += 1;
+            removed += usize::from(!running.contains(&i.id));
+        }
+    })
+    .ok()?;
+    let too_many = removed >= MIN_HELD_REMOVALS && removed as f64 > fraction * of as f64;
+    too_many.then_some((removed, of))
+}
+
 /// Base of the backoff after errors (not throttling): the first retry
 /// comes within this (or within `interval`, if shorter).
 const RETRY_BASE: Duration = Duration::from_secs(5);
@@ -761,6 +859,7 @@ mod tests {
             max_backoff: MIN,
             state_dir,
             max_stale: MIN,
+            max_removed_fraction: 0.5,
         })
     }
 
@@ -819,6 +918,60 @@ mod tests {
         assert_eq!(names(&r), ["w.fleet.internal."]);
         assert!(r.store.load().as_ref().unwrap().serial() > serial);
         assert!(changes.has_changed().unwrap());
+    }
+
+    /// `n` running instances named host-1.., ids i-1..
+    fn hosts(n: usize) -> Vec<Instance> {
+        (1..=n)
+            .map(|i| {
+                test_instance(
+                    &format!("i-{i:02}"),
+                    Some(&format!("host-{i}")),
+                    &["10.0.0.1"],
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_that_removes_most_of_a_unit_waits_for_the_next_to_agree() {
+        let source = Scripted::new(&["east"]);
+        source.then(&[("east", Ok(hosts(40)))]);
+        // 30 of 40 gone: held; the same again: applied
+        source.then(&[("east", Ok(hosts(10)))]);
+        source.then(&[("east", Ok(hosts(10)))]);
+        // 30 of 40 gone once, then back: the held fetch is forgotten
+        source.then(&[("east", Ok(hosts(40)))]);
+        source.then(&[("east", Ok(hosts(10)))]);
+        source.then(&[("east", Ok(hosts(40)))]);
+        // with SIGUSR1's flag: applied at once
+        source.then(&[("east", Ok(hosts(5)))]);
+        let mut r = refresher(source, None);
+        let count = |r: &Refresher| names(r).len();
+
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 40);
+        let held = r.refresh_once().await.unwrap();
+        assert_eq!(held.outcome, Outcome::Unchanged);
+        assert_eq!(count(&r), 40, "held: the unit keeps its data");
+        let reason = r.status().get().held.get("east").cloned().unwrap();
+        assert!(reason.contains("would remove 30 of its 40"), "{reason}");
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 10, "the next fetch agreed");
+        assert!(r.status().get().held.is_empty());
+
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 40, "growing is never held");
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 40);
+        assert_eq!(r.status().get().held.len(), 1);
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 40);
+        assert!(r.status().get().held.is_empty(), "forgotten");
+
+        r.accept_removals().store(true, Ordering::Relaxed);
+        r.refresh_once().await.unwrap();
+        assert_eq!(count(&r), 5, "SIGUSR1 applies at once");
     }
 
     #[tokio::test]
@@ -1028,6 +1181,7 @@ mod tests {
             ]),
             last_full_success: None,
             started: start,
+            held: BTreeMap::new(),
         };
         assert_eq!(
             status.stalest(),

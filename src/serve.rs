@@ -242,6 +242,7 @@ fn schedule_of(settings: &Settings) -> Schedule {
         max_backoff: settings.max_backoff,
         state_dir: Some(settings.state_dir.clone()),
         max_stale: settings.max_stale,
+        max_removed_fraction: settings.max_removed_fraction,
     }
 }
 
@@ -268,6 +269,7 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
     let notifier = Notifier::from_env();
 
     let source = build_source(&settings.source).await?;
@@ -339,6 +341,7 @@ pub async fn run(
         refresher: reconfigure,
     };
     let notify = refresh_now.clone();
+    let accept_removals = refresher.accept_removals();
     let stop_notifier = notifier.clone();
     tokio::spawn(async move {
         loop {
@@ -347,6 +350,11 @@ pub async fn run(
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     reloader.reload().await;
+                    notify.notify_one();
+                }
+                _ = usr1.recv() => {
+                    info!("SIGUSR1: refreshing now, and applying every unit's fetch whatever it removes");
+                    accept_removals.store(true, std::sync::atomic::Ordering::Relaxed);
                     notify.notify_one();
                 }
             }
