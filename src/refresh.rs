@@ -496,6 +496,27 @@ impl Refresher {
                 throttled: failed.iter().any(|f| f.throttled),
             });
         }
+        let outcome = self.rebuild_and_swap(inventory_changed).await;
+        if succeeded > 0 {
+            self.persist(outcome == Outcome::Changed).await;
+        }
+        let result = if succeeded == 0 {
+            RefreshResult::Failed
+        } else if !failed.is_empty() {
+            RefreshResult::Partial
+        } else if outcome == Outcome::Changed {
+            RefreshResult::Changed
+        } else {
+            RefreshResult::Unchanged
+        };
+        metrics().count_refresh(result, started.elapsed());
+        Ok(Refreshed { outcome, failed })
+    }
+
+    /// Builds the zone from every unit's last good data (unless nothing
+    /// changed: `inventory_changed` false, a zone served, no rebuild due),
+    /// and swaps it in if it differs from the served one.
+    async fn rebuild_and_swap(&mut self, inventory_changed: bool) -> Outcome {
         // Building and comparing a large zone takes CPU for a while (about
         // a tenth of a second at 100,000 instances): on a blocking thread,
         // so the runtime's workers keep answering queries meanwhile.
@@ -566,20 +587,45 @@ impl Refresher {
             );
             self.swap(snapshot);
         }
-        if succeeded > 0 {
-            self.persist(outcome == Outcome::Changed).await;
-        }
-        let result = if succeeded == 0 {
-            RefreshResult::Failed
-        } else if !failed.is_empty() {
-            RefreshResult::Partial
-        } else if outcome == Outcome::Changed {
-            RefreshResult::Changed
-        } else {
-            RefreshResult::Unchanged
+        outcome
+    }
+
+    /// Applies what an EC2 event's targeted describe found (issue 16):
+    /// `described` holds the instances among `ids` that belong in `unit`
+    /// now; the other `ids` have left it. The unit's other instances are
+    /// kept as they are, the zone is rebuilt and swapped if it changed, and
+    /// the state is persisted before this returns, so the event's messages
+    /// may be deleted then. Runs in the refresher's own task, like full
+    /// passes, so the two never interleave on a unit (one writer). Never
+    /// held by `max_removed_fraction`: an event names its instances.
+    ///
+    /// `None` when the unit has no data yet (its first full pass will
+    /// bring everything) or its data cannot be read back.
+    pub async fn apply_update(
+        &mut self,
+        unit: &str,
+        ids: &[String],
+        described: Packed,
+    ) -> Option<Outcome> {
+        let old = self.last_good.get(unit)?.instances.clone();
+        let packer = self.spool.packer();
+        let ids: HashSet<String> = ids.iter().cloned().collect();
+        let merged = crate::background::run(move || merge(&old, &ids, &described, packer))
+            .await
+            .ok()?;
+        let merged = match merged {
+            Ok(m) => m,
+            Err(error) => {
+                warn!(%unit, %error, "cannot apply an update to this unit's data; the next full refresh will");
+                return None;
+            }
         };
-        metrics().count_refresh(result, started.elapsed());
-        Ok(Refreshed { outcome, failed })
+        if let Some(data) = self.last_good.get_mut(unit) {
+            data.instances = merged;
+        }
+        let outcome = self.rebuild_and_swap(true).await;
+        self.persist(outcome == Outcome::Changed).await;
+        Some(outcome)
     }
 
     /// Writes the state file after a change, or when the file is getting
@@ -700,6 +746,32 @@ impl Refresher {
             }
         }
     }
+}
+
+/// `old` without the instances whose id is in `ids`, then those of
+/// `described` whose id is: what a targeted describe of `ids` says the unit
+/// holds now. An instance `described` lists but nobody asked about is
+/// left out: the update touches only what it was asked.
+fn merge(
+    old: &Packed,
+    ids: &HashSet<String>,
+    described: &Packed,
+    mut packer: crate::inventory::packed::Packer,
+) -> Result<Packed, String> {
+    old.for_each(|i| {
+        if !ids.contains(&i.id) {
+            packer.push(i);
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    described
+        .for_each(|i| {
+            if ids.contains(&i.id) {
+                packer.push(i);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    packer.finish().map_err(|e| e.to_string())
 }
 
 /// How many of `old`'s running instances `new` takes out of the zone
@@ -972,6 +1044,69 @@ mod tests {
         r.accept_removals().store(true, Ordering::Relaxed);
         r.refresh_once().await.unwrap();
         assert_eq!(count(&r), 5, "SIGUSR1 applies at once");
+    }
+
+    /// Packs `instances` as a targeted describe would deliver them.
+    fn packed(instances: &[Instance]) -> Packed {
+        Packed::from_instances(instances)
+    }
+
+    #[tokio::test]
+    async fn an_update_replaces_adds_and_removes_only_the_instances_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Scripted::new(&["east"]);
+        source.then(&[(
+            "east",
+            Ok(vec![
+                test_instance("i-01", Some("alpha"), &["10.0.0.1"]),
+                test_instance("i-02", Some("beta"), &["10.0.0.2"]),
+                test_instance("i-03", Some("gamma"), &["10.0.0.3"]),
+            ]),
+        )]);
+        let mut r = refresher(source.clone(), Some(dir.path().to_path_buf()));
+        r.refresh_once().await.unwrap();
+        let serial = r.store.load().as_ref().unwrap().serial();
+
+        // i-02 renamed, i-04 new, i-99 not there (an event for an instance
+        // already gone), i-05 described but not asked: left out
+        let ids = ["i-02", "i-04", "i-99"].map(String::from);
+        let described = packed(&[
+            test_instance("i-02", Some("beta2"), &["10.0.0.2"]),
+            test_instance("i-04", Some("delta"), &["10.0.0.4"]),
+            test_instance("i-05", Some("stray"), &["10.0.0.5"]),
+        ]);
+        let outcome = r.apply_update("east", &ids, described).await;
+        assert_eq!(outcome, Some(Outcome::Changed));
+        assert_eq!(
+            names(&r),
+            [
+                "alpha.fleet.internal.",
+                "beta2.fleet.internal.",
+                "delta.fleet.internal.",
+                "gamma.fleet.internal."
+            ]
+        );
+        assert!(r.store.load().as_ref().unwrap().serial() > serial);
+
+        // i-01 asked and not described: gone; the same again: nothing to do
+        let ids = ["i-01".to_string()];
+        assert_eq!(
+            r.apply_update("east", &ids, packed(&[])).await,
+            Some(Outcome::Changed)
+        );
+        assert_eq!(
+            r.apply_update("east", &ids, packed(&[])).await,
+            Some(Outcome::Unchanged)
+        );
+        assert!(!names(&r).contains(&"alpha.fleet.internal.".to_string()));
+
+        // a unit never fetched: nothing applied
+        assert_eq!(r.apply_update("west", &ids, packed(&[])).await, None);
+
+        // persisted before apply_update returned: a restart serves it
+        let mut restarted = refresher(Scripted::new(&["east"]), Some(dir.path().to_path_buf()));
+        assert!(restarted.restore());
+        assert_eq!(names(&restarted), names(&r));
     }
 
     #[tokio::test]
