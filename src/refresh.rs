@@ -390,6 +390,8 @@ impl Refresher {
         // build is the expensive part of a refresh of a large fleet).
         let mut inventory_changed = false;
         let accept = self.accept_removals.swap(false, Ordering::Relaxed);
+        // A held unit's data is not the fetch's: no full success then.
+        let mut held_now = false;
         let fraction = self
             .schedule
             .as_ref()
@@ -425,6 +427,7 @@ impl Refresher {
                                 s.held.insert(unit_name.clone(), reason);
                             });
                             self.held.insert(unit_name);
+                            held_now = true;
                             continue;
                         }
                         Some((removed, of)) => {
@@ -484,7 +487,7 @@ impl Refresher {
                 }
             }
         }
-        if failed.is_empty() {
+        if failed.is_empty() && !held_now {
             self.status
                 .update(|s| s.last_full_success = Some(SystemTime::now()));
         }
