@@ -270,6 +270,17 @@ mod tests {
         })
     }
 
+    /// What [`TAG`] says, with or without the envelope's account and
+    /// region (its ARN names both).
+    fn tag_event() -> Parsed {
+        event(
+            Kind::Tag,
+            "i-0abcdef1234567890",
+            Some("123456789012"),
+            "eu-west-1",
+        )
+    }
+
     #[test]
     fn the_two_events_as_aws_documents_them() {
         assert_eq!(
@@ -281,15 +292,7 @@ mod tests {
                 "us-east-1"
             )
         );
-        assert_eq!(
-            parse(TAG),
-            event(
-                Kind::Tag,
-                "i-0abcdef1234567890",
-                Some("123456789012"),
-                "eu-west-1"
-            )
-        );
+        assert_eq!(parse(TAG), tag_event());
     }
 
     #[test]
@@ -301,15 +304,7 @@ mod tests {
             event(Kind::State, "i-1234567890abcdef0", None, "us-east-1")
         );
         let tag = TAG.replace(r#""account":"123456789012","region":"eu-west-1","#, "");
-        assert_eq!(
-            parse(&tag),
-            event(
-                Kind::Tag,
-                "i-0abcdef1234567890",
-                Some("123456789012"),
-                "eu-west-1"
-            )
-        );
+        assert_eq!(parse(&tag), tag_event());
     }
 
     #[test]
