@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(body.len() <= MAX_BODY);
             let hex = event.instance_id.strip_prefix("i-").expect("i-");
             assert!(matches!(hex.len(), 8 | 17), "{:?}", event.instance_id);
-            assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
             if let Some(account) = &event.account {
                 assert!(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
             }
@@ -30,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Parsed::Malformed(reason) => {
             // the reason quotes at most 64 characters of the body per field
-            assert!(reason.len() < 1024 || reason.starts_with("not an event"), "{}", reason.len());
+            assert!(
+                reason.len() < 1024 || reason.starts_with("not an event"),
+                "{}",
+                reason.len()
+            );
         }
         Parsed::Other => {}
     }
