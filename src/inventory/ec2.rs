@@ -154,7 +154,45 @@ impl Ec2Source {
     pub fn unit_labels(&self) -> Vec<String> {
         self.units.iter().map(|u| u.label.clone()).collect()
     }
+
+    /// Describes `ids` again in the unit labelled `unit`, with the unit's
+    /// own filters (running, and the configured ones) plus `instance-id`:
+    /// the instances among `ids` that belong in the zone now. An id not in
+    /// the result has left it (stopped, terminated, filtered out, or never
+    /// there), which is what [`crate::refresh::Refresher::apply_update`]
+    /// takes. `None` for an unknown unit.
+    ///
+    /// The filter, not `InstanceIds`: with `InstanceIds` one unknown id
+    /// (an event for an instance already gone) fails the whole call with
+    /// `InvalidInstanceID.NotFound`. Ids go [`IDS_PER_CALL`] to a call.
+    /// This is what an EC2 event costs (issue 16): a call, not a full pass.
+    pub async fn describe_ids(
+        &self,
+        unit: &str,
+        ids: &[String],
+        spool: &Spool,
+    ) -> Option<Result<Packed, SourceError>> {
+        let unit = self.units.iter().find(|u| u.label == unit)?;
+        let mut packer = spool.packer();
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let mut filters = self.filters.to_vec();
+            filters.push(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            );
+            if let Err(error) = describe_pages(unit, &filters, self.page_size, &mut packer).await {
+                return Some(Err(error));
+            }
+        }
+        Some(packer.finish().map_err(SourceError::Spool))
+    }
 }
+
+/// Instance ids per targeted DescribeInstances call: the most values one
+/// filter takes.
+pub const IDS_PER_CALL: usize = 200;
 
 /// The base config with `account`'s credentials: unchanged for the ambient
 /// account, an STS AssumeRole provider (refreshing itself) for a role.
@@ -290,6 +328,20 @@ async fn fetch_unit(
     page_size: i32,
     mut packer: Packer,
 ) -> Result<Packed, SourceError> {
+    let calls = describe_pages(unit, filters, page_size, &mut packer).await?;
+    let packed = packer.finish().map_err(SourceError::Spool)?;
+    tracing::debug!(unit = %unit.label, calls, instances = packed.len(), "fetched");
+    Ok(packed)
+}
+
+/// Every page of DescribeInstances with `filters` in `unit`, packed as it
+/// comes; how many calls it took.
+async fn describe_pages(
+    unit: &Unit,
+    filters: &[Filter],
+    page_size: i32,
+    packer: &mut Packer,
+) -> Result<u32, SourceError> {
     let mut pages = unit
         .client
         .describe_instances()
@@ -309,9 +361,7 @@ async fn fetch_unit(
             }
         }
     }
-    let packed = packer.finish().map_err(SourceError::Spool)?;
-    tracing::debug!(unit = %unit.label, calls, instances = packed.len(), "fetched");
-    Ok(packed)
+    Ok(calls)
 }
 
 /// An SDK error of `unit` as a [`SourceError::Api`]: which kind of failure

@@ -607,3 +607,108 @@ fn a_failing_unit_is_logged_once_per_refresh() {
     }
     assert!(!log.contains("DispatchFailure"), "{log}");
 }
+
+/// Set in the child process of the targeted-describe test: the proxy's
+/// endpoint, the ids to describe, and the ids that must come back.
+const DESCRIBE_CHILD: &str = "FLEETDNS_TEST_DESCRIBE_IDS";
+
+/// The targeted describe an EC2 event costs (issue 16), against moto: of
+/// a running, a stopped, a terminated and an unknown instance, only the
+/// running one comes back, in one call, where a full pass of the same
+/// unit takes two pages. The SDK reads its credentials from the
+/// environment, which a test must not change while other tests run in the
+/// process: the check runs in a child process of this test binary, with
+/// the test environment, and the parent checks that it ran and passed.
+#[test]
+fn describe_ids_returns_the_running_instances_among_the_ids_in_one_call() {
+    if let Ok(spec) = std::env::var(DESCRIBE_CHILD) {
+        return describe_ids_child(&spec);
+    }
+    let moto = Moto::start();
+    let seeded = moto.seed(&basic_fleet());
+    let proxy = FaultProxy::start(&moto);
+    let id = |name: &str| id_of(&seeded, "us-east-1", name);
+    let spec = json!({
+        "endpoint": proxy.endpoint,
+        "ids": [id("web-1"), id("old-web"), id("gone"), "i-0123456789abcdef0"],
+        "want": [id("web-1")],
+    });
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "ec2::describe_ids_returns_the_running_instances_among_the_ids_in_one_call",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    aws_test_env(&mut child);
+    let out = child
+        .env(DESCRIBE_CHILD, spec.to_string())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("describe_ids: 4 ids, 1 instance back"),
+        "{text}"
+    );
+    assert_eq!(
+        proxy.calls("us-east-1"),
+        1,
+        "one targeted call, not a full pass"
+    );
+}
+
+/// The child's half: describes the ids and checks what comes back.
+fn describe_ids_child(spec: &str) {
+    use fleetdns::config::{read_config, Overrides, SourceSpec};
+    use fleetdns::inventory::ec2::Ec2Source;
+    use fleetdns::inventory::packed::Spool;
+    let spec: Value = serde_json::from_str(spec).unwrap();
+    let strings = |key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (ids, want) = (strings("ids"), strings("want"));
+    let toml = format!(
+        "[source.ec2]\nendpoint_url = \"{}\"\nregions = [\"us-east-1\"]\npage_size = 5\nmax_attempts = 1\n",
+        spec["endpoint"].as_str().unwrap()
+    );
+    let settings = read_config(&toml, "test")
+        .unwrap()
+        .validate(&Overrides::default())
+        .unwrap();
+    let SourceSpec::Ec2(ec2) = settings.source else {
+        panic!("not an EC2 source")
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let source = Ec2Source::new(&ec2).await.unwrap();
+        let unit = source.unit_labels()[0].clone();
+        let spool = Spool::memory();
+        assert!(source
+            .describe_ids("ec2:nope:us-east-1", &ids, &spool)
+            .await
+            .is_none());
+        let packed = source
+            .describe_ids(&unit, &ids, &spool)
+            .await
+            .expect("a known unit")
+            .expect("the call succeeds");
+        let got: Vec<String> = packed
+            .instances()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(got, want);
+        println!(
+            "describe_ids: {} ids, {} instance back",
+            ids.len(),
+            got.len()
+        );
+    });
+}
