@@ -510,6 +510,18 @@ EOF
     stop "$up_pid"
 fi
 
+# record_fleetdns KIND LABEL: once the fleetdns just started on $port
+# answers its last name ($n names in $dir), one measure of it as a raw
+# line "KIND N LABEL ROUND qps kq avg max lost"; then stops it.
+record_fleetdns() {
+    local qps done lost avg max kq
+    wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
+    read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
+    echo "$1 $n $2 $round $qps $kq $avg $max $lost" >>"$results"
+    echo "$1 n=$n $2: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
+    stop "$pid"
+}
+
 # --- central server (issue 15): what access control, RRL and PKTINFO cost --
 # fleetdns as it is (the default [access] matches loopback at its first
 # entry), with an [access] list whose match is the last of eight, with
@@ -533,11 +545,7 @@ EOF
                 rrl) start fleetdns "$n" "$dir" "$port" --config "$work/rrl.toml" ;;
                 wildcard) listen_ip=0.0.0.0 start fleetdns "$n" "$dir" "$port" ;;
             esac
-            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
-            read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
-            echo "central $n $mode $round $qps $kq $avg $max $lost" >>"$results"
-            echo "central n=$n $mode: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
-            stop "$pid"
+            record_fleetdns central "$mode"
         done
     done
 fi
@@ -554,11 +562,7 @@ if want ab && [ -n "${FLEETDNS_BIN_B:-}" ]; then
             else
                 bin="$FLEETDNS_BIN_B" start fleetdns "$n" "$dir" "$port"
             fi
-            wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 60 >/dev/null
-            read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries")"
-            echo "ab $n $which $round $qps $kq $avg $max $lost" >>"$results"
-            echo "ab n=$n $which: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
-            stop "$pid"
+            record_fleetdns ab "$which"
         done
     done
 fi
