@@ -105,6 +105,7 @@ fn bench(c: &mut Criterion) {
         page_size: 1000,
         call_timeout: Duration::from_secs(30),
         max_attempts: 1,
+        events: None,
     };
     let source = runtime.block_on(Ec2Source::new(&settings)).unwrap();
     let spool = Spool::memory();

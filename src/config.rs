@@ -395,6 +395,18 @@ pub struct Ec2SourceConfig {
     /// Attempts per API call, retries included.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// EC2 change events from an SQS queue (`[source.ec2.events]`).
+    #[serde(default)]
+    pub events: Option<EventsConfig>,
+}
+
+/// `[source.ec2.events]`: the SQS queue that EventBridge rules feed with
+/// EC2 state and tag change events.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`.
+    pub queue_url: String,
 }
 
 /// `[[source.ec2.accounts]]`.
@@ -1257,6 +1269,11 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
             session_name: a.session_name.unwrap_or_else(|| "fleetdns".to_string()),
         });
     }
+    let events = c
+        .events
+        .as_ref()
+        .map(|e| validate_events(e, &regions))
+        .transpose()?;
     Ok(Ec2Settings {
         regions,
         endpoint_url: c.endpoint_url,
@@ -1265,6 +1282,53 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
         page_size,
         call_timeout: Duration::from_secs(call_timeout_secs),
         max_attempts,
+        events,
+    })
+}
+
+/// Checks `[source.ec2.events]`: an http(s) URL whose path is
+/// `/ACCOUNT/NAME`; the region comes from an AWS host
+/// (`sqs.REGION.amazonaws.com`), else from `regions`.
+fn validate_events(
+    c: &EventsConfig,
+    regions: &[String],
+) -> Result<crate::inventory::ec2_settings::EventQueueSettings, ConfigError> {
+    let option = "source.ec2.events.queue_url";
+    let url = c.queue_url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            invalid(
+                option,
+                format!("{url:?}: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME"),
+            )
+        })?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let parts: Vec<&str> = path.split('/').collect();
+    let path_ok = parts.len() == 2
+        && parts[0].len() == 12
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && !parts[1].is_empty()
+        && parts[1].len() <= 80
+        && parts[1]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if host.is_empty() || !path_ok {
+        return Err(invalid(
+            option,
+            format!("{url:?}: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (a 12-digit account and a queue name)"),
+        ));
+    }
+    let region = host
+        .strip_prefix("sqs.")
+        .and_then(|h| h.split_once('.'))
+        .map(|(region, _)| region.to_string())
+        .filter(|r| region_shape(r).is_ok())
+        .or_else(|| regions.first().cloned());
+    Ok(crate::inventory::ec2_settings::EventQueueSettings {
+        queue_url: url.to_string(),
+        region,
     })
 }
 

@@ -222,6 +222,8 @@ pub struct Metrics {
     rrl_limited: [Counter; 2],
     /// Units whose last fetch is held back (`max_removed_fraction`).
     units_held: Gauge,
+    /// EC2 change events from the queue, by kind and result.
+    events: Family<Labels, Counter>,
     /// Forwarded queries by result, indexed as [`FORWARD_RESULTS`].
     forwarded: Vec<Counter>,
     /// Upstream failures by upstream address.
@@ -458,6 +460,12 @@ impl Metrics {
             "ixfr_journal_serials",
             "Zone versions whose differences the IXFR journal holds",
         );
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "events",
+            "Messages from the EC2 event queue, by kind (state, tag, other) and result (applied, ignored, malformed)",
+            events.clone(),
+        );
         let units_held = gauge(
             &mut registry,
             "units_held",
@@ -509,6 +517,7 @@ impl Metrics {
             dropped,
             rrl_limited,
             units_held,
+            events,
             forwarded,
             upstream_errors,
             refreshes,
@@ -600,6 +609,16 @@ impl Metrics {
     /// truncated instead).
     pub fn count_rrl_limited(&self, slipped: bool) {
         self.rrl_limited[usize::from(slipped)].inc();
+    }
+
+    /// Counts one message of the event queue.
+    pub fn count_event(&self, kind: &str, result: &str) {
+        self.events
+            .get_or_create(&vec![
+                ("kind", kind.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
     }
 
     /// Counts one forwarded query.

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::rr::Name;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::inventory::packed::{Packed, Spool};
@@ -162,6 +162,20 @@ pub struct Refresher {
     /// Set (by SIGUSR1) to apply the next fetch of every unit whatever it
     /// removes; taken by the next refresh.
     accept_removals: Arc<AtomicBool>,
+    /// Batches of EC2 events, applied in this task between refreshes.
+    events: Option<mpsc::Receiver<EventBatch>>,
+}
+
+/// Instances that EC2 events named (issue 16), for the refresher to
+/// describe again and apply between full refreshes.
+#[derive(Debug)]
+pub struct EventBatch {
+    /// Per unit, the instance ids to describe again.
+    pub units: Vec<(String, Vec<String>)>,
+    /// Told whether every unit's describe succeeded (and so the messages
+    /// may be deleted) once the zone with the changes is served and
+    /// persisted.
+    pub done: oneshot::Sender<bool>,
 }
 
 /// What a reloaded configuration changes in the refresher. The state
@@ -206,7 +220,43 @@ impl Refresher {
             new_serial: false,
             held: BTreeSet::new(),
             accept_removals: Arc::default(),
+            events: None,
         }
+    }
+
+    /// This refresher applying the event batches that come on `events`.
+    pub fn with_events(mut self, events: mpsc::Receiver<EventBatch>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Describes again the instances of `batch` and applies what comes
+    /// back (see [`Refresher::apply_update`]); tells the sender whether
+    /// every describe succeeded. A unit whose describe fails keeps its
+    /// data, and its messages stay in the queue for another try.
+    pub async fn apply_events(&mut self, batch: EventBatch) {
+        let mut all = true;
+        for (unit, ids) in &batch.units {
+            match self.source.describe_ids(unit, ids, &self.spool).await {
+                None => debug!(%unit, "an event for a unit this source does not describe"),
+                Some(Err(error)) => {
+                    warn!(%unit, %error, "describing the instances of an event failed; its messages stay in the queue for another try");
+                    all = false;
+                }
+                Some(Ok(described)) => {
+                    let found = described.len();
+                    let outcome = self.apply_update(unit, ids, described).await;
+                    info!(
+                        %unit,
+                        asked = ids.len(),
+                        found,
+                        changed = outcome == Some(Outcome::Changed),
+                        "event applied"
+                    );
+                }
+            }
+        }
+        let _ = batch.done.send(all);
     }
 
     /// The flag that makes the next refresh apply every unit's fetch
@@ -742,10 +792,23 @@ impl Refresher {
                     "backing off"
                 );
             }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = now.notified() => info!("refresh requested"),
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            // Until the next refresh is due: event batches as they come.
+            let due = tokio::time::Instant::now() + delay;
+            loop {
+                let batch = tokio::select! {
+                    _ = tokio::time::sleep_until(due) => break,
+                    _ = now.notified() => {
+                        info!("refresh requested");
+                        break;
+                    }
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    batch = next_batch(&mut self.events) => batch,
+                };
+                match batch {
+                    Some(batch) => self.apply_events(batch).await,
+                    // The poller is gone: refreshes alone from here on.
+                    None => self.events = None,
+                }
             }
         }
     }
@@ -775,6 +838,14 @@ fn merge(
         })
         .map_err(|e| e.to_string())?;
     packer.finish().map_err(|e| e.to_string())
+}
+
+/// The next batch of events, or never when there is no channel.
+async fn next_batch(events: &mut Option<mpsc::Receiver<EventBatch>>) -> Option<EventBatch> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How many of `old`'s running instances `new` takes out of the zone

@@ -283,6 +283,14 @@ pub async fn run(
     .with_schedule(schedule_of(&settings));
     let (reconfigure, new_settings) = watch::channel(None);
     let mut refresher = refresher.with_reconfigure(new_settings);
+    // EC2 change events: a poller hands batches to the refresher, which
+    // applies them between refreshes (one writer per unit).
+    #[cfg(feature = "ec2")]
+    if let Some(queue) = source.event_queue() {
+        let (batches, events) = tokio::sync::mpsc::channel(4);
+        refresher = refresher.with_events(events);
+        crate::inventory::sqs::spawn_poller(queue, source.units(), batches, stop_rx.clone());
+    }
     refresher.restore();
 
     let bound = bind_all(&settings.listen).await?;

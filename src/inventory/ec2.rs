@@ -69,6 +69,8 @@ pub struct Ec2Source {
     filters: Arc<[Filter]>,
     /// `MaxResults` per page.
     page_size: i32,
+    /// The queue of EC2 change events, if configured.
+    events: Option<super::sqs::EventQueue>,
 }
 
 impl Ec2Source {
@@ -143,50 +145,21 @@ impl Ec2Source {
                     .build(),
             );
         }
+        let events = settings
+            .events
+            .as_ref()
+            .map(|e| super::sqs::EventQueue::new(&base, e, settings));
         Ok(Self {
             units,
             filters: filters.into(),
             page_size: settings.page_size,
+            events,
         })
     }
 
     /// The unit labels, in order.
     pub fn unit_labels(&self) -> Vec<String> {
         self.units.iter().map(|u| u.label.clone()).collect()
-    }
-
-    /// Describes `ids` again in the unit labelled `unit`, with the unit's
-    /// own filters (running, and the configured ones) plus `instance-id`:
-    /// the instances among `ids` that belong in the zone now. An id not in
-    /// the result has left it (stopped, terminated, filtered out, or never
-    /// there), which is what [`crate::refresh::Refresher::apply_update`]
-    /// takes. `None` for an unknown unit.
-    ///
-    /// The filter, not `InstanceIds`: with `InstanceIds` one unknown id
-    /// (an event for an instance already gone) fails the whole call with
-    /// `InvalidInstanceID.NotFound`. Ids go [`IDS_PER_CALL`] to a call.
-    /// This is what an EC2 event costs (issue 16): a call, not a full pass.
-    pub async fn describe_ids(
-        &self,
-        unit: &str,
-        ids: &[String],
-        spool: &Spool,
-    ) -> Option<Result<Packed, SourceError>> {
-        let unit = self.units.iter().find(|u| u.label == unit)?;
-        let mut packer = spool.packer();
-        for chunk in ids.chunks(IDS_PER_CALL) {
-            let mut filters = self.filters.to_vec();
-            filters.push(
-                Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(chunk.to_vec()))
-                    .build(),
-            );
-            if let Err(error) = describe_pages(unit, &filters, self.page_size, &mut packer).await {
-                return Some(Err(error));
-            }
-        }
-        Some(packer.finish().map_err(SourceError::Spool))
     }
 }
 
@@ -224,6 +197,44 @@ impl Source for Ec2Source {
 
     fn units(&self) -> Vec<String> {
         self.unit_labels()
+    }
+
+    fn event_queue(&self) -> Option<super::sqs::EventQueue> {
+        self.events.clone()
+    }
+
+    /// Describes `ids` again in the unit labelled `unit`, with the unit's
+    /// own filters (running, and the configured ones) plus `instance-id`:
+    /// the instances among `ids` that belong in the zone now. An id not in
+    /// the result has left it (stopped, terminated, filtered out, or never
+    /// there), which is what [`crate::refresh::Refresher::apply_update`]
+    /// takes. `None` for an unknown unit.
+    ///
+    /// The filter, not `InstanceIds`: with `InstanceIds` one unknown id
+    /// (an event for an instance already gone) fails the whole call with
+    /// `InvalidInstanceID.NotFound`. Ids go [`IDS_PER_CALL`] to a call.
+    /// This is what an EC2 event costs (issue 16): a call, not a full pass.
+    async fn describe_ids(
+        &self,
+        unit: &str,
+        ids: &[String],
+        spool: &Spool,
+    ) -> Option<Result<Packed, SourceError>> {
+        let unit = self.units.iter().find(|u| u.label == unit)?;
+        let mut packer = spool.packer();
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let mut filters = self.filters.to_vec();
+            filters.push(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            );
+            if let Err(error) = describe_pages(unit, &filters, self.page_size, &mut packer).await {
+                return Some(Err(error));
+            }
+        }
+        Some(packer.finish().map_err(SourceError::Spool))
     }
 
     async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch> {
@@ -273,7 +284,7 @@ impl Source for Ec2Source {
                 Err(e) if e.code() == Some("DryRunOperation") => {
                     Ok("credentials work and ec2:DescribeInstances is allowed".to_string())
                 }
-                Err(e) => Err(api_error(e, unit).to_string()),
+                Err(e) => Err(api_error(e, &unit.label, unit.role).to_string()),
             };
             results.push(UnitCheck {
                 unit: unit.label.clone(),
@@ -352,7 +363,7 @@ async fn describe_pages(
     let mut calls = 0u32;
     while let Some(page) = pages.next().await {
         calls += 1;
-        let page = page.map_err(|e| api_error(e, unit))?;
+        let page = page.map_err(|e| api_error(e, &unit.label, unit.role))?;
         for reservation in page.reservations() {
             for raw in reservation.instances() {
                 if let Some(instance) = into_instance(raw, &unit.region) {
@@ -368,12 +379,12 @@ async fn describe_pages(
 /// it is, told apart by what the SDK's error chain holds, and its innermost
 /// cause on one line. The whole chain (the SDK's `Debug` of nested
 /// connector and provider errors, 20 lines) goes to the debug log only.
-fn api_error<E, R>(error: SdkError<E, R>, unit: &Unit) -> SourceError
+pub(crate) fn api_error<E, R>(error: SdkError<E, R>, label: &str, role: bool) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
-    tracing::debug!(unit = %unit.label, error = %DisplayErrorContext(&error), "EC2 call failed");
+    tracing::debug!(unit = %label, error = %DisplayErrorContext(&error), "AWS call failed");
     let code = match &error {
         SdkError::ServiceError(_) => error.code().unwrap_or("unknown").to_string(),
         SdkError::TimeoutError(_) => "timeout".to_string(),
@@ -392,7 +403,7 @@ where
             "no answer within call_timeout_secs".to_string(),
         ),
         SdkError::DispatchFailure(failure) => match credentials_error(&error) {
-            Some(credentials) => credentials_problem(credentials, unit.role),
+            Some(credentials) => credentials_problem(credentials, role),
             None => {
                 let timeout = failure.as_connector_error().is_some_and(|c| c.is_timeout());
                 (

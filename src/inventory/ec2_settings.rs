@@ -23,6 +23,18 @@ pub struct Ec2Settings {
     pub call_timeout: Duration,
     /// Attempts per call, retries included.
     pub max_attempts: u32,
+    /// The queue of EC2 change events, if configured.
+    pub events: Option<EventQueueSettings>,
+}
+
+/// Where EC2 change events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQueueSettings {
+    /// The queue's URL.
+    pub queue_url: String,
+    /// The queue's region: from an AWS URL's host, else (an endpoint of
+    /// one's own) the first region listed.
+    pub region: Option<String>,
 }
 
 /// One account to list.

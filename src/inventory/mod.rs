@@ -13,6 +13,8 @@ pub mod ec2_settings;
 pub mod events;
 pub mod file;
 pub mod packed;
+#[cfg(feature = "ec2")]
+pub mod sqs;
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -372,6 +374,25 @@ pub trait Source: Send + Sync {
     /// Fetches every unit once, packing each unit's instances as they
     /// come with a packer from `spool`. Each unit succeeds or fails on its own.
     async fn fetch(&self, spool: &Spool) -> Vec<UnitFetch>;
+
+    /// The queue of EC2 change events this source reads, if any.
+    #[cfg(feature = "ec2")]
+    fn event_queue(&self) -> Option<sqs::EventQueue> {
+        None
+    }
+
+    /// Describes `ids` again in `unit` for an event (issue 16): the
+    /// instances among them that belong in the zone now (absent ones have
+    /// left it). `None` where the source cannot (a file) or the unit is
+    /// unknown.
+    async fn describe_ids(
+        &self,
+        _unit: &str,
+        _ids: &[String],
+        _spool: &Spool,
+    ) -> Option<Result<Packed, SourceError>> {
+        None
+    }
 
     /// Checks that every unit can be read (for `fleetdns check`). The
     /// default fetches once; sources with a cheaper probe override it.

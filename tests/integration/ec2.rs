@@ -663,6 +663,7 @@ fn describe_ids_child(spec: &str) {
     use fleetdns::config::{read_config, Overrides, SourceSpec};
     use fleetdns::inventory::ec2::Ec2Source;
     use fleetdns::inventory::packed::Spool;
+    use fleetdns::inventory::Source;
     let spec: Value = serde_json::from_str(spec).unwrap();
     let strings = |key: &str| -> Vec<String> {
         spec[key]

@@ -15,6 +15,7 @@ mod conformance;
 mod deploy;
 mod dns;
 mod ec2;
+mod events;
 mod forward;
 mod hosts;
 mod limits;

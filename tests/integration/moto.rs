@@ -112,6 +112,29 @@ impl Moto {
         .unwrap()
     }
 
+    /// Creates an SQS queue in `region` and returns its URL.
+    pub fn queue(&self, region: &str, name: &str) -> String {
+        self.fleet(&["queue", region, name], None)
+    }
+
+    /// Sends one message with `body` to the queue at `url`.
+    pub fn send(&self, region: &str, url: &str, body: &str) {
+        self.fleet(&["send", region, url], Some(body));
+    }
+
+    /// Messages in the queue at `url`, visible or in flight.
+    pub fn depth(&self, region: &str, url: &str) -> u64 {
+        self.fleet(&["depth", region, url], None)
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Changes an instance's state (running, stopped, terminated).
+    pub fn set_state(&self, region: &str, id: &str, state: &str) {
+        self.fleet(&["state", region, id, state], None);
+    }
+
     /// Sets a tag on an instance.
     pub fn tag(&self, region: &str, id: &str, key: &str, value: &str) {
         self.fleet(&["tag", region, id, key, value], None);

@@ -6,6 +6,9 @@ Driven by the Rust tests (tests/integration/ec2.rs) over the command line:
     fleet.py --endpoint URL [--role-arn ARN] seed < spec.json   # prints what it created, as JSON
     fleet.py --endpoint URL tag REGION ID KEY VALUE
     fleet.py --endpoint URL state REGION ID running|stopped|terminated
+    fleet.py --endpoint URL queue REGION NAME            # creates an SQS queue, prints its URL
+    fleet.py --endpoint URL send REGION QUEUE_URL < body   # sends one message
+    fleet.py --endpoint URL depth REGION QUEUE_URL       # messages visible + in flight
 
 A spec is {"REGION": {"vpcs": [{"cidr": "10.1.0.0/16", "groups": ["web"],
 "instances": [{"name": "web-1", "groups": ["web"], "state": "running",
@@ -118,6 +121,15 @@ def main():
     s.add_argument("region")
     s.add_argument("id")
     s.add_argument("state")
+    q = sub.add_parser("queue")
+    q.add_argument("region")
+    q.add_argument("name")
+    m = sub.add_parser("send")
+    m.add_argument("region")
+    m.add_argument("url")
+    d = sub.add_parser("depth")
+    d.add_argument("region")
+    d.add_argument("url")
     args = p.parse_args()
     global ROLE_ARN
     ROLE_ARN = args.role_arn
@@ -140,6 +152,23 @@ def main():
         json.dump({"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}, sys.stdout)
     elif args.cmd == "state":
         set_state(client(args.endpoint, args.region), args.id, args.state)
+    elif args.cmd in ("queue", "send", "depth"):
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=args.endpoint,
+            region_name=args.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        if args.cmd == "queue":
+            # a short visibility timeout: a message not deleted comes back soon
+            url = sqs.create_queue(QueueName=args.name, Attributes={"VisibilityTimeout": "2"})
+            sys.stdout.write(url["QueueUrl"])
+        elif args.cmd == "send":
+            sqs.send_message(QueueUrl=args.url, MessageBody=sys.stdin.read())
+        else:
+            a = sqs.get_queue_attributes(QueueUrl=args.url, AttributeNames=["All"])["Attributes"]
+            sys.stdout.write(str(int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])))
 
 
 if __name__ == "__main__":
