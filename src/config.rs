@@ -1512,6 +1512,45 @@ mod tests {
     }
 
     #[test]
+    fn an_event_queue_url_gives_its_region_or_an_error_naming_the_option() {
+        let queue = |url: &str, regions: &str| {
+            read_config(
+                &format!("[source.ec2]\nregions = [{regions}]\n[source.ec2.events]\nqueue_url = \"{url}\"\n"),
+                "t",
+            )
+            .unwrap()
+            .validate(&Overrides::default())
+            .map(|s| match s.source {
+                SourceSpec::Ec2(e) => e.events.and_then(|q| q.region),
+                SourceSpec::File(_) => None,
+            })
+        };
+        let aws = "https://sqs.eu-west-1.amazonaws.com/123456789012/fleetdns-events";
+        assert_eq!(
+            queue(aws, "\"us-east-1\"").unwrap().as_deref(),
+            Some("eu-west-1")
+        );
+        let own = "http://127.0.0.1:5000/123456789012/q";
+        assert_eq!(
+            queue(own, "\"us-east-2\"").unwrap().as_deref(),
+            Some("us-east-2")
+        );
+        for bad in [
+            "sqs.us-east-1.amazonaws.com/123456789012/q",
+            "https://sqs.us-east-1.amazonaws.com/q",
+            "https://sqs.us-east-1.amazonaws.com/12345/q",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/a/b",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/bad name",
+        ] {
+            let error = queue(bad, "").unwrap_err().to_string();
+            assert!(
+                error.contains("source.ec2.events.queue_url"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn full_example_parses_and_validates() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1550,6 +1589,11 @@ mod tests {
         assert_eq!(s.transfer.allow.len(), 1);
         assert_eq!(s.transfer.notify.len(), 1);
         assert_eq!(s.transfer.keys.len(), 1);
+        assert_eq!(
+            e.events.as_ref().map(|q| q.region.as_deref()),
+            Some(Some("us-east-1")),
+            "the queue's region from its URL"
+        );
         let rrl = s.rrl.expect("[rrl] uncommented");
         assert_eq!(
             (rrl.responses_per_second, rrl.slip, rrl.window),

@@ -706,6 +706,8 @@ fn the_iam_policy_allows_only_what_fleetdns_calls() {
         actions,
         BTreeSet::from([
             "ec2:DescribeInstances".to_string(),
+            "sqs:DeleteMessage".to_string(),
+            "sqs:ReceiveMessage".to_string(),
             "sts:AssumeRole".to_string()
         ])
     );
