@@ -231,7 +231,8 @@ fn sort_messages(
             }
             Parsed::Malformed(why) => {
                 metrics().count_event("other", "malformed");
-                tracing::info!(%why, "a message in the event queue is no EC2 event; deleted");
+                // debug: whoever may send to the queue could fill the log
+                tracing::debug!(%why, "a message in the event queue is no EC2 event; deleted");
                 now.push(message.receipt_handle.clone());
             }
         }
