@@ -67,46 +67,75 @@ fn answered_within(d: &Daemon, name: &str, want: &[String], secs: u64) -> Durati
     }
 }
 
+/// moto with the basic fleet and an event queue, and fleetdns following
+/// the queue with refreshes an hour apart and pages of 5 (a full pass of
+/// us-east-1 takes two calls): whatever changes within a test comes from
+/// its events.
+struct World {
+    moto: Moto,
+    seeded: serde_json::Value,
+    queue: String,
+    d: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn start() -> World {
+        let moto = Moto::start();
+        let seeded = moto.seed(&basic_fleet());
+        let queue = moto.queue("us-east-1", "fleetdns-events");
+        let dir = tempdir();
+        let d = start(
+            dir.path(),
+            &moto.endpoint,
+            &format!("regions = [\"us-east-1\"]\npage_size = 5\n[source.ec2.events]\nqueue_url = \"{queue}\""),
+            "interval_secs = 3600\nmetrics_listen = \"127.0.0.1:0\"",
+        );
+        d.wait_for_log("following EC2 change events", 10);
+        World {
+            moto,
+            seeded,
+            queue,
+            d,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until the queue holds no message, visible or in flight.
+    fn wait_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.moto.depth("us-east-1", &self.queue) > 0 {
+            assert!(Instant::now() < deadline, "messages left in the queue");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 #[test]
 fn a_rename_and_a_stop_are_answered_within_two_seconds_by_targeted_describes() {
-    let moto = Moto::start();
-    let seeded = moto.seed(&basic_fleet());
-    let queue = moto.queue("us-east-1", "fleetdns-events");
-    let dir = tempdir();
-    // Refreshes an hour apart, and pages of 5 (a full pass takes two
-    // calls): whatever changes within the test comes from the events.
-    let d = start(
-        dir.path(),
-        &moto.endpoint,
-        &format!("regions = [\"us-east-1\"]\npage_size = 5\n[source.ec2.events]\nqueue_url = \"{queue}\""),
-        "interval_secs = 3600\nmetrics_listen = \"127.0.0.1:0\"",
-    );
-    d.wait_for_log("following EC2 change events", 10);
-    let web = id_of(&seeded, "us-east-1", "web-1");
-    let ips = ip_of(&seeded, "us-east-1", "web-1");
+    let w = World::start();
+    let (moto, seeded, queue, d) = (&w.moto, &w.seeded, &w.queue, &w.d);
+    let web = id_of(seeded, "us-east-1", "web-1");
+    let ips = ip_of(seeded, "us-east-1", "web-1");
     assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ips);
     let calls = d.metric("fleetdns_api_calls_total", &[UNIT]);
 
     // a rename: the tag event, and the new name answers
     moto.tag("us-east-1", &web, "Name", "web-renamed");
-    moto.send("us-east-1", &queue, &tag_event(&web));
-    let took = answered_within(&d, "web-renamed.fleet.internal", &ips, 2);
+    moto.send("us-east-1", queue, &tag_event(&web));
+    let took = answered_within(d, "web-renamed.fleet.internal", &ips, 2);
     assert!(d.dig(&["web-1.fleet.internal"]).contains("NXDOMAIN"));
     eprintln!("rename answered after {took:?}");
 
     // a stop: two state events (stopping, stopped), one batch or two
     moto.set_state("us-east-1", &web, "stopped");
-    moto.send("us-east-1", &queue, &state_event(&web, "stopping"));
-    moto.send("us-east-1", &queue, &state_event(&web, "stopped"));
-    let took = answered_within(&d, "web-renamed.fleet.internal", &[], 2);
+    moto.send("us-east-1", queue, &state_event(&web, "stopping"));
+    moto.send("us-east-1", queue, &state_event(&web, "stopped"));
+    let took = answered_within(d, "web-renamed.fleet.internal", &[], 2);
     eprintln!("stop answered after {took:?}");
 
     // the queue drains: every message applied and deleted
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while moto.depth("us-east-1", &queue) > 0 {
-        assert!(Instant::now() < deadline, "messages left in the queue");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    w.wait_drained();
     // each change cost targeted describes (one call a batch: the two
     // state events make one batch or two), no full pass (two pages)
     let spent = d.metric("fleetdns_api_calls_total", &[UNIT]) - calls;
@@ -128,25 +157,16 @@ fn a_rename_and_a_stop_are_answered_within_two_seconds_by_targeted_describes() {
     // the other names are untouched
     assert_eq!(
         short(d.udp, &["api.fleet.internal"]),
-        ip_of(&seeded, "us-east-1", "api")
+        ip_of(seeded, "us-east-1", "api")
     );
 }
 
 #[test]
 fn duplicate_unknown_foreign_and_malformed_messages_leave_the_zone_right_and_drain() {
-    let moto = Moto::start();
-    let seeded = moto.seed(&basic_fleet());
-    let queue = moto.queue("us-east-1", "fleetdns-events");
-    let dir = tempdir();
-    let d = start(
-        dir.path(),
-        &moto.endpoint,
-        &format!("regions = [\"us-east-1\"]\n[source.ec2.events]\nqueue_url = \"{queue}\""),
-        "interval_secs = 3600\nmetrics_listen = \"127.0.0.1:0\"",
-    );
-    d.wait_for_log("following EC2 change events", 10);
-    let web = id_of(&seeded, "us-east-1", "web-1");
-    let ips = ip_of(&seeded, "us-east-1", "web-1");
+    let w = World::start();
+    let (moto, seeded, queue, d) = (&w.moto, &w.seeded, &w.queue, &w.d);
+    let web = id_of(seeded, "us-east-1", "web-1");
+    let ips = ip_of(seeded, "us-east-1", "web-1");
     // out of order and repeated: the describe says what is true now
     moto.tag("us-east-1", &web, "Name", "web-2");
     for body in [
@@ -159,15 +179,11 @@ fn duplicate_unknown_foreign_and_malformed_messages_leave_the_zone_right_and_dra
         json!({"source": "aws.s3", "detail-type": "Object Created"}).to_string(),
         state_event(&web, "running").replace("us-east-1\",\"resources", "eu-west-1\",\"resources"),
     ] {
-        moto.send("us-east-1", &queue, &body);
+        moto.send("us-east-1", queue, &body);
     }
-    answered_within(&d, "web-2.fleet.internal", &ips, 3);
+    answered_within(d, "web-2.fleet.internal", &ips, 3);
     assert!(d.dig(&["web-1.fleet.internal"]).contains("NXDOMAIN"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while moto.depth("us-east-1", &queue) > 0 {
-        assert!(Instant::now() < deadline, "messages left in the queue");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    w.wait_drained();
     assert_eq!(
         d.metric(
             "fleetdns_events_total",
@@ -185,6 +201,6 @@ fn duplicate_unknown_foreign_and_malformed_messages_leave_the_zone_right_and_dra
     // the zone holds what it held, but the rename
     assert_eq!(
         short(d.udp, &["api.fleet.internal"]),
-        ip_of(&seeded, "us-east-1", "api")
+        ip_of(seeded, "us-east-1", "api")
     );
 }
