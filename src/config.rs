@@ -1253,8 +1253,7 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
             let ok = parts.len() == 6
                 && parts[0] == "arn"
                 && parts[2] == "iam"
-                && parts[4].len() == 12
-                && parts[4].bytes().all(|b| b.is_ascii_digit())
+                && crate::inventory::ec2_settings::is_account_id(parts[4])
                 && parts[5].starts_with("role/");
             if !ok {
                 return Err(invalid(
@@ -1307,8 +1306,7 @@ fn validate_events(
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let parts: Vec<&str> = path.split('/').collect();
     let path_ok = parts.len() == 2
-        && parts[0].len() == 12
-        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && crate::inventory::ec2_settings::is_account_id(parts[0])
         && !parts[1].is_empty()
         && parts[1].len() <= 80
         && parts[1]

@@ -37,6 +37,11 @@ pub struct EventQueueSettings {
     pub region: Option<String>,
 }
 
+/// Whether `text` is an AWS account id: twelve digits.
+pub fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// One account to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {

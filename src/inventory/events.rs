@@ -186,7 +186,7 @@ fn check_instance_id(id: &str) -> Result<String, String> {
 
 /// Twelve digits.
 fn check_account(account: &str) -> Result<String, String> {
-    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+    if super::ec2_settings::is_account_id(account) {
         Ok(account.to_string())
     } else {
         Err(format!("{:?} is not an account id", shorten(account)))

@@ -101,6 +101,12 @@ impl World {
         }
     }
 
+    /// `fleetdns_events_total` for this kind and result.
+    fn events(&self, kind: &str, result: &str) -> f64 {
+        let (kind, result) = (format!("kind=\"{kind}\""), format!("result=\"{result}\""));
+        self.d.metric("fleetdns_events_total", &[&kind, &result])
+    }
+
     /// Waits until the queue holds no message, visible or in flight.
     fn wait_drained(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -140,20 +146,8 @@ fn a_rename_and_a_stop_are_answered_within_two_seconds_by_targeted_describes() {
     // state events make one batch or two), no full pass (two pages)
     let spent = d.metric("fleetdns_api_calls_total", &[UNIT]) - calls;
     assert!((2.0..=3.0).contains(&spent), "{spent} calls");
-    assert_eq!(
-        d.metric(
-            "fleetdns_events_total",
-            &["kind=\"tag\"", "result=\"applied\""]
-        ),
-        1.0
-    );
-    assert_eq!(
-        d.metric(
-            "fleetdns_events_total",
-            &["kind=\"state\"", "result=\"applied\""]
-        ),
-        2.0
-    );
+    assert_eq!(w.events("tag", "applied"), 1.0);
+    assert_eq!(w.events("state", "applied"), 2.0);
     // the other names are untouched
     assert_eq!(
         short(d.udp, &["api.fleet.internal"]),
@@ -184,20 +178,8 @@ fn duplicate_unknown_foreign_and_malformed_messages_leave_the_zone_right_and_dra
     answered_within(d, "web-2.fleet.internal", &ips, 3);
     assert!(d.dig(&["web-1.fleet.internal"]).contains("NXDOMAIN"));
     w.wait_drained();
-    assert_eq!(
-        d.metric(
-            "fleetdns_events_total",
-            &["kind=\"other\"", "result=\"malformed\""]
-        ),
-        1.0
-    );
-    assert_eq!(
-        d.metric(
-            "fleetdns_events_total",
-            &["kind=\"other\"", "result=\"ignored\""]
-        ),
-        1.0
-    );
+    assert_eq!(w.events("other", "malformed"), 1.0);
+    assert_eq!(w.events("other", "ignored"), 1.0);
     // the zone holds what it held, but the rename
     assert_eq!(
         short(d.udp, &["api.fleet.internal"]),
