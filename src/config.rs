@@ -407,6 +407,10 @@ pub struct Ec2SourceConfig {
 pub struct EventsConfig {
     /// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`.
     pub queue_url: String,
+    /// Seconds between full passes while the queue answers; default 900,
+    /// or `interval_secs` if that is longer.
+    #[serde(default)]
+    pub resync_interval_secs: Option<u64>,
 }
 
 /// `[[source.ec2.accounts]]`.
@@ -1006,9 +1010,12 @@ impl Config {
 
         let source = match self.source {
             Some(SourceConfig::File(f)) => SourceSpec::File(f.path),
-            Some(SourceConfig::Ec2(e)) => SourceSpec::Ec2(validate_ec2(e)?),
+            Some(SourceConfig::Ec2(e)) => SourceSpec::Ec2(validate_ec2(e, self.interval_secs)?),
             // The EC2 API is what fleetdns is for.
-            None => SourceSpec::Ec2(validate_ec2(Ec2SourceConfig::default())?),
+            None => SourceSpec::Ec2(validate_ec2(
+                Ec2SourceConfig::default(),
+                self.interval_secs,
+            )?),
         };
 
         Ok(Settings {
@@ -1197,7 +1204,7 @@ pub fn parse_source_flag(text: &str) -> Result<SourceConfig, ConfigError> {
 }
 
 /// Checks `[source.ec2]` and fills in its defaults.
-fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
+fn validate_ec2(c: Ec2SourceConfig, interval_secs: u64) -> Result<Ec2Settings, ConfigError> {
     for region in &c.regions {
         region_shape(region).map_err(|m| invalid("source.ec2.regions", m))?;
     }
@@ -1271,7 +1278,7 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
     let events = c
         .events
         .as_ref()
-        .map(|e| validate_events(e, &regions))
+        .map(|e| validate_events(e, &regions, interval_secs))
         .transpose()?;
     Ok(Ec2Settings {
         regions,
@@ -1285,13 +1292,37 @@ fn validate_ec2(c: Ec2SourceConfig) -> Result<Ec2Settings, ConfigError> {
     })
 }
 
+/// Full passes while events flow, by default: a safety net for a lost
+/// event or a rule that misses one, at a fifteenth of the API calls of
+/// polling every minute.
+const DEFAULT_RESYNC_SECS: u64 = 900;
+
 /// Checks `[source.ec2.events]`: an http(s) URL whose path is
 /// `/ACCOUNT/NAME`; the region comes from an AWS host
-/// (`sqs.REGION.amazonaws.com`), else from `regions`.
+/// (`sqs.REGION.amazonaws.com`), else from `regions`; a resync interval
+/// no shorter than `interval_secs` (events would then cost more full
+/// passes than polling).
 fn validate_events(
     c: &EventsConfig,
     regions: &[String],
+    interval_secs: u64,
 ) -> Result<crate::inventory::ec2_settings::EventQueueSettings, ConfigError> {
+    let resync_secs = match c.resync_interval_secs {
+        None => DEFAULT_RESYNC_SECS.max(interval_secs),
+        Some(secs) if secs < interval_secs => {
+            return Err(invalid(
+                "source.ec2.events.resync_interval_secs",
+                format!("{secs} is below interval_secs ({interval_secs}): with events, full passes would come more often than without"),
+            ))
+        }
+        Some(secs) if secs > 7 * 86_400 => {
+            return Err(invalid(
+                "source.ec2.events.resync_interval_secs",
+                format!("{secs} is over a week; a lost event would stay wrong that long"),
+            ))
+        }
+        Some(secs) => secs,
+    };
     let option = "source.ec2.events.queue_url";
     let url = c.queue_url.trim();
     let rest = url
@@ -1327,6 +1358,7 @@ fn validate_events(
     Ok(crate::inventory::ec2_settings::EventQueueSettings {
         queue_url: url.to_string(),
         region,
+        resync_interval: Duration::from_secs(resync_secs),
     })
 }
 
@@ -1544,6 +1576,35 @@ mod tests {
             assert!(
                 error.contains("source.ec2.events.queue_url"),
                 "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_resync_interval_defaults_to_900_s_or_the_interval_and_is_never_below_it() {
+        let resync = |top: &str, events: &str| {
+            read_config(
+                &format!("{top}\n[source.ec2]\nregions = [\"us-east-1\"]\n[source.ec2.events]\nqueue_url = \"http://127.0.0.1:1/123456789012/q\"\n{events}"),
+                "t",
+            )
+            .unwrap()
+            .validate(&Overrides::default())
+            .map(|s| match s.source {
+                SourceSpec::Ec2(e) => e.events.map(|q| q.resync_interval.as_secs()),
+                SourceSpec::File(_) => None,
+            })
+        };
+        assert_eq!(resync("", "").unwrap(), Some(900));
+        assert_eq!(resync("interval_secs = 3600", "").unwrap(), Some(3600));
+        assert_eq!(resync("", "resync_interval_secs = 120").unwrap(), Some(120));
+        for (top, events, says) in [
+            ("", "resync_interval_secs = 30", "below interval_secs (60)"),
+            ("", "resync_interval_secs = 1000000", "over a week"),
+        ] {
+            let error = resync(top, events).unwrap_err().to_string();
+            assert!(
+                error.contains("source.ec2.events.resync_interval_secs") && error.contains(says),
+                "{events}: {error}"
             );
         }
     }

@@ -133,15 +133,54 @@ impl ForwardResult {
     }
 }
 
-/// Counters of one source unit's API calls, handed to whoever makes them.
+/// The API counters of one caller (a source unit, or the event queue),
+/// handed to whoever makes the calls; each count is by operation.
 #[derive(Clone, Debug)]
 pub struct ApiCounters {
+    /// The caller's `unit` label.
+    unit: String,
     /// Every HTTP attempt, retries included.
-    pub calls: Counter,
+    calls: Family<Labels, Counter>,
     /// Attempts answered with a throttling error.
-    pub throttles: Counter,
+    throttles: Family<Labels, Counter>,
     /// Attempts that failed for any other reason.
-    pub errors: Counter,
+    errors: Family<Labels, Counter>,
+}
+
+/// How one API attempt ended, as [`ApiCounters::count`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// It succeeded (or answered as expected, like a dry run).
+    Ok,
+    /// The service said to slow down.
+    Throttled,
+    /// Any other failure.
+    Failed,
+}
+
+impl ApiCounters {
+    fn labels(&self, operation: &str) -> Labels {
+        vec![
+            ("unit", self.unit.clone()),
+            ("operation", operation.to_string()),
+        ]
+    }
+
+    /// Counts one attempt of `operation` (the API's name, e.g.
+    /// `DescribeInstances`) and how it ended.
+    pub fn count(&self, operation: &str, outcome: ApiOutcome) {
+        let set = self.labels(operation);
+        self.calls.get_or_create(&set).inc();
+        match outcome {
+            ApiOutcome::Ok => {}
+            ApiOutcome::Throttled => {
+                self.throttles.get_or_create(&set).inc();
+            }
+            ApiOutcome::Failed => {
+                self.errors.get_or_create(&set).inc();
+            }
+        }
+    }
 }
 
 /// The per-unit freshness that metrics and `/readyz` report.
@@ -157,6 +196,50 @@ pub struct RefreshStatus {
     /// Units whose last fetch is held back because it would remove too
     /// much (`max_removed_fraction`), with the reason `/readyz` gives.
     pub held: BTreeMap<String, String>,
+    /// How following EC2 change events goes, when a queue is configured.
+    pub events: Option<EventsStatus>,
+}
+
+/// How a source that follows EC2 change events is doing (issue 16).
+#[derive(Debug, Clone, Default)]
+pub struct EventsStatus {
+    /// Whether the last receive from the queue worked: its units are then
+    /// kept current by events, with a full pass every resync interval;
+    /// otherwise they are polled every `interval_secs`.
+    pub following: bool,
+    /// Why not, when the last receive failed.
+    pub failing: Option<String>,
+    /// When the last receive began after which every message was applied:
+    /// the data is current as of then, whenever it was last fetched whole.
+    pub current_at: Option<SystemTime>,
+    /// The time between full passes in the current mode (set by the
+    /// refresher).
+    pub full_pass_every: Duration,
+}
+
+impl EventsStatus {
+    /// The mode of every unit: `events` or `polling`.
+    pub fn mode(&self) -> &'static str {
+        if self.following {
+            "events"
+        } else {
+            "polling"
+        }
+    }
+
+    /// The mode in one line, as `/readyz` says it.
+    pub fn describe(&self) -> String {
+        let every = self.full_pass_every.as_secs();
+        match (&self.failing, self.following) {
+            (_, true) => format!("mode: events, with a full pass every {every} s"),
+            (Some(why), false) => {
+                format!("mode: polling every {every} s, as receiving events fails: {why}")
+            }
+            (None, false) => {
+                format!("mode: polling every {every} s until the event queue first answers")
+            }
+        }
+    }
 }
 
 impl Default for RefreshStatus {
@@ -166,6 +249,7 @@ impl Default for RefreshStatus {
             last_full_success: None,
             started: SystemTime::now(),
             held: BTreeMap::new(),
+            events: None,
         }
     }
 }
@@ -175,9 +259,16 @@ impl RefreshStatus {
     /// start of the daemon for a unit that never succeeded); `None` without
     /// units.
     pub fn stalest(&self) -> Option<(String, SystemTime)> {
+        // Events keep a unit that has data current as of their last
+        // applied receive, however long ago its last full pass.
+        let events = self.events.as_ref().and_then(|e| e.current_at);
         self.units
             .iter()
-            .map(|(unit, at)| (unit, at.unwrap_or(self.started)))
+            .map(|(unit, at)| match (at, events) {
+                (Some(at), Some(events)) => (unit, (*at).max(events)),
+                (Some(at), None) => (unit, *at),
+                (None, _) => (unit, self.started),
+            })
             .min_by_key(|(_, at)| *at)
             .map(|(unit, at)| (unit.clone(), at))
     }
@@ -224,6 +315,10 @@ pub struct Metrics {
     units_held: Gauge,
     /// EC2 change events from the queue, by kind and result.
     events: Family<Labels, Counter>,
+    /// From an event's arrival in the queue to the swap that applies it.
+    event_to_swap: Histogram,
+    /// Each unit's refresh mode (events or polling), 1 for the current.
+    unit_mode: Family<Labels, Gauge>,
     /// Forwarded queries by result, indexed as [`FORWARD_RESULTS`].
     forwarded: Vec<Counter>,
     /// Upstream failures by upstream address.
@@ -376,19 +471,19 @@ impl Metrics {
         let api_calls = Family::<Labels, Counter>::default();
         registry.register(
             "api_calls",
-            "AWS API calls (every attempt, retries included), by source unit",
+            "AWS API calls (every attempt, retries included), by source unit (or event queue) and operation",
             api_calls.clone(),
         );
         let api_throttles = Family::<Labels, Counter>::default();
         registry.register(
             "api_throttles",
-            "AWS API calls answered with a throttling error, by source unit",
+            "AWS API calls answered with a throttling error, by source unit (or event queue) and operation",
             api_throttles.clone(),
         );
         let api_errors = Family::<Labels, Counter>::default();
         registry.register(
             "api_errors",
-            "AWS API calls that failed other than by throttling, by source unit",
+            "AWS API calls that failed other than by throttling, by source unit (or event queue) and operation",
             api_errors.clone(),
         );
         let state_writes = Family::<Labels, Counter>::default();
@@ -466,6 +561,21 @@ impl Metrics {
             "Messages from the EC2 event queue, by kind (state, tag, other) and result (applied, ignored, malformed)",
             events.clone(),
         );
+        // 50 ms to about 14 minutes: a batch's debounce and describe at
+        // the bottom, a backlog after an outage at the top.
+        let event_to_swap = Histogram::new(exponential_buckets(0.05, 2.0, 15));
+        registry.register_with_unit(
+            "event_to_swap",
+            "Time from an EC2 event's arrival in the queue (its SentTimestamp) to the swap of the zone that applies it, persisted",
+            Unit::Seconds,
+            event_to_swap.clone(),
+        );
+        let unit_mode = Family::<Labels, Gauge>::default();
+        registry.register(
+            "unit_mode",
+            "Each source unit's refresh mode, 1 for the current one: events (EC2 change events keep it current, with a full pass every resync interval) or polling (a full pass every interval)",
+            unit_mode.clone(),
+        );
         let units_held = gauge(
             &mut registry,
             "units_held",
@@ -518,6 +628,8 @@ impl Metrics {
             rrl_limited,
             units_held,
             events,
+            event_to_swap,
+            unit_mode,
             forwarded,
             upstream_errors,
             refreshes,
@@ -611,6 +723,12 @@ impl Metrics {
         self.rrl_limited[usize::from(slipped)].inc();
     }
 
+    /// Observes how long after its arrival in the queue an event's change
+    /// was served.
+    pub fn observe_event_to_swap(&self, took: Duration) {
+        self.event_to_swap.observe(took.as_secs_f64());
+    }
+
     /// Counts one message of the event queue.
     pub fn count_event(&self, kind: &str, result: &str) {
         self.events
@@ -651,15 +769,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The API counters of one source unit (created at zero, so that the
-    /// unit shows in `/metrics` before its first call).
-    pub fn api_counters(&self, unit: &str) -> ApiCounters {
-        let set = labels("unit", unit);
-        ApiCounters {
-            calls: self.api_calls.get_or_create(&set).clone(),
-            throttles: self.api_throttles.get_or_create(&set).clone(),
-            errors: self.api_errors.get_or_create(&set).clone(),
-        }
+    /// The API counters of one caller, `unit`; those of `first` (its
+    /// main operation) are created at zero, so that the unit shows in
+    /// `/metrics` before its first call.
+    pub fn api_counters(&self, unit: &str, first: &str) -> ApiCounters {
+        let counters = ApiCounters {
+            unit: unit.to_string(),
+            calls: self.api_calls.clone(),
+            throttles: self.api_throttles.clone(),
+            errors: self.api_errors.clone(),
+        };
+        let set = counters.labels(first);
+        let _ = self.api_calls.get_or_create(&set);
+        let _ = self.api_throttles.get_or_create(&set);
+        let _ = self.api_errors.get_or_create(&set);
+        counters
     }
 
     /// The OpenMetrics text of every metric, with the gauges that describe
@@ -695,7 +819,13 @@ impl Metrics {
         if let Some(at) = status.last_full_success {
             self.last_success.set(unix(at));
         }
+        let mode = status.events.as_ref().map_or("polling", |e| e.mode());
         for (unit, at) in &status.units {
+            for m in ["events", "polling"] {
+                self.unit_mode
+                    .get_or_create(&vec![("unit", unit.clone()), ("mode", m.to_string())])
+                    .set(i64::from(m == mode));
+            }
             if let Some(at) = at {
                 self.unit_last_success
                     .get_or_create(&labels("unit", unit.clone()))
@@ -897,8 +1027,8 @@ fn route(head: &[u8], health: &Health) -> Vec<u8> {
                 "ready, but the fleet is empty: no running instance was listed (check the regions, the filters and the account)\n",
                 with_body,
             ),
-            Ok(()) => reply(200, "text/plain", "ready\n", with_body),
-            Err(why) => reply(503, "text/plain", &format!("not ready: {why}\n"), with_body),
+            Ok(()) => reply(200, "text/plain", &format!("ready\n{}", mode_line(health)), with_body),
+            Err(why) => reply(503, "text/plain", &format!("not ready: {why}\n{}", mode_line(health)), with_body),
         },
         _ => reply(
             404,
@@ -907,6 +1037,16 @@ fn route(head: &[u8], health: &Health) -> Vec<u8> {
             with_body,
         ),
     }
+}
+
+/// The refresh mode's line of `/readyz` where events are configured;
+/// empty otherwise.
+fn mode_line(health: &Health) -> String {
+    health
+        .status
+        .get()
+        .events
+        .map_or(String::new(), |e| format!("{}\n", e.describe()))
 }
 
 fn reply(status: u16, content_type: &str, body: &str, with_body: bool) -> Vec<u8> {

@@ -105,6 +105,21 @@ pub struct Schedule {
     /// A fetch that would remove more than this fraction of a unit's
     /// running instances is held until the next one agrees (1: never).
     pub max_removed_fraction: f64,
+    /// Time between full passes while EC2 events flow (see
+    /// [`Refresher::with_events`]); unused without them.
+    pub resync_interval: Duration,
+}
+
+impl Schedule {
+    /// The time between full passes: the resync interval while events
+    /// keep the data current, else the interval.
+    fn full_pass_every(&self, following: bool) -> Duration {
+        if following {
+            self.resync_interval.max(self.interval)
+        } else {
+            self.interval
+        }
+    }
 }
 
 /// Removals of fewer instances than this are never held: in a small unit
@@ -164,6 +179,9 @@ pub struct Refresher {
     accept_removals: Arc<AtomicBool>,
     /// Batches of EC2 events, applied in this task between refreshes.
     events: Option<mpsc::Receiver<EventBatch>>,
+    /// Whether the event queue answers (its poller says): full passes
+    /// every resync interval then, else every interval.
+    following: Option<watch::Receiver<bool>>,
 }
 
 /// Instances that EC2 events named (issue 16), for the refresher to
@@ -221,12 +239,28 @@ impl Refresher {
             held: BTreeSet::new(),
             accept_removals: Arc::default(),
             events: None,
+            following: None,
         }
     }
 
-    /// This refresher applying the event batches that come on `events`.
-    pub fn with_events(mut self, events: mpsc::Receiver<EventBatch>) -> Self {
+    /// This refresher applying the event batches that come on `events`,
+    /// with full passes every resync interval while `following` (the
+    /// queue's poller) says the queue answers, and every interval when it
+    /// does not (issue 16).
+    pub fn with_events(
+        mut self,
+        events: mpsc::Receiver<EventBatch>,
+        following: watch::Receiver<bool>,
+    ) -> Self {
         self.events = Some(events);
+        self.following = Some(following);
+        let every = self.schedule.as_ref().map(|s| s.interval);
+        self.status.update(|s| {
+            s.events = Some(crate::metrics::EventsStatus {
+                full_pass_every: every.unwrap_or_default(),
+                ..Default::default()
+            });
+        });
         self
     }
 
@@ -745,6 +779,7 @@ impl Refresher {
         // When every unit last fetched: how old the served data was when
         // fetching works again.
         let mut last_success: Option<Instant> = None;
+        let mut following = self.following.as_ref().is_some_and(|f| *f.borrow());
         loop {
             self.take_new_settings();
             let schedule = self.schedule.clone().unwrap_or(schedule.clone());
@@ -777,13 +812,18 @@ impl Refresher {
                     error.throttled
                 }
             };
-            let delay = next_delay(
-                schedule.interval,
-                schedule.max_backoff,
-                failures,
-                throttled,
-                random(),
-            );
+            let pass_ended = tokio::time::Instant::now();
+            let next = |following: bool| {
+                next_delay(
+                    schedule.full_pass_every(following),
+                    schedule.max_backoff,
+                    failures,
+                    throttled,
+                    random(),
+                )
+            };
+            let delay = next(following);
+            self.show_mode(following, &schedule);
             if failures > 0 {
                 info!(
                     failures,
@@ -792,8 +832,9 @@ impl Refresher {
                     "backing off"
                 );
             }
-            // Until the next refresh is due: event batches as they come.
-            let due = tokio::time::Instant::now() + delay;
+            // Until the next refresh is due: event batches as they come,
+            // and a new due time when the queue stops or starts answering.
+            let mut due = pass_ended + delay;
             loop {
                 let batch = tokio::select! {
                     _ = tokio::time::sleep_until(due) => break,
@@ -802,15 +843,47 @@ impl Refresher {
                         break;
                     }
                     _ = shutdown.wait_for(|stop| *stop) => return,
+                    now_following = mode_change(&mut self.following) => {
+                        if now_following != following {
+                            following = now_following;
+                            due = pass_ended + next(following);
+                            self.show_mode(following, &schedule);
+                            if following {
+                                info!(every_s = schedule.full_pass_every(true).as_secs(), "EC2 events flow: full passes only every resync_interval_secs");
+                            } else {
+                                warn!(every_s = schedule.interval.as_secs(), "EC2 events do not flow: full passes every interval_secs until the queue answers again");
+                            }
+                        }
+                        continue;
+                    }
                     batch = next_batch(&mut self.events) => batch,
                 };
                 match batch {
                     Some(batch) => self.apply_events(batch).await,
                     // The poller is gone: refreshes alone from here on.
-                    None => self.events = None,
+                    None => {
+                        self.events = None;
+                        self.following = None;
+                        if following {
+                            following = false;
+                            due = pass_ended + next(false);
+                            self.show_mode(false, &schedule);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Records the time between full passes of the current mode for
+    /// `/readyz` (only where events are configured).
+    fn show_mode(&self, following: bool, schedule: &Schedule) {
+        let every = schedule.full_pass_every(following);
+        self.status.update(|s| {
+            if let Some(events) = s.events.as_mut() {
+                events.full_pass_every = every;
+            }
+        });
     }
 }
 
@@ -838,6 +911,21 @@ fn merge(
         })
         .map_err(|e| e.to_string())?;
     packer.finish().map_err(|e| e.to_string())
+}
+
+/// Whether the event queue answers, once that changes; never without a
+/// queue, or once its poller is gone.
+async fn mode_change(following: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(receiver) = following else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => *receiver.borrow_and_update(),
+        Err(_) => {
+            *following = None;
+            false
+        }
+    }
 }
 
 /// The next batch of events, or never when there is no channel.
@@ -1006,6 +1094,7 @@ mod tests {
             state_dir,
             max_stale: MIN,
             max_removed_fraction: 0.5,
+            resync_interval: Duration::from_secs(3600),
         })
     }
 
@@ -1391,6 +1480,7 @@ mod tests {
             last_full_success: None,
             started: start,
             held: BTreeMap::new(),
+            events: None,
         };
         assert_eq!(
             status.stalest(),
@@ -1400,5 +1490,18 @@ mod tests {
         never.units.insert("c".to_string(), None);
         assert_eq!(never.stalest(), Some(("c".to_string(), start)));
         assert_eq!(RefreshStatus::default().stalest(), None);
+
+        // Events applied up to a later time keep units with data current
+        // as of then; a unit never fetched stays as old as the start.
+        never.events = Some(crate::metrics::EventsStatus {
+            current_at: Some(start + Duration::from_secs(40)),
+            ..Default::default()
+        });
+        assert_eq!(never.stalest(), Some(("c".to_string(), start)));
+        never.units.remove("c");
+        assert_eq!(
+            never.stalest(),
+            Some(("b".to_string(), start + Duration::from_secs(40)))
+        );
     }
 }

@@ -243,6 +243,13 @@ fn schedule_of(settings: &Settings) -> Schedule {
         state_dir: Some(settings.state_dir.clone()),
         max_stale: settings.max_stale,
         max_removed_fraction: settings.max_removed_fraction,
+        resync_interval: match &settings.source {
+            crate::config::SourceSpec::Ec2(ec2) => ec2
+                .events
+                .as_ref()
+                .map_or(settings.interval, |e| e.resync_interval),
+            crate::config::SourceSpec::File(_) => settings.interval,
+        },
     }
 }
 
@@ -288,8 +295,18 @@ pub async fn run(
     #[cfg(feature = "ec2")]
     if let Some(queue) = source.event_queue() {
         let (batches, events) = tokio::sync::mpsc::channel(4);
-        refresher = refresher.with_events(events);
-        crate::inventory::sqs::spawn_poller(queue, source.units(), batches, stop_rx.clone());
+        let (following, follows) = watch::channel(false);
+        refresher = refresher.with_events(events, follows);
+        crate::inventory::sqs::spawn_poller(
+            queue,
+            source.units(),
+            crate::inventory::sqs::Links {
+                batches,
+                following,
+                status: refresher.status(),
+            },
+            stop_rx.clone(),
+        );
     }
     refresher.restore();
 

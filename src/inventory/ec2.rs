@@ -19,7 +19,8 @@
 //!   bounded number of attempts, and a timeout per attempt and per call; the
 //!   SDK has none by default and would wait on a hung endpoint forever.
 //! - Metrics: an SDK interceptor counts every HTTP attempt (retries
-//!   included, which the paginator cannot see) and its outcome per unit.
+//!   included, which the paginator cannot see) and its outcome per unit
+//!   and operation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,7 @@ use super::{
     collect_addresses, is_throttling_code, ApiProblem, Instance, InterfaceAddresses, Source,
     SourceError, UnitCheck, UnitFetch,
 };
-use crate::metrics::{metrics, ApiCounters};
+use crate::metrics::{metrics, ApiCounters, ApiOutcome};
 
 pub use super::ec2_settings::{Account, Ec2Settings};
 
@@ -122,7 +123,9 @@ impl Ec2Source {
                 let label = format!("ec2:{}:{region}", account.label());
                 let config = aws_sdk_ec2::config::Builder::from(&account_config)
                     .region(Region::new(region.clone()))
-                    .interceptor(CountAttempts(metrics().api_counters(&label)))
+                    .interceptor(CountAttempts(
+                        metrics().api_counters(&label, "DescribeInstances"),
+                    ))
                     .build();
                 units.push(Unit {
                     label,
@@ -295,9 +298,11 @@ impl Source for Ec2Source {
     }
 }
 
-/// Counts every attempt of every call and how it ended.
+/// Counts every attempt of every call, by operation, and how it ended;
+/// serves the EC2 and the SQS clients (the interceptor trait is the
+/// smithy runtime's, shared by both SDKs).
 #[derive(Debug)]
-struct CountAttempts(ApiCounters);
+pub(crate) struct CountAttempts(pub(crate) ApiCounters);
 
 impl Intercept for CountAttempts {
     fn name(&self) -> &'static str {
@@ -308,27 +313,44 @@ impl Intercept for CountAttempts {
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.calls.inc();
-        if let Some(Err(error)) = context.output_or_error() {
-            let code = error
-                .as_operation_error()
-                .and_then(|e| e.downcast_ref::<DescribeInstancesError>())
-                .and_then(|e| e.code());
-            match code {
-                Some(code) if is_throttling_code(code) => {
-                    self.0.throttles.inc();
-                }
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("unknown", |m| m.name());
+        let outcome = match context.output_or_error() {
+            Some(Err(error)) => match error.as_operation_error().and_then(error_code) {
+                Some(code) if is_throttling_code(code) => ApiOutcome::Throttled,
                 // The dry run of `check` answers success as an error.
-                Some("DryRunOperation") => {}
-                _ => {
-                    self.0.errors.inc();
-                }
-            }
-        }
+                Some("DryRunOperation") => ApiOutcome::Ok,
+                _ => ApiOutcome::Failed,
+            },
+            _ => ApiOutcome::Ok,
+        };
+        self.0.count(operation, outcome);
         Ok(())
     }
+}
+
+/// The service's error code of a failed call of any operation fleetdns
+/// makes (the interceptor sees the error with its type erased).
+fn error_code(
+    error: &aws_smithy_runtime_api::client::interceptors::context::Error,
+) -> Option<&str> {
+    use aws_sdk_sqs::operation::{
+        delete_message_batch::DeleteMessageBatchError,
+        get_queue_attributes::GetQueueAttributesError, receive_message::ReceiveMessageError,
+    };
+    if let Some(e) = error.downcast_ref::<DescribeInstancesError>() {
+        return e.code();
+    }
+    if let Some(e) = error.downcast_ref::<ReceiveMessageError>() {
+        return e.code();
+    }
+    if let Some(e) = error.downcast_ref::<DeleteMessageBatchError>() {
+        return e.code();
+    }
+    error.downcast_ref::<GetQueueAttributesError>()?.code()
 }
 
 /// Every running instance of one unit, all pages, packed page by page in

@@ -35,6 +35,8 @@ pub struct EventQueueSettings {
     /// The queue's region: from an AWS URL's host, else (an endpoint of
     /// one's own) the first region listed.
     pub region: Option<String>,
+    /// Time between full passes while the queue answers.
+    pub resync_interval: Duration,
 }
 
 /// Whether `text` is an AWS account id: twelve digits.

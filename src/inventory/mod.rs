@@ -261,7 +261,11 @@ impl SourceError {
 pub fn is_throttling_code(code: &str) -> bool {
     matches!(
         code,
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException"
+        "RequestLimitExceeded"
+            | "Throttling"
+            | "ThrottlingException"
+            | "TooManyRequestsException"
+            | "RequestThrottled"
     )
 }
 

@@ -7,15 +7,18 @@
 //! limit); its attempt timeout is the long poll's 20 s plus
 //! `call_timeout_secs`, so a poll that waits is never cut off as hung.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use aws_sdk_sqs::Client;
 
-use super::ec2::api_error;
+use super::ec2::{api_error, CountAttempts};
 use super::ec2_settings::{Ec2Settings, EventQueueSettings};
-use super::SourceError;
+use super::{ApiProblem, SourceError};
+use crate::metrics::{metrics, EventsStatus, StatusHandle};
 
 /// How long one ReceiveMessage waits for a message (SQS's most).
 pub const LONG_POLL_SECS: i32 = 20;
@@ -25,6 +28,45 @@ pub const LONG_POLL_SECS: i32 = 20;
 pub struct EventQueue {
     client: Client,
     url: String,
+    /// The region its client asks.
+    region: String,
+}
+
+/// A failed call to the queue, in one line with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(String);
+
+impl EventQueue {
+    /// `error` of a call to this queue, with the queue's own hints where
+    /// the EC2 source's would mislead (which permissions, which region).
+    fn error<E>(
+        &self,
+        error: aws_sdk_sqs::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> QueueError
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        // A 403 whose body gives no code is a refusal all the same (moto
+        // 5.0.28 answers SQS's JSON protocol with an XML AccessDenied).
+        let denied = matches!(&error, aws_sdk_sqs::error::SdkError::ServiceError(e)
+            if e.raw().status().as_u16() == 403 && e.err().code().is_none());
+        let error = api_error(error, &self.url, false);
+        QueueError(match &error {
+            _ if denied => "permission missing: HTTP 403 without an error code; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on this queue to this identity (deploy/iam-policy.json)".to_string(),
+            SourceError::Api {
+                problem: ApiProblem::PermissionMissing,
+                cause,
+                ..
+            } => format!("permission missing: {cause}; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on this queue to this identity (deploy/iam-policy.json)"),
+            SourceError::Api { code, cause, .. }
+                if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") =>
+            {
+                format!("no such queue in {}: {cause}; check queue_url (the region is its host's, or with endpoint_url the first of regions), or create the queue (deploy/events/)", self.region)
+            }
+            other => other.to_string(),
+        })
+    }
 }
 
 /// One message taken from the queue.
@@ -34,6 +76,8 @@ pub struct Message {
     pub body: String,
     /// What deletes it.
     pub receipt_handle: String,
+    /// When it arrived in the queue (SQS's `SentTimestamp`).
+    pub sent: Option<SystemTime>,
 }
 
 impl EventQueue {
@@ -50,8 +94,17 @@ impl EventQueue {
         if let Some(region) = &queue.region {
             config = config.region(aws_config::Region::new(region.clone()));
         }
+        // Counted beside the units' calls, under the queue's name.
+        let name = queue.queue_url.rsplit('/').next().unwrap_or_default();
+        config = config.interceptor(CountAttempts(
+            metrics().api_counters(&format!("events:{name}"), "ReceiveMessage"),
+        ));
+        let config = config.build();
         EventQueue {
-            client: Client::from_conf(config.build()),
+            region: config
+                .region()
+                .map_or_else(|| "no region".to_string(), ToString::to_string),
+            client: Client::from_conf(config),
             url: queue.queue_url.clone(),
         }
     }
@@ -61,24 +114,58 @@ impl EventQueue {
         &self.url
     }
 
+    /// The queue's visibility timeout and how many messages wait in it:
+    /// a check at start that the queue exists and may be read, with what
+    /// is worth a log line.
+    pub async fn check(&self) -> Result<(Option<u64>, Option<u64>), QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let number = |name: QueueAttributeName| {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+        };
+        Ok((
+            number(QueueAttributeName::VisibilityTimeout),
+            number(QueueAttributeName::ApproximateNumberOfMessages),
+        ))
+    }
+
     /// Up to 10 messages, waiting up to `wait_secs` for the first.
-    pub async fn receive(&self, wait_secs: i32) -> Result<Vec<Message>, SourceError> {
+    pub async fn receive(&self, wait_secs: i32) -> Result<Vec<Message>, QueueError> {
+        #[allow(deprecated)] // AttributeNames: see below
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(10)
             .wait_time_seconds(wait_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            // The older name of the same request, which moto 5.0.28 reads.
+            .attribute_names(QueueAttributeName::from("SentTimestamp"))
             .send()
             .await
-            .map_err(|e| api_error(e, &self.url, false))?;
+            .map_err(|e| self.error(e))?;
         Ok(out
             .messages()
             .iter()
             .filter_map(|m| {
+                let sent = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
                 Some(Message {
                     body: m.body()?.to_string(),
                     receipt_handle: m.receipt_handle()?.to_string(),
+                    sent,
                 })
             })
             .collect())
@@ -87,7 +174,7 @@ impl EventQueue {
     /// Deletes the messages with these receipt handles, 10 to a call;
     /// how many could not be deleted (they come back later, and are
     /// harmless: an event is only a hint).
-    pub async fn delete(&self, handles: &[String]) -> Result<usize, SourceError> {
+    pub async fn delete(&self, handles: &[String]) -> Result<usize, QueueError> {
         let mut failed = 0;
         for chunk in handles.chunks(10) {
             let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
@@ -108,7 +195,7 @@ impl EventQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| api_error(e, &self.url, false))?;
+                .map_err(|e| self.error(e))?;
             failed += out.failed().len();
         }
         Ok(failed)
@@ -120,38 +207,68 @@ impl EventQueue {
 /// each batch costs a describe and a zone build.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Polls `queue` until `shutdown`, and hands the refresher (`batches`)
-/// the instances its events name, grouped by unit (of `units`). A message
-/// is deleted once its changes are served and persisted, or at once when
-/// it is no event of ours; when the describe fails it stays, and SQS
-/// delivers it again after its visibility timeout.
+/// What the poller tells the rest of the daemon.
+pub struct Links {
+    /// The refresher, which applies the batches.
+    pub batches: tokio::sync::mpsc::Sender<crate::refresh::EventBatch>,
+    /// Whether the queue answers: the refresher schedules full passes by it.
+    pub following: tokio::sync::watch::Sender<bool>,
+    /// The refresher's status, for `/readyz` and the metrics.
+    pub status: StatusHandle,
+}
+
+/// Polls `queue` until `shutdown`, and hands the refresher the instances
+/// its events name, grouped by unit (of `units`). A message is deleted
+/// once its changes are served and persisted, or at once when it is no
+/// event of ours; when the describe fails it stays, and SQS delivers it
+/// again after its visibility timeout. Says through `links` whether the
+/// queue answers, and since when the data is current.
 pub fn spawn_poller(
     queue: EventQueue,
     units: Vec<String>,
-    batches: tokio::sync::mpsc::Sender<crate::refresh::EventBatch>,
+    links: Links,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        tracing::info!(queue = %queue.url(), "following EC2 change events");
+        match queue.check().await {
+            Ok((visibility, waiting)) => {
+                tracing::info!(queue = %queue.url(), visibility_timeout_s = visibility, messages_waiting = waiting, "following EC2 change events");
+                // The queue answers: no need to wait for the first long
+                // poll to end before full passes slow down.
+                set_following(&links, None);
+            }
+            Err(error) => {
+                // Receiving tells again (and retries); this says it at once.
+                tracing::warn!(queue = %queue.url(), %error, "the EC2 event queue cannot be read; polling every interval_secs until it can");
+                set_following(&links, Some(error.to_string()));
+            }
+        }
         let mut failures = 0u32;
         loop {
             let received = tokio::select! {
                 r = queue.receive(LONG_POLL_SECS) => r,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
+            // A long poll that ends empty saw every message sent while it
+            // waited: the data is current as of its end (and as of then,
+            // once the messages it brought are applied).
+            let received_at = SystemTime::now();
             let mut messages = match received {
                 Ok(m) => {
                     if failures > 0 {
                         tracing::info!(queue = %queue.url(), "the event queue answers again");
                         failures = 0;
                     }
+                    set_following(&links, None);
                     m
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
+                    // 2, 4, 8, ... 60 s: the SDK has retried already.
                     let wait =
-                        Duration::from_secs(5u64 << failures.min(4)).min(Duration::from_secs(60));
-                    tracing::warn!(queue = %queue.url(), %error, retry_in_s = wait.as_secs(), "receiving EC2 events failed; refreshes go on as scheduled");
+                        Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
+                    tracing::warn!(queue = %queue.url(), %error, retry_in_s = wait.as_secs(), "receiving EC2 events failed; polling every interval_secs until it works");
+                    set_following(&links, Some(error.to_string()));
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
                         _ = shutdown.wait_for(|stop| *stop) => return,
@@ -159,26 +276,37 @@ pub fn spawn_poller(
                 }
             };
             if messages.is_empty() {
+                set_current(&links, received_at);
                 continue;
             }
             tokio::time::sleep(DEBOUNCE).await;
             if let Ok(more) = queue.receive(0).await {
                 messages.extend(more);
             }
-            let (by_unit, now, later) = sort_messages(&messages, &units);
-            let mut delete = now;
-            if !by_unit.is_empty() {
+            let sorted = sort_messages(&messages, &units);
+            let mut delete = sorted.now;
+            let mut applied_all = true;
+            if !sorted.by_unit.is_empty() {
                 let (done, applied) = tokio::sync::oneshot::channel();
                 let batch = crate::refresh::EventBatch {
-                    units: by_unit,
+                    units: sorted.by_unit,
                     done,
                 };
-                if batches.send(batch).await.is_err() {
+                if links.batches.send(batch).await.is_err() {
                     return; // the refresher is gone: shutting down
                 }
-                if applied.await.unwrap_or(false) {
-                    delete.extend(later);
+                applied_all = applied.await.unwrap_or(false);
+                if applied_all {
+                    let served = SystemTime::now();
+                    for sent in sorted.sent {
+                        metrics()
+                            .observe_event_to_swap(served.duration_since(sent).unwrap_or_default());
+                    }
+                    delete.extend(sorted.later);
                 }
+            }
+            if applied_all {
+                set_current(&links, received_at);
             }
             match queue.delete(&delete).await {
                 Ok(0) => {}
@@ -194,27 +322,61 @@ pub fn spawn_poller(
     })
 }
 
+/// Says whether the queue answers (`failing` is why not), to the
+/// refresher and in the status.
+fn set_following(links: &Links, failing: Option<String>) {
+    let following = failing.is_none();
+    links.following.send_if_modified(|f| {
+        let changed = *f != following;
+        *f = following;
+        changed
+    });
+    links.status.update(|s| {
+        let events = s.events.get_or_insert_with(EventsStatus::default);
+        events.following = following;
+        events.failing = failing;
+    });
+}
+
+/// Records that every event received until `at` is applied.
+fn set_current(links: &Links, at: SystemTime) {
+    links.status.update(|s| {
+        s.events
+            .get_or_insert_with(EventsStatus::default)
+            .current_at = Some(at);
+    });
+}
+
+/// A batch of messages, sorted (see [`sort_messages`]).
+#[derive(Debug, Default)]
+struct Sorted {
+    /// Per unit, the instance ids the events name.
+    by_unit: Vec<(String, Vec<String>)>,
+    /// Receipt handles to delete at once: no event of ours, or for a unit
+    /// not served.
+    now: Vec<String>,
+    /// Receipt handles to delete once the units are updated.
+    later: Vec<String>,
+    /// When each of `later` arrived in the queue.
+    sent: Vec<SystemTime>,
+}
+
 /// Sorts a batch of messages: per unit, the instance ids their events
-/// name; the receipt handles to delete at once (no event of ours, or for
-/// a unit not served); and those to delete once the units are updated.
-/// Counts each message in `fleetdns_events_total`.
-#[allow(clippy::type_complexity)]
-fn sort_messages(
-    messages: &[Message],
-    units: &[String],
-) -> (Vec<(String, Vec<String>)>, Vec<String>, Vec<String>) {
+/// name; the receipt handles to delete at once and those to delete once
+/// the units are updated. Counts each message in `fleetdns_events_total`.
+fn sort_messages(messages: &[Message], units: &[String]) -> Sorted {
     use super::events::{parse, Parsed};
-    use crate::metrics::metrics;
     let mut by_unit: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         std::collections::BTreeMap::new();
-    let (mut now, mut later) = (Vec::new(), Vec::new());
+    let mut sorted = Sorted::default();
     for message in messages {
         match parse(&message.body) {
             Parsed::Event(event) => match route(&event, units) {
                 Some(unit) => {
                     metrics().count_event(event.kind.label(), "applied");
                     by_unit.entry(unit).or_default().insert(event.instance_id);
-                    later.push(message.receipt_handle.clone());
+                    sorted.later.push(message.receipt_handle.clone());
+                    sorted.sent.extend(message.sent);
                 }
                 None => {
                     metrics().count_event(event.kind.label(), "ignored");
@@ -222,26 +384,26 @@ fn sort_messages(
                         ?event,
                         "an event for an account or region not listed; deleted"
                     );
-                    now.push(message.receipt_handle.clone());
+                    sorted.now.push(message.receipt_handle.clone());
                 }
             },
             Parsed::Other => {
                 metrics().count_event("other", "ignored");
-                now.push(message.receipt_handle.clone());
+                sorted.now.push(message.receipt_handle.clone());
             }
             Parsed::Malformed(why) => {
                 metrics().count_event("other", "malformed");
                 // debug: whoever may send to the queue could fill the log
                 tracing::debug!(%why, "a message in the event queue is no EC2 event; deleted");
-                now.push(message.receipt_handle.clone());
+                sorted.now.push(message.receipt_handle.clone());
             }
         }
     }
-    let by_unit = by_unit
+    sorted.by_unit = by_unit
         .into_iter()
         .map(|(unit, ids)| (unit, ids.into_iter().collect()))
         .collect();
-    (by_unit, now, later)
+    sorted
 }
 
 /// The unit an event belongs to: `ec2:<account>:<region>` when that

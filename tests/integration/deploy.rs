@@ -1,12 +1,14 @@
 //! What ships in `deploy/`: the systemd units (verified and scored by
 //! systemd-analyze, and the daemon's system calls checked against the
 //! unit's filter with strace), the resolver wiring (each file tried with
-//! glibc in a network namespace made here), and cloud-init's config.
+//! glibc in a network namespace made here), cloud-init's config, and the
+//! events template (cfn-lint, and its rules' patterns run in moto).
 //! Parts that need root, namespaces or a tool that is missing print
 //! `SKIPPED` with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -707,10 +709,185 @@ fn the_iam_policy_allows_only_what_fleetdns_calls() {
         BTreeSet::from([
             "ec2:DescribeInstances".to_string(),
             "sqs:DeleteMessage".to_string(),
+            "sqs:GetQueueAttributes".to_string(),
             "sqs:ReceiveMessage".to_string(),
             "sts:AssumeRole".to_string()
         ])
     );
+}
+
+/// `deploy/events/fleetdns-events.yaml`.
+fn events_template() -> PathBuf {
+    deploy("events/fleetdns-events.yaml")
+}
+
+#[test]
+fn the_events_template_passes_cfn_lint() {
+    // cfn-lint (pinned in tests/moto/requirements.txt) exits 0 only when it
+    // finds neither errors nor warnings
+    let out = Command::new(venv().join("bin/cfn-lint"))
+        .arg(events_template())
+        .output()
+        .expect("run cfn-lint from the test venv");
+    assert!(out.status.success(), "cfn-lint:\n{}", text(&out));
+}
+
+/// An event as EventBridge writes it: from `source`, in `region`, about
+/// the EC2 resource `resource` (`instance/i-...`, `volume/vol-...`).
+fn aws_event(
+    source: &str,
+    detail_type: &str,
+    region: &str,
+    resource: &str,
+    detail: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0",
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-12-04T12:00:00Z",
+        "region": region,
+        "resources": [format!("arn:aws:ec2:{region}:123456789012:{resource}")],
+        "detail": detail,
+    })
+}
+
+/// "EC2 Instance State-change Notification" for instance `id`.
+fn state_change(region: &str, id: &str) -> serde_json::Value {
+    aws_event(
+        "aws.ec2",
+        "EC2 Instance State-change Notification",
+        region,
+        &format!("instance/{id}"),
+        serde_json::json!({"instance-id": id, "state": "stopping"}),
+    )
+}
+
+/// "Tag Change on Resource" for `resource` (`instance/i-...`,
+/// `volume/vol-...`), its Name tag set to the resource itself.
+fn tag_change(region: &str, resource: &str) -> serde_json::Value {
+    let resource_type = resource.split('/').next().unwrap_or_default();
+    aws_event(
+        "aws.tag",
+        "Tag Change on Resource",
+        region,
+        resource,
+        serde_json::json!({
+            "changed-tag-keys": ["Name"],
+            "service": "ec2",
+            "resource-type": resource_type,
+            "version": 3,
+            "tags": {"Name": resource}
+        }),
+    )
+}
+
+#[test]
+fn the_events_rules_deliver_instance_state_and_tag_changes_and_nothing_else() {
+    use fleetdns::inventory::events::{parse, Kind, Parsed};
+
+    // tests/moto/events_rules.py makes, in moto, the queue and the
+    // template's two rules with its own event patterns: in us-east-1
+    // sending to the queue (Mode queue), in eu-west-1 forwarding to
+    // us-east-1's default bus (Mode forward). Then it puts each event on
+    // the default bus of its region and says what the queue got.
+    let ours = [
+        (Kind::State, "us-east-1", "i-0aaaaaaaaaaaaaaa1"),
+        (Kind::Tag, "us-east-1", "i-0aaaaaaaaaaaaaaa2"),
+        (Kind::State, "eu-west-1", "i-0aaaaaaaaaaaaaaa3"),
+        (Kind::Tag, "eu-west-1", "i-0aaaaaaaaaaaaaaa4"),
+    ];
+    let event = |kind: Kind, region: &str, id: &str| match kind {
+        Kind::State => state_change(region, id),
+        Kind::Tag => tag_change(region, &format!("instance/{id}")),
+    };
+    // EC2's other events, and tag changes of other resources
+    let volume_created = |region: &str, id: &str| {
+        aws_event(
+            "aws.ec2",
+            "EBS Volume Notification",
+            region,
+            &format!("volume/{id}"),
+            serde_json::json!({"event": "createVolume", "result": "available", "volume": id}),
+        )
+    };
+    let foreign = [
+        volume_created("us-east-1", "vol-01234567890abcdef"),
+        volume_created("eu-west-1", "vol-0fedcba9876543210"),
+        tag_change("us-east-1", "volume/vol-01234567890abcdef"),
+        tag_change("eu-west-1", "volume/vol-0fedcba9876543210"),
+        aws_event(
+            "aws.ec2",
+            "EC2 Spot Instance Interruption Warning",
+            "us-east-1",
+            "instance/i-0aaaaaaaaaaaaaaa5",
+            serde_json::json!({"instance-id": "i-0aaaaaaaaaaaaaaa5", "instance-action": "stop"}),
+        ),
+    ];
+    let events: Vec<serde_json::Value> = ours
+        .iter()
+        .map(|&(kind, region, id)| event(kind, region, id))
+        .chain(foreign)
+        .collect();
+
+    let moto = Moto::start();
+    let mut child = Command::new(venv().join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/events_rules.py"))
+        .args(["--endpoint", &moto.endpoint, "deliver"])
+        .arg(events_template())
+        .args(["us-east-1", "eu-west-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run events_rules.py");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::Value::Array(events).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "events_rules.py: {}", text(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["rules"], serde_json::json!(["StateRule", "TagRule"]));
+    let received = result["received"].as_array().unwrap();
+
+    // each of ours arrived once, and nothing else did (told apart by
+    // `detail`, which moto keeps whole across the forward)
+    let mut left: Vec<&serde_json::Value> = received.iter().collect();
+    for &(kind, region, id) in &ours {
+        let want = event(kind, region, id);
+        let at = left
+            .iter()
+            .position(|body| body["detail"] == want["detail"])
+            .unwrap_or_else(|| panic!("not delivered: {want}\nthe queue got: {received:?}"));
+        left.remove(at);
+    }
+    assert!(left.is_empty(), "delivered, but not ours: {left:?}");
+
+    // and each body from the home region is an event fleetdns reads, for
+    // the right instance. (moto forwards an event between buses as a new
+    // one: its region becomes the home region and its resources are lost,
+    // so a forwarded tag change would read as malformed here; AWS delivers
+    // the event as it was, region and resources included.)
+    for &(kind, region, id) in ours.iter().filter(|o| o.1 == "us-east-1") {
+        let want = event(kind, region, id);
+        let body = received
+            .iter()
+            .find(|body| body["detail"] == want["detail"])
+            .unwrap();
+        match parse(&body.to_string()) {
+            Parsed::Event(e) => {
+                assert_eq!(e.kind, kind, "{body}");
+                assert_eq!(e.instance_id, id, "{body}");
+                assert_eq!(e.region.as_deref(), Some(region), "{body}");
+            }
+            other => panic!("{other:?} for {body}"),
+        }
+    }
 }
 
 /// The alerting rules in `deploy/prometheus/` load in the real promtool,

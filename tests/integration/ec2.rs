@@ -401,8 +401,8 @@ fn a_second_account_is_read_through_an_assumed_role() {
 fn the_endpoint_can_come_from_aws_endpoint_url_ec2() {
     let moto = Moto::start();
     let seeded = moto.seed(&basic_fleet());
-    let d = Daemon::start_with_env(
-        &["serve", "--listen", "127.0.0.1:0", "--source", "ec2"],
+    let d = Daemon::start_env(
+        &["--source", "ec2"],
         &[
             ("AWS_ENDPOINT_URL_EC2", moto.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
@@ -429,7 +429,7 @@ fn closed_endpoint() -> String {
 }
 
 /// `parent/name`, made.
-fn subdir(parent: &std::path::Path, name: &str) -> std::path::PathBuf {
+pub(crate) fn subdir(parent: &std::path::Path, name: &str) -> std::path::PathBuf {
     let dir = parent.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -46,9 +46,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `fleetdns serve` with `args` plus `--listen 127.0.0.1:0`.
     pub fn start(args: &[&str]) -> Daemon {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
-        Self::start_raw(&full)
+        Self::start_with_env(&full, env)
     }
 
     /// Starts the binary with exactly `args` and waits for both listeners.

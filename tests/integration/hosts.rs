@@ -524,14 +524,8 @@ fn from_state_works_with_the_api_unreachable() {
         let moto = Moto::start();
         let seeded = moto.seed(&basic_fleet());
         let config = write_config(dir.path(), &moto.endpoint, "regions = [\"us-east-1\"]", "");
-        let d = Daemon::start_with_env(
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                config.to_str().unwrap(),
-            ],
+        let d = Daemon::start_env(
+            &["--config", config.to_str().unwrap()],
             &[("STATE_DIRECTORY", state.path().to_str().unwrap())],
         );
         wait_for_state(state.path());

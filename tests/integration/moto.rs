@@ -130,6 +130,48 @@ impl Moto {
             .unwrap()
     }
 
+    /// Deletes the queue at `url`.
+    pub fn delete_queue(&self, region: &str, url: &str) {
+        self.fleet(&["delete-queue", region, url], None);
+    }
+
+    /// Launches a running instance named `name` in `region`'s default
+    /// VPC: its id and private address.
+    pub fn launch(&self, region: &str, name: &str) -> (String, String) {
+        let out: Value =
+            serde_json::from_str(&self.fleet(&["launch", region, name], None)).unwrap();
+        (
+            out["id"].as_str().unwrap().to_string(),
+            out["ip"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates the EventBridge rule that sends EC2 state changes in
+    /// `region` to the queue at `url` (as deploy/events/ does).
+    pub fn state_rule(&self, region: &str, url: &str) {
+        self.fleet(&["state-rule", region, url], None);
+    }
+
+    /// Puts one event (as EventBridge delivers it; its source, detail-type,
+    /// detail and resources are used) on `region`'s default event bus.
+    pub fn put_event(&self, region: &str, event: &str) {
+        self.fleet(&["put-event", region], Some(event));
+    }
+
+    /// Creates an IAM user allowed `actions` only (on any resource), and
+    /// returns its access key id and secret; see [`Moto::user_without_policy`].
+    pub fn user_allowed(&self, name: &str, actions: &[&str]) -> (String, String) {
+        let mut args = vec!["iam-user", name];
+        for action in actions {
+            args.extend(["--allow", action]);
+        }
+        let keys: Value = serde_json::from_str(&self.fleet(&args, None)).unwrap();
+        (
+            keys["id"].as_str().unwrap().to_string(),
+            keys["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Changes an instance's state (running, stopped, terminated).
     pub fn set_state(&self, region: &str, id: &str, state: &str) {
         self.fleet(&["state", region, id, state], None);
@@ -144,11 +186,7 @@ impl Moto {
     /// and secret: once [`Moto::reject_credentials`] turns authorization
     /// on, its calls fail for want of permission, not of credentials.
     pub fn user_without_policy(&self, name: &str) -> (String, String) {
-        let keys: Value = serde_json::from_str(&self.fleet(&["iam-user", name], None)).unwrap();
-        (
-            keys["id"].as_str().unwrap().to_string(),
-            keys["secret"].as_str().unwrap().to_string(),
-        )
+        self.user_allowed(name, &[])
     }
 
     /// Makes every further call fail with AuthFailure (moto's own switch).
@@ -196,7 +234,8 @@ impl FaultProxy {
         }
     }
 
-    /// Sets the fault for `region` (or `*`): ok, throttle, error500, drop, delay.
+    /// Sets the fault for `region` (or `*`, or `SERVICE/REGION`, or
+    /// `SERVICE/*`): ok, throttle, error500, drop, delay.
     pub fn set(&self, region: &str, mode: &str) {
         let body = serde_json::json!({"region": region, "mode": mode, "seconds": 30}).to_string();
         let (status, _) = http(&self.endpoint, "POST", "/__fault", &body).unwrap();

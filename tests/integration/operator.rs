@@ -98,10 +98,7 @@ fn fleetdns_config_names_the_config_file_and_the_flag_wins() {
         "one line, the OS error once"
     );
     // the daemon says at start which file it read, and from where
-    let d = Daemon::start_with_env(
-        &["serve", "--listen", "127.0.0.1:0", "--source", &src],
-        &env,
-    );
+    let d = Daemon::start_env(&["--source", &src], &env);
     let log = d.log();
     assert!(
         log.contains(&format!("config={} (FLEETDNS_CONFIG)", corp.display())),
@@ -211,10 +208,7 @@ fn under_journald_every_line_carries_its_priority_and_no_time() {
     );
     // the same variable, but stderr is not that stream: plain lines
     let src = demo_source();
-    let d = Daemon::start_with_env(
-        &["serve", "--listen", "127.0.0.1:0", "--source", &src],
-        &[("JOURNAL_STREAM", "1:1")],
-    );
+    let d = Daemon::start_env(&["--source", &src], &[("JOURNAL_STREAM", "1:1")]);
     assert!(!d.log().starts_with('<'), "{}", d.log());
 }
 

@@ -94,14 +94,8 @@ fn corrupt_state_is_ignored_with_a_log_line_and_rewritten() {
     )
     .unwrap();
     let fleet = example_fleet();
-    let d = Daemon::start_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            &file_source(&fleet),
-        ],
+    let d = Daemon::start_env(
+        &["--source", &file_source(&fleet)],
         &[("STATE_DIRECTORY", state.path().to_str().unwrap())],
     );
     assert!(
@@ -130,11 +124,8 @@ fn an_unwritable_state_dir_is_logged_and_serving_goes_on() {
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "not a directory").unwrap();
     let state = blocker.join("state");
-    let d = Daemon::start_with_env(
+    let d = Daemon::start_env(
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
             "--source",
@@ -174,10 +165,7 @@ fn restart_with_the_api_down_serves_the_persisted_names_within_a_second() {
     let env = [("STATE_DIRECTORY", state.path().to_str().unwrap())];
     let web1 = ip_of(&seeded, "us-east-1", "web-1");
     {
-        let d = Daemon::start_with_env(
-            &["serve", "--listen", "127.0.0.1:0", "--config", &config],
-            &env,
-        );
+        let d = Daemon::start_env(&["--config", &config], &env);
         assert_eq!(short(d.udp, &["web-1.fleet.internal"]), web1);
         // persisted right after the swap
         wait_for_state(state.path());

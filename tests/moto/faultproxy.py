@@ -3,14 +3,18 @@
 
 moto has no switch for throttling or server errors on DescribeInstances, so
 the tests put this proxy between fleetdns and moto. It forwards every request
-unchanged, except requests for a region that has a fault set:
+unchanged, except requests for a region (or a service in a region) that has a
+fault set:
 
-    POST /__fault  {"region": "eu-west-1" | "*", "mode": "ok" | "throttle" |
-                    "error500" | "drop" | "delay", "seconds": 5}
-    GET  /__stats  -> {"REGION": number of requests seen}
+    POST /__fault  {"region": "eu-west-1" | "*" | "sqs/us-east-1" | "sqs/*",
+                    "mode": "ok" | "throttle" | "error500" | "drop" | "delay",
+                    "seconds": 5}
+    GET  /__stats  -> {"REGION": requests seen, "SERVICE/REGION": requests seen}
 
-The region is read from the SigV4 credential scope in the Authorization
-header (Credential=KEY/DATE/REGION/SERVICE/aws4_request). Usage:
+A request takes the fault of its service and region, else of its service in
+any region, else of its region, else of "*". The region and the service are
+read from the SigV4 credential scope in the Authorization header
+(Credential=KEY/DATE/REGION/SERVICE/aws4_request). Usage:
 
     faultproxy.py LISTEN_PORT UPSTREAM_URL     (prints "ready PORT" when up)
 """
@@ -26,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 FAULTS = {}
 STATS = {}
 LOCK = threading.Lock()
-SCOPE = re.compile(r"Credential=[^/]+/\d+/([^/]+)/")
+SCOPE = re.compile(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/")
 
 THROTTLE = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
@@ -72,10 +76,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body):
         match = SCOPE.search(self.headers.get("Authorization", ""))
-        region = match.group(1) if match else "-"
+        region, service = (match.group(1), match.group(2)) if match else ("-", "-")
         with LOCK:
             STATS[region] = STATS.get(region, 0) + 1
-            fault = FAULTS.get(region) or FAULTS.get("*") or {"mode": "ok"}
+            key = f"{service}/{region}"
+            STATS[key] = STATS.get(key, 0) + 1
+            fault = (
+                FAULTS.get(key)
+                or FAULTS.get(f"{service}/*")
+                or FAULTS.get(region)
+                or FAULTS.get("*")
+                or {"mode": "ok"}
+            )
         mode = fault.get("mode", "ok")
         if mode == "throttle":
             return self._send(503, THROTTLE)

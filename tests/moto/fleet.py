@@ -9,6 +9,11 @@ Driven by the Rust tests (tests/integration/ec2.rs) over the command line:
     fleet.py --endpoint URL queue REGION NAME            # creates an SQS queue, prints its URL
     fleet.py --endpoint URL send REGION QUEUE_URL < body   # sends one message
     fleet.py --endpoint URL depth REGION QUEUE_URL       # messages visible + in flight
+    fleet.py --endpoint URL delete-queue REGION QUEUE_URL
+    fleet.py --endpoint URL launch REGION NAME           # prints {"id": ..., "ip": ...}
+    fleet.py --endpoint URL state-rule REGION QUEUE_URL  # EventBridge: state changes -> queue
+    fleet.py --endpoint URL put-event REGION < event.json  # events.put_events of one event
+    fleet.py --endpoint URL iam-user NAME [--allow ACTION ...]  # keys as JSON
 
 A spec is {"REGION": {"vpcs": [{"cidr": "10.1.0.0/16", "groups": ["web"],
 "instances": [{"name": "web-1", "groups": ["web"], "state": "running",
@@ -110,26 +115,23 @@ def main():
     p.add_argument("--role-arn", help="act in the account of this role")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("seed")
-    t = sub.add_parser("tag")
-    t.add_argument("region")
-    t.add_argument("id")
-    t.add_argument("key")
-    t.add_argument("value")
-    u = sub.add_parser("iam-user", help="a user with no policy; prints its keys as JSON")
+    for name, positional in [
+        ("tag", ["region", "id", "key", "value"]),
+        ("state", ["region", "id", "state"]),
+        ("queue", ["region", "name"]),
+        ("send", ["region", "url"]),
+        ("depth", ["region", "url"]),
+        ("delete-queue", ["region", "url"]),
+        ("launch", ["region", "name"]),
+        ("state-rule", ["region", "url"]),
+        ("put-event", ["region"]),
+    ]:
+        command = sub.add_parser(name)
+        for arg in positional:
+            command.add_argument(arg)
+    u = sub.add_parser("iam-user", help="a user with no policy (or one allowing --allow); prints its keys as JSON")
     u.add_argument("name")
-    s = sub.add_parser("state")
-    s.add_argument("region")
-    s.add_argument("id")
-    s.add_argument("state")
-    q = sub.add_parser("queue")
-    q.add_argument("region")
-    q.add_argument("name")
-    m = sub.add_parser("send")
-    m.add_argument("region")
-    m.add_argument("url")
-    d = sub.add_parser("depth")
-    d.add_argument("region")
-    d.add_argument("url")
+    u.add_argument("--allow", action="append", default=[], help="an action the user may call")
     args = p.parse_args()
     global ROLE_ARN
     ROLE_ARN = args.role_arn
@@ -148,11 +150,55 @@ def main():
             aws_secret_access_key="testing",
         )
         iam.create_user(UserName=args.name)
+        if args.allow:
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": args.allow, "Resource": "*"}],
+            }
+            iam.put_user_policy(
+                UserName=args.name, PolicyName="allow", PolicyDocument=json.dumps(policy)
+            )
         key = iam.create_access_key(UserName=args.name)["AccessKey"]
         json.dump({"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}, sys.stdout)
     elif args.cmd == "state":
         set_state(client(args.endpoint, args.region), args.id, args.state)
-    elif args.cmd in ("queue", "send", "depth"):
+    elif args.cmd == "launch":
+        # in the region's default VPC, with a Name tag, running
+        inst = client(args.endpoint, args.region).run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": args.name}]}
+            ],
+        )["Instances"][0]
+        json.dump({"id": inst["InstanceId"], "ip": inst.get("PrivateIpAddress")}, sys.stdout)
+    elif args.cmd in ("state-rule", "put-event"):
+        creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
+        events = boto3.client("events", endpoint_url=args.endpoint, region_name=args.region, **creds)
+        if args.cmd == "state-rule":
+            # what deploy/events/ creates for state changes
+            sqs = boto3.client("sqs", endpoint_url=args.endpoint, region_name=args.region, **creds)
+            arn = sqs.get_queue_attributes(QueueUrl=args.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            pattern = {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]}
+            events.put_rule(Name="fleetdns-ec2-state", EventPattern=json.dumps(pattern))
+            events.put_targets(Rule="fleetdns-ec2-state", Targets=[{"Id": "queue", "Arn": arn}])
+        else:
+            e = json.load(sys.stdin)
+            out = events.put_events(
+                Entries=[
+                    {
+                        "Source": e["source"],
+                        "DetailType": e["detail-type"],
+                        "Detail": json.dumps(e["detail"]),
+                        "Resources": e.get("resources", []),
+                    }
+                ]
+            )
+            if out["FailedEntryCount"]:
+                sys.exit(f"put_events failed: {out}")
+    elif args.cmd in ("queue", "send", "depth", "delete-queue"):
         sqs = boto3.client(
             "sqs",
             endpoint_url=args.endpoint,
@@ -166,6 +212,8 @@ def main():
             sys.stdout.write(url["QueueUrl"])
         elif args.cmd == "send":
             sqs.send_message(QueueUrl=args.url, MessageBody=sys.stdin.read())
+        elif args.cmd == "delete-queue":
+            sqs.delete_queue(QueueUrl=args.url)
         else:
             a = sqs.get_queue_attributes(QueueUrl=args.url, AttributeNames=["All"])["Attributes"]
             sys.stdout.write(str(int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])))
