@@ -135,7 +135,7 @@ impl Times {
     }
 
     fn row(&mut self, n: u32, what: &str) -> String {
-        let mut quantile = |v: &mut Vec<f64>, q: f64| {
+        let quantile = |v: &mut Vec<f64>, q: f64| {
             v.sort_by(f64::total_cmp);
             v[((v.len() - 1) as f64 * q).round() as usize]
         };
