@@ -184,6 +184,17 @@ pub struct Refresher {
     following: Option<watch::Receiver<bool>>,
 }
 
+/// How [`Refresher::build_and_swap`] makes a zone: from the naming policy,
+/// the apex and the served zone.
+type Build = Box<
+    dyn FnOnce(
+            &Naming,
+            &Name,
+            Option<&Snapshot>,
+        ) -> Result<Option<Snapshot>, crate::inventory::packed::PackError>
+        + Send,
+>;
+
 /// Instances that EC2 events named (issue 16), for the refresher to
 /// describe again and apply between full refreshes.
 #[derive(Debug)]
@@ -612,16 +623,30 @@ impl Refresher {
             .values()
             .map(|u| u.instances.clone())
             .collect();
+        let unchanged = !inventory_changed && self.store.load().is_some() && !self.rebuild;
+        self.rebuild = false;
+        self.build_and_swap(
+            unchanged,
+            Box::new(move |naming, zone, _| Snapshot::build_packed(&units, naming, zone).map(Some)),
+        )
+        .await
+    }
+
+    /// Builds a zone with `build` (unless `unchanged`) on a blocking
+    /// thread, and swaps it in if it differs from the served one. `build`
+    /// gets the naming policy, the apex and the served zone; `Ok(None)`
+    /// means it could not (an update without a zone to update).
+    async fn build_and_swap(&mut self, unchanged: bool, build: Build) -> Outcome {
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
-        let unchanged = !inventory_changed && current.is_some() && !self.rebuild;
-        self.rebuild = false;
         let new_serial = std::mem::take(&mut self.new_serial);
         let built = crate::background::run(move || {
             if unchanged {
                 return Ok::<_, crate::inventory::packed::PackError>(None);
             }
-            let snapshot = Snapshot::build_packed(&units, &naming, &zone)?;
+            let Some(snapshot) = build(&naming, &zone, current.as_deref())? else {
+                return Ok(None);
+            };
             Ok(match current.as_deref() {
                 Some(current) if !new_serial && !snapshot.differs_from(current) => None,
                 Some(current) => {
@@ -680,14 +705,22 @@ impl Refresher {
     /// Applies what an EC2 event's targeted describe found (issue 16):
     /// `described` holds the instances among `ids` that belong in `unit`
     /// now; the other `ids` have left it. The unit's other instances are
-    /// kept as they are, the zone is rebuilt and swapped if it changed, and
+    /// kept as they are, the zone is updated and swapped if it changed, and
     /// the state is persisted before this returns, so the event's messages
     /// may be deleted then. Runs in the refresher's own task, like full
     /// passes, so the two never interleave on a unit (one writer). Never
     /// held by `max_removed_fraction`: an event names its instances.
     ///
+    /// The zone is the served one with the described instances in place
+    /// of the asked ones ([`Snapshot::update_packed`]): no unit is read
+    /// back and no other instance named again, and it is swapped before
+    /// the unit's data is merged for the state file. A full build where no
+    /// zone is served yet, or the naming or the zone changed since (a
+    /// reload).
+    ///
     /// `None` when the unit has no data yet (its first full pass will
-    /// bring everything) or its data cannot be read back.
+    /// bring everything) or its data cannot be read back; the messages
+    /// then stay, and come back.
     pub async fn apply_update(
         &mut self,
         unit: &str,
@@ -695,8 +728,25 @@ impl Refresher {
         described: Packed,
     ) -> Option<Outcome> {
         let old = self.last_good.get(unit)?.instances.clone();
-        let packer = self.spool.packer();
         let ids: HashSet<String> = ids.iter().cloned().collect();
+        let updated = if self.rebuild || self.store.load().is_none() {
+            None
+        } else {
+            let (ids, described) = (ids.clone(), described.clone());
+            Some(
+                self.build_and_swap(
+                    false,
+                    Box::new(move |naming, zone, current| match current {
+                        Some(current) => {
+                            Snapshot::update_packed(current, naming, zone, &ids, &described)
+                        }
+                        None => Ok(None),
+                    }),
+                )
+                .await,
+            )
+        };
+        let packer = self.spool.packer();
         let merged = crate::background::run(move || merge(&old, &ids, &described, packer))
             .await
             .ok()?;
@@ -710,7 +760,10 @@ impl Refresher {
         if let Some(data) = self.last_good.get_mut(unit) {
             data.instances = merged;
         }
-        let outcome = self.rebuild_and_swap(true).await;
+        let outcome = match updated {
+            Some(outcome) => outcome,
+            None => self.rebuild_and_swap(true).await,
+        };
         self.persist(outcome == Outcome::Changed).await;
         Some(outcome)
     }
