@@ -29,6 +29,8 @@ use hickory_proto::rr::Name;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 const UNIT: &str = "ec2:ambient:us-east-1";
 
 /// A fleet in memory, renamed at will: the bench's EC2.
@@ -38,18 +40,8 @@ impl Fleet {
     fn new(n: u32) -> Fleet {
         Fleet(Mutex::new(
             (0..n)
-                .map(|i| Instance {
-                    id: format!("i-{i:017x}"),
-                    state: "running".to_string(),
-                    private_ipv4: vec![std::net::Ipv4Addr::from(0x0a00_0000 + i)],
-                    ipv6: vec![],
-                    tags: Tags::from([("Name".to_string(), format!("web-{i}"))]),
-                    security_groups: vec!["web".to_string()],
-                    launch_time: None,
-                    region: Some("us-east-1".to_string()),
-                    vpc_id: None,
-                    availability_zone: Some("us-east-1a".to_string()),
-                    instance_type: Some("t3.micro".to_string()),
+                .map(|i| {
+                    common::instance(i, Tags::from([("Name".to_string(), format!("web-{i}"))]))
                 })
                 .collect(),
         ))

@@ -24,23 +24,18 @@ use hickory_proto::rr::{LowerName, Name};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 fn instances(n: u32) -> Vec<Instance> {
     (0..n)
-        .map(|i| Instance {
-            id: format!("i-{i:017x}"),
-            state: "running".to_string(),
-            private_ipv4: vec![Ipv4Addr::from(0x0a00_0000 + i)],
-            ipv6: vec![],
-            tags: Tags::from([
-                ("Name".to_string(), format!("Web Server {i}")),
-                ("Env".to_string(), "prod".to_string()),
-            ]),
-            security_groups: vec!["web".to_string()],
-            launch_time: None,
-            region: Some("us-east-1".to_string()),
-            vpc_id: None,
-            availability_zone: Some("us-east-1a".to_string()),
-            instance_type: Some("t3.micro".to_string()),
+        .map(|i| {
+            common::instance(
+                i,
+                Tags::from([
+                    ("Name".to_string(), format!("Web Server {i}")),
+                    ("Env".to_string(), "prod".to_string()),
+                ]),
+            )
         })
         .collect()
 }
