@@ -403,7 +403,11 @@ fn swapping_a_10k_name_zone_under_load_never_fails_or_answers_wrong() {
         std::fs::write(&tmp, &versions[round % 2]).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         d.signal("HUP");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a debug build rebuilding 10,000 names shares the two
+        // cores with the other tests (the 100,000-instance transfer test
+        // made one rebuild take over 10 s in CI); the property under test
+        // is that no answer fails, not how fast the swap comes.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let now = serial_of(server);
             if now != serial {
