@@ -19,6 +19,7 @@
 //! Every instance is also named `<instance-id>.<zone>`, which never
 //! collides and never changes.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -40,6 +41,192 @@ pub enum Rule {
     SecurityGroup,
     /// The instance id; every instance has this name, whatever the list says.
     InstanceId,
+    /// A name built from several values, e.g. `{tag:Role}-{tag:Env}`.
+    Template(Template),
+}
+
+/// A value a template takes from an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    /// `{tag:KEY}`: the value of that tag.
+    Tag(String),
+    /// `{id}`: the instance id.
+    Id,
+    /// `{az}`: the availability zone.
+    Az,
+    /// `{region}`.
+    Region,
+    /// `{vpc}`: the VPC id.
+    Vpc,
+    /// `{type}`: the instance type.
+    Type,
+    /// `{account}`: the owning account's id.
+    Account,
+    /// `{sg}`: the first security group's name.
+    Sg,
+}
+
+impl Field {
+    /// The placeholder names, as the config error lists them.
+    const NAMES: &'static str = "{tag:KEY}, {id}, {az}, {region}, {vpc}, {type}, {account}, {sg}";
+
+    fn parse(inner: &str) -> Result<Field, String> {
+        if let Some(key) = inner.strip_prefix("tag:") {
+            return if key.is_empty() {
+                Err("{tag:} needs a tag key, e.g. {tag:Name}".to_string())
+            } else {
+                Ok(Field::Tag(key.to_string()))
+            };
+        }
+        Ok(match inner {
+            "id" => Field::Id,
+            "az" => Field::Az,
+            "region" => Field::Region,
+            "vpc" => Field::Vpc,
+            "type" => Field::Type,
+            "account" => Field::Account,
+            "sg" => Field::Sg,
+            _ => {
+                return Err(format!(
+                    "unknown placeholder {{{inner}}}: expected one of {}",
+                    Field::NAMES
+                ))
+            }
+        })
+    }
+
+    /// This field's value for `instance`, if it has one.
+    fn value<'i>(&self, instance: &'i Instance) -> Option<&'i str> {
+        match self {
+            Field::Tag(key) => instance.tags.get(key),
+            Field::Id => Some(instance.id.as_str()),
+            Field::Az => instance.availability_zone.as_deref(),
+            Field::Region => instance.region.as_deref(),
+            Field::Vpc => instance.vpc_id.as_deref(),
+            Field::Type => instance.instance_type.as_deref(),
+            Field::Account => instance.account.as_deref(),
+            Field::Sg => instance.security_groups.first().map(String::as_str),
+        }
+    }
+}
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Part {
+    /// Text as written (checked at load: letters, digits, `-` and `.`).
+    Literal(String),
+    /// A value, sanitised on its own into one label's worth of text.
+    Field(Field),
+}
+
+/// A naming rule built from literal text and placeholders, such as
+/// `{tag:Role}-{tag:Env}` or `{tag:Name}.{az}`.
+///
+/// It yields a name only when every placeholder has a value that leaves
+/// something after sanitising; otherwise the next rule is tried. Each
+/// value is sanitised on its own, with `.` turned into `-` like any other
+/// character outside `[a-z0-9-]`: a tag cannot add a label or a label
+/// separator, only the template's own text can.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Template {
+    /// As written in the config.
+    text: String,
+    /// Its pieces, in order.
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parses `text`; the error says what is wrong, quoting the template.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let fail = |why: String| format!("template {text:?}: {why}");
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                Some(at) if rest.as_bytes()[at] == b'}' => {
+                    return Err(fail("a '}' without its '{'".to_string()));
+                }
+                Some(0) => {
+                    let close = rest
+                        .find('}')
+                        .ok_or_else(|| fail("a '{' is never closed".to_string()))?;
+                    let inner = &rest[1..close];
+                    if inner.contains('{') {
+                        return Err(fail("a '{' inside a placeholder".to_string()));
+                    }
+                    parts.push(Part::Field(Field::parse(inner).map_err(fail)?));
+                    rest = &rest[close + 1..];
+                }
+                found => {
+                    let end = found.unwrap_or(rest.len());
+                    let literal = &rest[..end];
+                    if let Some(c) = literal
+                        .chars()
+                        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
+                    {
+                        return Err(fail(format!(
+                            "{c:?} in its text: only letters, digits, '-' and '.' may stand between placeholders"
+                        )));
+                    }
+                    parts.push(Part::Literal(literal.to_ascii_lowercase()));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        if !parts.iter().any(|p| matches!(p, Part::Field(_))) {
+            return Err(fail(
+                "no placeholder: a fixed name would be the same for every instance".to_string(),
+            ));
+        }
+        if text.starts_with('.') || text.ends_with('.') || text.contains("..") {
+            return Err(fail(
+                "an empty label: no '.' at either end, and never two in a row".to_string(),
+            ));
+        }
+        Ok(Template {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The raw text this template makes for `instance` (values as found,
+    /// for the report), and the name before its final check: `None` when
+    /// a placeholder has no value. A value that sanitises to nothing is an
+    /// `Err` with it.
+    fn render(&self, instance: &Instance) -> Option<Result<(String, String), String>> {
+        let (mut raw, mut name) = (String::new(), String::new());
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => {
+                    raw.push_str(text);
+                    name.push_str(text);
+                }
+                Part::Field(field) => {
+                    let value = field.value(instance)?;
+                    let clean = sanitize_value(value);
+                    if clean.is_empty() {
+                        return Some(Err(value.to_string()));
+                    }
+                    raw.push_str(value);
+                    name.push_str(&clean);
+                }
+            }
+        }
+        Some(Ok((raw, name)))
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A template's value on its own: lowercase, every run of characters
+/// outside `[a-z0-9-]` (`.` included) one `-`, trimmed of `-`, at most a
+/// label long. Empty when nothing is left.
+fn sanitize_value(value: &str) -> String {
+    sanitize_label(value)
 }
 
 impl fmt::Display for Rule {
@@ -48,6 +235,7 @@ impl fmt::Display for Rule {
             Rule::Tag(key) => write!(f, "tag:{key}"),
             Rule::SecurityGroup => f.write_str("security-group"),
             Rule::InstanceId => f.write_str("instance-id"),
+            Rule::Template(t) => t.fmt(f),
         }
     }
 }
@@ -61,16 +249,20 @@ impl Serialize for Rule {
 impl FromStr for Rule {
     type Err = String;
 
-    /// Parses `tag:KEY` or `security-group`.
+    /// Parses `tag:KEY`, `security-group`, or a template (anything with
+    /// a brace).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "security-group" {
             return Ok(Rule::SecurityGroup);
+        }
+        if s.contains(['{', '}']) {
+            return Template::parse(s).map(Rule::Template);
         }
         match s.strip_prefix("tag:") {
             Some(key) if !key.is_empty() => Ok(Rule::Tag(key.to_string())),
             Some(_) => Err("\"tag:\" needs a tag key, e.g. \"tag:Name\"".to_string()),
             None => Err(format!(
-                "unknown naming rule {s:?}: expected \"tag:KEY\" or \"security-group\""
+                "unknown naming rule {s:?}: expected \"tag:KEY\", \"security-group\" or a template such as \"{{tag:Role}}-{{tag:Env}}\""
             )),
         }
     }
@@ -206,13 +398,29 @@ impl Naming {
     /// instance-id name.
     pub fn choose(&self, instance: &Instance, report: &mut NamingReport) -> Option<Choice> {
         for rule in &self.prefer {
-            let value = match rule {
-                Rule::Tag(key) => instance.tags.get(key),
-                Rule::SecurityGroup => instance.security_groups.first().map(String::as_str),
-                Rule::InstanceId => None,
+            // The value as found (borrowed: this runs for every instance
+            // of every build), and what it gives.
+            let (value, sanitized): (Cow<'_, str>, _) = match rule {
+                Rule::Tag(key) => match instance.tags.get(key) {
+                    Some(v) => (v.into(), self.sanitize_in_zone(v)),
+                    None => continue,
+                },
+                Rule::SecurityGroup => match instance.security_groups.first() {
+                    Some(v) => (v.as_str().into(), self.sanitize_in_zone(v)),
+                    None => continue,
+                },
+                Rule::InstanceId => continue,
+                Rule::Template(template) => match template.render(instance) {
+                    None => continue,
+                    Some(Err(value)) => (value.into(), Err(SkipReason::NothingValid)),
+                    Some(Ok((raw, name))) => {
+                        let sanitized = self.sanitize_in_zone(&name);
+                        (raw.into(), sanitized)
+                    }
+                },
             };
-            let Some(value) = value else { continue };
-            match self.sanitize_in_zone(value) {
+            let value = &*value;
+            match sanitized {
                 Ok(name) => {
                     if name != value {
                         report.rewrites.push(Rewrite {
@@ -509,6 +717,7 @@ mod tests {
             vpc_id: None,
             availability_zone: None,
             instance_type: None,
+            account: None,
         }
     }
 
@@ -632,6 +841,117 @@ mod tests {
         fn sanitising_is_idempotent(value in any::<String>()) {
             if let Ok(name) = sanitize(&value, MAX) {
                 prop_assert_eq!(sanitize(&name, MAX), Ok(name.clone()));
+            }
+        }
+    }
+
+    fn naming(prefer: &[&str]) -> Naming {
+        let rules = prefer.iter().map(|r| r.parse::<Rule>().unwrap()).collect();
+        Naming::new(rules, "fleet.internal.")
+    }
+
+    fn templated(tags: &[(&str, &str)]) -> Instance {
+        let mut i = instance(tags, &["web"]);
+        i.availability_zone = Some("us-east-1b".into());
+        i.region = Some("us-east-1".into());
+        i.vpc_id = Some("vpc-0abc".into());
+        i.instance_type = Some("t3.micro".into());
+        i.account = Some("123456789012".into());
+        i
+    }
+
+    #[test]
+    fn a_template_joins_its_values_and_falls_through_when_one_is_missing() {
+        let n = naming(&["{tag:Role}-{tag:Env}", "{tag:Name}.{az}", "security-group"]);
+        let mut report = NamingReport::default();
+        let both = templated(&[("Role", "api"), ("Env", "prod"), ("Name", "x")]);
+        let choice = n.choose(&both, &mut report).unwrap();
+        assert_eq!(choice.name, "api-prod");
+        assert_eq!(choice.rule.to_string(), "{tag:Role}-{tag:Env}");
+        assert!(report.rewrites.is_empty() && report.skips.is_empty());
+        // no Env tag: the next template
+        let name_only = templated(&[("Role", "api"), ("Name", "Web 1")]);
+        let choice = n.choose(&name_only, &mut report).unwrap();
+        assert_eq!(choice.name, "web-1.us-east-1b");
+        assert_eq!(report.rewrites.len(), 1, "Web 1 became web-1");
+        // neither: the security group
+        assert_eq!(n.choose(&templated(&[]), &mut report).unwrap().name, "web");
+        // every placeholder
+        let all = naming(&["{id}.{az}.{region}.{vpc}.{type}.{account}.{sg}"]);
+        assert_eq!(
+            all.choose(&templated(&[]), &mut report).unwrap().name,
+            "i-0123456789abcdef0.us-east-1b.us-east-1.vpc-0abc.t3-micro.123456789012.web"
+        );
+    }
+
+    #[test]
+    fn a_value_cannot_add_a_label_and_one_that_leaves_nothing_is_a_skip() {
+        let n = naming(&["{tag:Role}.{tag:Env}", "tag:Name"]);
+        let mut report = NamingReport::default();
+        // dots in a value are not label separators; the zone in a value stays text
+        let evil = templated(&[("Role", "a.b.fleet.internal"), ("Env", "x# 127.0.0.1")]);
+        assert_eq!(
+            n.choose(&evil, &mut report).unwrap().name,
+            "a-b-fleet-internal.x-127-0-0-1"
+        );
+        // a value of symbols only: skipped and reported, the next rule answers
+        let empty = templated(&[("Role", "---"), ("Env", "prod"), ("Name", "fallback")]);
+        assert_eq!(n.choose(&empty, &mut report).unwrap().name, "fallback");
+        let skip = report.skips.last().unwrap();
+        assert_eq!(
+            (skip.value.as_str(), &skip.reason),
+            ("---", &SkipReason::NothingValid)
+        );
+        assert_eq!(skip.rule.to_string(), "{tag:Role}.{tag:Env}");
+    }
+
+    #[test]
+    fn bad_templates_are_config_errors_that_quote_them() {
+        for (text, says) in [
+            ("{tag:Role", "never closed"),
+            ("{tag:Role}}", "without its '{'"),
+            ("{nope}-x", "unknown placeholder {nope}"),
+            ("{tag:}", "needs a tag key"),
+            ("{}", "unknown placeholder {}"),
+            ("{tag:A}_{tag:B}", "'_' in its text"),
+            ("{tag:A} {tag:B}", "' ' in its text"),
+            ("{tag:{x}}", "inside a placeholder"),
+            (".{tag:A}", "empty label"),
+            ("{tag:A}..x", "empty label"),
+            ("{tag:A}.", "empty label"),
+            ("web-}", "without its '{'"),
+        ] {
+            let error = text.parse::<Rule>().unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+            assert!(error.contains(&format!("{text:?}")), "{text}: {error}");
+        }
+        // literal text only is no template, and no tag rule either
+        assert!("web-1"
+            .parse::<Rule>()
+            .unwrap_err()
+            .contains("unknown naming rule"));
+    }
+
+    proptest! {
+        /// Whatever the tag values, every template gives a valid name or
+        /// nothing, never an instance-id-shaped name, and never more labels
+        /// than its own text makes.
+        #[test]
+        fn any_tag_values_through_any_template_give_a_valid_name_or_none(
+            role in any::<String>(),
+            env in "[a-zA-Z0-9 \\.\\-_#\u{0}\u{e9}]{0,80}",
+            template in prop::sample::select(vec![
+                "{tag:Role}-{tag:Env}", "{tag:Role}.{tag:Env}", "{tag:Role}", "x{tag:Env}y",
+                "{tag:Env}.{az}", "i-{tag:Role}", "{tag:Role}{tag:Role}{tag:Role}{tag:Role}{tag:Role}",
+            ]),
+        ) {
+            let n = naming(&[template]);
+            let i = templated(&[("Role", &role), ("Env", &env)]);
+            let labels = template.split('.').count();
+            if let Some(choice) = n.choose(&i, &mut NamingReport::default()) {
+                prop_assert!(is_valid_name(&choice.name, MAX), "{:?}", choice.name);
+                prop_assert!(!is_instance_id(&choice.name), "{:?}", choice.name);
+                prop_assert!(choice.name.split('.').count() <= labels, "{:?}", choice.name);
             }
         }
     }

@@ -19,5 +19,6 @@ pub fn instance(i: u32, tags: Tags) -> Instance {
         vpc_id: None,
         availability_zone: Some("us-east-1a".to_string()),
         instance_type: Some("t3.micro".to_string()),
+        account: None,
     }
 }

@@ -1,8 +1,12 @@
 //! Any bytes as a tag value: a valid DNS name or a skip, never a panic,
-//! and sanitising is idempotent.
+//! and sanitising is idempotent. The first line of the input is also tried
+//! as a naming rule (a template, issue 17): whatever it is, it parses or is
+//! refused, and a rule that parses names an instance whose tags all hold
+//! the rest of the input with a valid name or none.
 #![no_main]
 
-use fleetdns::naming::{is_valid_name, sanitize};
+use fleetdns::inventory::{Instance, Tags};
+use fleetdns::naming::{is_instance_id, is_valid_name, sanitize, Naming, NamingReport, Rule};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,5 +19,37 @@ fuzz_target!(|data: &[u8]| {
             "{value:?} gave invalid {name:?}"
         );
         assert_eq!(sanitize(&name, max_len).as_deref(), Ok(name.as_str()));
+    }
+
+    let (rule, tag) = value.split_once('\n').unwrap_or((&value, ""));
+    let Ok(rule) = rule.parse::<Rule>() else {
+        return;
+    };
+    let naming = Naming::new(vec![rule], "fleet.internal.");
+    let instance = Instance {
+        id: "i-0123456789abcdef0".into(),
+        state: "running".into(),
+        private_ipv4: vec![],
+        ipv6: vec![],
+        tags: Tags::from([("Name", tag), ("Role", tag), ("Env", tag)]),
+        security_groups: vec![tag.to_string()],
+        launch_time: None,
+        region: Some(tag.to_string()),
+        vpc_id: Some(tag.to_string()),
+        availability_zone: Some(tag.to_string()),
+        instance_type: Some(tag.to_string()),
+        account: Some(tag.to_string()),
+    };
+    if let Some(choice) = naming.choose(&instance, &mut NamingReport::default()) {
+        assert!(
+            is_valid_name(&choice.name, max_len),
+            "{value:?} gave invalid {:?}",
+            choice.name
+        );
+        assert!(
+            !is_instance_id(&choice.name),
+            "{value:?} gave {:?}",
+            choice.name
+        );
     }
 });

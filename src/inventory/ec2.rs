@@ -388,7 +388,7 @@ async fn describe_pages(
         let page = page.map_err(|e| api_error(e, &unit.label, unit.role))?;
         for reservation in page.reservations() {
             for raw in reservation.instances() {
-                if let Some(instance) = into_instance(raw, &unit.region) {
+                if let Some(instance) = into_instance(raw, &unit.region, reservation.owner_id()) {
                     packer.push(&instance);
                 }
             }
@@ -557,7 +557,11 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The SDK's instance as an [`Instance`]; `None` without an instance id.
-fn into_instance(raw: &aws_sdk_ec2::types::Instance, region: &str) -> Option<Instance> {
+fn into_instance(
+    raw: &aws_sdk_ec2::types::Instance,
+    region: &str,
+    account: Option<&str>,
+) -> Option<Instance> {
     let id = raw.instance_id()?.to_string();
     let interfaces = raw
         .network_interfaces()
@@ -602,6 +606,7 @@ fn into_instance(raw: &aws_sdk_ec2::types::Instance, region: &str) -> Option<Ins
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
         instance_type: raw.instance_type().map(|t| t.as_str().to_string()),
+        account: account.map(str::to_string),
         id,
     })
 }

@@ -583,6 +583,8 @@ fn into_instance(raw: RawInstance<'_>) -> Instance {
         vpc_id: raw.vpc_id.map(Cow::into_owned),
         availability_zone,
         instance_type: raw.instance_type.map(Cow::into_owned),
+        // The scanner reads a reservation's instances, not its OwnerId.
+        account: None,
     }
 }
 

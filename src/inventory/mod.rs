@@ -63,6 +63,10 @@ pub struct Instance {
     /// The instance type, e.g. `t3.small`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// The account that owns it (its reservation's `OwnerId`), where the
+    /// source says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// An instance's tags: key -> value, sorted by key, one value per key.
@@ -341,6 +345,7 @@ pub(crate) fn test_instance(id: &str, name: Option<&str>, ips: &[&str]) -> Insta
         vpc_id: None,
         availability_zone: Some("us-east-1a".into()),
         instance_type: Some("t3.micro".into()),
+        account: None,
     }
 }
 

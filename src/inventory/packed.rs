@@ -239,6 +239,7 @@ fn empty_instance() -> Instance {
         vpc_id: None,
         availability_zone: None,
         instance_type: None,
+        account: None,
     }
 }
 
@@ -483,6 +484,7 @@ fn encode(i: &Instance, out: &mut Vec<u8>) {
         &i.vpc_id,
         &i.availability_zone,
         &i.instance_type,
+        &i.account,
     ] {
         put_opt(out, opt.as_deref());
     }
@@ -598,6 +600,10 @@ fn decode(body: &[u8], into: &mut Instance) -> Result<(), PackError> {
     set_opt(&mut into.vpc_id, f.opt()?);
     set_opt(&mut into.availability_zone, f.opt()?);
     set_opt(&mut into.instance_type, f.opt()?);
+    // Added with naming templates (`{account}`): a record written before
+    // has none, and reads as no account.
+    let account = if f.0.is_empty() { None } else { f.opt()? };
+    set_opt(&mut into.account, account);
     if !f.0.is_empty() {
         return Err(PackError::Corrupt("a record is longer than its fields"));
     }
@@ -646,6 +652,25 @@ mod tests {
             std::fs::read_dir(dir.path().join("new")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_record_from_before_the_account_field_reads_as_no_account() {
+        let mut with = fleet(1).remove(0);
+        with.account = Some("123456789012".into());
+        let mut body = Vec::new();
+        encode(&with, &mut body);
+        let mut back = empty_instance();
+        decode(&body[4..], &mut back).unwrap();
+        assert_eq!(back, with);
+        // the same record as an older fleetdns wrote it: no account field
+        with.account = None;
+        let mut old = Vec::new();
+        encode(&with, &mut old);
+        old.pop();
+        let mut back = empty_instance();
+        decode(&old[4..], &mut back).unwrap();
+        assert_eq!(back, with);
     }
 
     #[test]

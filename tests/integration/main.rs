@@ -19,6 +19,7 @@ mod events;
 mod forward;
 mod hosts;
 mod limits;
+mod naming;
 mod operator;
 mod refresh;
 mod resilience;

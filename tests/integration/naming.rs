@@ -1,0 +1,158 @@
+//! Naming beyond one tag (issue 17), over DNS: templates built from several
+//! values, with fall-through to the next rule, from a describe-instances
+//! file and from moto's EC2.
+
+use serde_json::json;
+
+use crate::ec2::{basic_fleet, ip_of, start};
+use crate::harness::*;
+use crate::moto::Moto;
+
+/// One instance of a test fleet: id, address, tags, security group.
+type Host<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// A describe-instances document of `instances`.
+fn fleet(instances: &[Host]) -> String {
+    let instances: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|(id, ip, tags, group)| {
+            json!({
+                "InstanceId": id,
+                "State": {"Code": 16, "Name": "running"},
+                "PrivateIpAddress": ip,
+                "InstanceType": "t3.small",
+                "Placement": {"AvailabilityZone": "eu-west-1b"},
+                "VpcId": "vpc-0f1e2d3c",
+                "SecurityGroups": [{"GroupName": group, "GroupId": "sg-1"}],
+                "Tags": tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"Reservations": [{"Instances": instances}]}).to_string()
+}
+
+/// Serves `document` with `naming` as the `[naming]` section.
+fn serve(dir: &std::path::Path, document: &str, naming: &str) -> Daemon {
+    let path = dir.join("fleet.json");
+    std::fs::write(&path, document).unwrap();
+    std::fs::write(dir.join("fleetdns.toml"), format!("[naming]\n{naming}\n")).unwrap();
+    Daemon::start(&[
+        "--config",
+        dir.join("fleetdns.toml").to_str().unwrap(),
+        "--source",
+        &file_source(&path),
+    ])
+}
+
+#[test]
+fn templates_fall_through_and_a_hostile_value_stays_inside_its_label() {
+    let dir = tempdir();
+    let document = fleet(&[
+        (
+            "i-0000000000000000a",
+            "10.0.0.1",
+            &[("Role", "api"), ("Env", "prod")],
+            "web",
+        ),
+        // no Env: the second template
+        (
+            "i-0000000000000000b",
+            "10.0.0.2",
+            &[("Role", "api"), ("Name", "Cache 1")],
+            "web",
+        ),
+        // values that try to add labels or leave nothing
+        (
+            "i-0000000000000000c",
+            "10.0.0.3",
+            &[("Role", "evil.fleet.internal"), ("Env", "x# 127.0.0.1")],
+            "web",
+        ),
+        (
+            "i-0000000000000000d",
+            "10.0.0.4",
+            &[("Role", "---"), ("Env", "prod")],
+            "batch",
+        ),
+    ]);
+    let d = serve(
+        dir.path(),
+        &document,
+        "prefer = [\"{tag:Role}-{tag:Env}\", \"{tag:Name}.{az}\", \"security-group\"]",
+    );
+    assert_eq!(short(d.udp, &["api-prod.fleet.internal"]), ["10.0.0.1"]);
+    assert_eq!(
+        short(d.udp, &["cache-1.eu-west-1b.fleet.internal"]),
+        ["10.0.0.2"]
+    );
+    assert_eq!(
+        short(d.udp, &["evil-fleet-internal-x-127-0-0-1.fleet.internal"]),
+        ["10.0.0.3"]
+    );
+    // "---" leaves nothing: skipped, and the group names it
+    assert_eq!(short(d.udp, &["batch.fleet.internal"]), ["10.0.0.4"]);
+    // the TXT record says which rule made the name
+    let txt = short(d.udp, &["TXT", "api-prod.fleet.internal"]).join(" ");
+    assert!(txt.contains("{tag:Role}-{tag:Env}"), "{txt}");
+    // `list` reports the rewrite and the skip
+    let out = std::process::Command::new(bin())
+        .args([
+            "list",
+            "--json",
+            "--source",
+            &file_source(&dir.path().join("fleet.json")),
+        ])
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = list.to_string();
+    assert!(text.contains("\"value\":\"---\""), "{text}");
+    assert!(text.contains("\"name\":\"cache-1.eu-west-1b\""), "{text}");
+}
+
+#[test]
+fn a_bad_template_is_a_config_error_that_quotes_it() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        "[naming]\nprefer = [\"{tag:Role\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--listen", "127.0.0.1:0", "--source"])
+        .arg(file_source(&example_fleet()))
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("naming.prefer")
+            && stderr.contains("template \"{tag:Role\": a '{' is never closed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_template_takes_the_account_from_the_ec2_reservation() {
+    let moto = Moto::start();
+    let seeded = moto.seed(&basic_fleet());
+    let dir = tempdir();
+    let d = start(
+        dir.path(),
+        &moto.endpoint,
+        "regions = [\"us-east-1\"]",
+        "[naming]\nprefer = [\"{tag:Name}.{account}\"]",
+    );
+    assert_eq!(
+        short(d.udp, &["web-1.123456789012.fleet.internal"]),
+        ip_of(&seeded, "us-east-1", "web-1")
+    );
+}
