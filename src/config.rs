@@ -347,15 +347,19 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamingConfig {
-    /// Rules in order: `tag:KEY` or `security-group`.
+    /// Rules in order: `tag:KEY`, `security-group` or a template.
     #[serde(default = "default_prefer")]
     pub prefer: Vec<String>,
+    /// Rules of extra names, each answering with the instance's addresses.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl Default for NamingConfig {
     fn default() -> Self {
         Self {
             prefer: default_prefer(),
+            aliases: Vec::new(),
         }
     }
 }
@@ -952,6 +956,15 @@ impl Config {
             // Not an error: every instance still has its instance-id name.
             tracing::info!("naming.prefer is empty: instances are named by instance id only");
         }
+        let aliases = self
+            .naming
+            .aliases
+            .iter()
+            .map(|text| {
+                text.parse::<Rule>()
+                    .map_err(|m| invalid("naming.aliases", m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for text in &self.upstreams {
@@ -1019,7 +1032,7 @@ impl Config {
         };
 
         Ok(Settings {
-            naming: Naming::new(rules, &zone_text),
+            naming: Naming::new(rules, &zone_text).with_aliases(aliases),
             zone: ZoneSettings {
                 reverse_zones: validate_reverse_zones(&self.reverse_zones)?,
                 zone,

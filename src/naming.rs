@@ -361,6 +361,8 @@ pub struct Choice {
 pub struct Naming {
     /// Rules tried in order; the first that yields a valid name wins.
     prefer: Vec<Rule>,
+    /// Rules of extra names: each gives every name it can.
+    aliases: Vec<Rule>,
     /// The longest relative name that still fits under the zone.
     max_len: usize,
     /// The zone, lowercase, without the final dot: a value that already
@@ -377,9 +379,21 @@ impl Naming {
         let max_len = MAX_NAME.saturating_sub(zone.len() + 1);
         Self {
             prefer,
+            aliases: Vec::new(),
             max_len,
             zone,
         }
+    }
+
+    /// This policy with `rules` for extra names (`naming.aliases`).
+    pub fn with_aliases(mut self, rules: Vec<Rule>) -> Self {
+        self.aliases = rules;
+        self
+    }
+
+    /// The alias rules.
+    pub fn alias_rules(&self) -> &[Rule] {
+        &self.aliases
     }
 
     /// The default preference list: the `Name` tag, then the first security group.
@@ -448,6 +462,72 @@ impl Naming {
 }
 
 impl Naming {
+    /// The extra names of `instance` (`naming.aliases`), recording
+    /// rewrites and skips: every name each rule gives, in rule order,
+    /// without `primary` and without repeats. A tag may list several
+    /// names, separated by commas or whitespace; each is sanitised and
+    /// skipped on its own, by the rules of a primary name (so an alias is
+    /// never shaped like an instance id).
+    pub fn aliases(
+        &self,
+        instance: &Instance,
+        primary: Option<&str>,
+        report: &mut NamingReport,
+    ) -> Vec<Choice> {
+        let mut names: Vec<Choice> = Vec::new();
+        for rule in &self.aliases {
+            let mut one = |value: &str, sanitized: Result<String, SkipReason>| match sanitized {
+                Ok(name) => {
+                    if name != value {
+                        report.rewrites.push(Rewrite {
+                            instance_id: instance.id.clone(),
+                            rule: rule.clone(),
+                            value: value.to_string(),
+                            name: name.clone(),
+                        });
+                    }
+                    if primary != Some(name.as_str()) && !names.iter().any(|c| c.name == name) {
+                        names.push(Choice {
+                            name,
+                            rule: rule.clone(),
+                        });
+                    }
+                }
+                Err(reason) => report.skips.push(Skip {
+                    instance_id: instance.id.clone(),
+                    rule: rule.clone(),
+                    value: value.to_string(),
+                    reason,
+                }),
+            };
+            match rule {
+                Rule::Tag(key) => {
+                    let Some(list) = instance.tags.get(key) else {
+                        continue;
+                    };
+                    for value in list
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|v| !v.is_empty())
+                    {
+                        one(value, self.sanitize_in_zone(value));
+                    }
+                }
+                Rule::SecurityGroup => {
+                    if let Some(group) = instance.security_groups.first() {
+                        one(group, self.sanitize_in_zone(group));
+                    }
+                }
+                Rule::InstanceId => {}
+                Rule::Template(template) => match template.render(instance) {
+                    None => {}
+                    Some(Err(value)) => one(&value, Err(SkipReason::NothingValid)),
+                    Some(Ok((raw, name))) => one(&raw, self.sanitize_in_zone(&name)),
+                },
+            }
+        }
+        names
+    }
+
     /// [`sanitize`], then the zone taken off the end: people put the full
     /// name in a tag (`web-1.fleet.internal`), which must not become
     /// `web-1.fleet.internal.fleet.internal.`. The length limit applies to

@@ -97,6 +97,9 @@ pub struct Owner<'a> {
     pub instance_id: &'a str,
     /// The rule that gave this name to the instance.
     pub rule: &'a Rule,
+    /// Whether the name is one of its aliases (`naming.aliases`), not its
+    /// id or its primary name.
+    pub alias: bool,
     /// Its availability zone, when known.
     pub availability_zone: Option<&'a str>,
     /// Its instance type, when known.
@@ -148,9 +151,9 @@ impl<'a> Entry<'a> {
     pub fn owners(&self) -> impl ExactSizeIterator<Item = Owner<'a>> + 'a {
         let snapshot = self.snapshot;
         let name = snapshot.records[self.record].name;
-        snapshot.owners[snapshot.span(self.record, |r| r.owners)]
-            .iter()
-            .map(move |&o| snapshot.owner(o, name))
+        snapshot
+            .span(self.record, |r| r.owners)
+            .map(move |at| snapshot.owner(at, name))
     }
 }
 
@@ -322,6 +325,10 @@ pub struct Snapshot {
     ipv6: Vec<Ipv6Addr>,
     /// Owners of all names, as indexes into `instances`.
     owners: Vec<u32>,
+    /// For each of `owners`, the alias rule that gave it the name (index
+    /// into `rules`), or [`NONE`] for its id or its primary name; empty
+    /// when no instance has an alias (the common case costs nothing).
+    owner_rules: Vec<u16>,
     /// Served instances, sorted by id.
     instances: Vec<InstanceRecord>,
     /// Distinct availability zones and instance types.
@@ -424,6 +431,19 @@ pub struct SnapshotBuilder<'n> {
     strings: Interner<Box<str>>,
     /// Naming rules.
     rules: Interner<Rule>,
+    /// Extra names (`naming.aliases`) of the pending instances.
+    aliases: Vec<AliasName>,
+}
+
+/// An extra name of a pending instance.
+#[derive(Debug, Clone, Copy)]
+struct AliasName {
+    /// The instance's index in `pending`.
+    instance: u32,
+    /// The name in the builder's `names`.
+    name: u32,
+    /// The alias rule that gave it.
+    rule: u16,
 }
 
 impl<'n> SnapshotBuilder<'n> {
@@ -448,6 +468,7 @@ impl<'n> SnapshotBuilder<'n> {
             ipv6: Vec::new(),
             strings: Interner::new(),
             rules,
+            aliases: Vec::new(),
         }
     }
 
@@ -474,25 +495,47 @@ impl<'n> SnapshotBuilder<'n> {
         // (which holds its own addresses), from the owners of each name.
         let count = current.instances.len();
         let (mut chosen, mut own) = (vec![NO_NAME; count], vec![None; count]);
+        // (instance, name, rule) of every alias
+        let mut aliases: Vec<(usize, u32, u16)> = Vec::new();
         for record in 0..current.named {
             checkpoint();
             let name = current.records[record].name;
-            for &o in &current.owners[current.span(record, |r| r.owners)] {
-                let o = o as usize;
+            for at in current.span(record, |r| r.owners) {
+                let o = current.owners[at] as usize;
                 if current.instances[o].id == name {
                     own[o] = Some(record);
+                } else if let Some(rule) = current.alias_rule(at) {
+                    aliases.push((o, name, rule));
                 } else {
                     chosen[o] = name;
                 }
             }
         }
+        aliases.sort_unstable_by_key(|a| a.0);
+        let mut next_alias = 0;
         for (i, served) in current.instances.iter().enumerate() {
             checkpoint();
             // An id name is one label: its length byte, then the id.
             let id = Snapshot::labels_at(&current.names, served.id);
             let id = std::str::from_utf8(id.get(1..).unwrap_or_default()).unwrap_or_default();
+            // this instance's aliases: skipped with it, or copied
+            let first_alias = next_alias;
+            while aliases.get(next_alias).is_some_and(|a| a.0 == i) {
+                next_alias += 1;
+            }
             if drop.contains(id) {
                 continue;
+            }
+            for &(_, name, rule) in &aliases[first_alias..next_alias] {
+                let alias = AliasName {
+                    instance: builder.pending.len() as u32,
+                    name: builder.copy_name(&current.names, name),
+                    rule: current
+                        .rules
+                        .get(usize::from(rule))
+                        .map_or(NONE, |r| builder.rules.get(r, || r.clone())),
+                };
+                builder.aliases.push(alias);
             }
             let id = builder.copy_name(&current.names, served.id);
             let (name, rule) = match chosen[i] {
@@ -578,13 +621,28 @@ impl<'n> SnapshotBuilder<'n> {
             return;
         }
         let (mut name, mut rule) = (NO_NAME, NONE);
-        if let Some(choice) = self.naming.choose(instance, &mut self.report) {
+        let naming = self.naming;
+        let primary = naming.choose(instance, &mut self.report);
+        if let Some(choice) = &primary {
             let start = self.names.len();
             // Naming yields only valid names that fit, so this holds; a
             // name that somehow does not is left out rather than served wrong.
             if push_name(&choice.name, room, &mut self.names) {
                 name = start as u32;
                 rule = self.rules.get(&choice.rule, || choice.rule.clone());
+            }
+        }
+        if !naming.alias_rules().is_empty() {
+            let primary = primary.as_ref().map(|c| c.name.as_str());
+            for alias in naming.aliases(instance, primary, &mut self.report) {
+                let start = self.names.len();
+                if push_name(&alias.name, room, &mut self.names) {
+                    self.aliases.push(AliasName {
+                        instance: self.pending.len() as u32,
+                        name: start as u32,
+                        rule: self.rules.get(&alias.rule, || alias.rule.clone()),
+                    });
+                }
             }
         }
         let (v4, v6) = (self.ipv4.len(), self.ipv6.len());
@@ -635,6 +693,7 @@ impl<'n> SnapshotBuilder<'n> {
             ipv6: pending_v6,
             strings,
             rules,
+            aliases,
             ..
         } = self;
         let span = |k: usize| -> (Range<usize>, Range<usize>) {
@@ -675,21 +734,40 @@ impl<'n> SnapshotBuilder<'n> {
         // name's owners come in id order). Instance-id names are already
         // in order and never equal a chosen name (naming refuses names
         // shaped like ids): the two runs are merged.
-        let mut chosen: Vec<(u32, u32)> = order
+        // Aliases join them, each with its rule (primary names: NONE); an
+        // alias of a duplicate left out by the dedup above goes with it.
+        let mut chosen: Vec<(u32, u32, u16)> = order
             .iter()
             .enumerate()
             .filter(|(_, &k)| pending[k as usize].name != NO_NAME)
-            .map(|(i, &k)| (pending[k as usize].name, i as u32))
+            .map(|(i, &k)| (pending[k as usize].name, i as u32, NONE))
             .collect();
+        if !aliases.is_empty() {
+            let mut rank = vec![u32::MAX; pending.len()];
+            for (i, &k) in order.iter().enumerate() {
+                rank[k as usize] = i as u32;
+            }
+            chosen.extend(
+                aliases
+                    .iter()
+                    .filter(|a| rank[a.instance as usize] != u32::MAX)
+                    .map(|a| (a.name, rank[a.instance as usize], a.rule)),
+            );
+        }
+        drop(aliases);
+        let has_aliases = chosen.iter().any(|c| c.2 != NONE);
         chosen.sort_unstable_by(|a, b| {
             checkpoint();
-            text_order(Self::labels(&names, a.0), Self::labels(&names, b.0)).then(a.1.cmp(&b.1))
+            text_order(Self::labels(&names, a.0), Self::labels(&names, b.0))
+                .then(a.1.cmp(&b.1))
+                .then(a.2.cmp(&b.2))
         });
 
         let mut records: Vec<NameRecord> = Vec::with_capacity(order.len() + chosen.len() + 1);
         let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(pending_v4.len() * 2);
         let mut ipv6: Vec<Ipv6Addr> = Vec::new();
         let mut owners: Vec<u32> = Vec::with_capacity(order.len() + chosen.len());
+        let mut owner_rules: Vec<u16> = Vec::new();
         // Each instance's primary name: its chosen one, else its id's.
         let mut primary: Vec<u32> = vec![NO_NAME; order.len()];
         let (mut next_id, mut next_chosen) = (0usize, 0usize);
@@ -718,6 +796,9 @@ impl<'n> SnapshotBuilder<'n> {
                 ipv4.extend_from_slice(&pending_v4[v4]);
                 ipv6.extend_from_slice(&pending_v6[v6]);
                 owners.push(i as u32);
+                if has_aliases {
+                    owner_rules.push(NONE);
+                }
                 if pending[order[i] as usize].name == NO_NAME {
                     primary[i] = record;
                 }
@@ -726,7 +807,7 @@ impl<'n> SnapshotBuilder<'n> {
             }
             let labels = Self::labels(&names, name);
             let mut members = 0;
-            while let Some(&(other, i)) = chosen.get(next_chosen) {
+            while let Some(&(other, i, alias)) = chosen.get(next_chosen) {
                 if Self::labels(&names, other) != labels {
                     break;
                 }
@@ -734,7 +815,13 @@ impl<'n> SnapshotBuilder<'n> {
                 ipv4.extend_from_slice(&pending_v4[v4]);
                 ipv6.extend_from_slice(&pending_v6[v6]);
                 owners.push(i);
-                primary[i as usize] = record;
+                if has_aliases {
+                    owner_rules.push(alias);
+                }
+                // PTR names an instance's primary name, never an alias.
+                if alias == NONE {
+                    primary[i as usize] = record;
+                }
                 members += 1;
                 next_chosen += 1;
             }
@@ -824,6 +911,7 @@ impl<'n> SnapshotBuilder<'n> {
             ipv4,
             ipv6,
             owners,
+            owner_rules,
             instances,
             strings: strings.values,
             rules: rules.values,
@@ -946,6 +1034,12 @@ impl Snapshot {
             && self.ipv4 == other.ipv4
             && self.ipv6 == other.ipv6
             && self.owners == other.owners
+            && self.owner_rules.len() == other.owner_rules.len()
+            && self
+                .owner_rules
+                .iter()
+                .zip(&other.owner_rules)
+                .all(|(&a, &b)| rule(self, a) == rule(other, b))
             && self.reverse4 == other.reverse4
             && self.reverse6 == other.reverse6)
     }
@@ -970,21 +1064,31 @@ impl Snapshot {
         field(&self.records[record]) as usize..field(&self.records[record + 1]) as usize
     }
 
-    /// Owner `instance` of the record whose name is at `name`, as a view.
-    fn owner(&self, instance: u32, name: u32) -> Owner<'_> {
-        let instance = &self.instances[instance as usize];
+    /// The alias rule of the owner at `at` in `owners`, if the name is
+    /// an alias of it.
+    fn alias_rule(&self, at: usize) -> Option<u16> {
+        self.owner_rules.get(at).copied().filter(|&r| r != NONE)
+    }
+
+    /// The owner at `at` in `owners` of the record whose name is at
+    /// `name`, as a view.
+    fn owner(&self, at: usize, name: u32) -> Owner<'_> {
+        let instance = &self.instances[self.owners[at] as usize];
         let string = |i: u16| self.strings.get(usize::from(i)).map(|s| &**s);
         // The id name holds the id: one label after the length bytes.
         let id = Self::labels_at(&self.names, instance.id);
-        let rule = if instance.id == name {
-            &self.rules[0]
-        } else {
-            self.rules
+        let alias = self.alias_rule(at);
+        let rule = match alias {
+            _ if instance.id == name => &self.rules[0],
+            Some(rule) => self.rules.get(usize::from(rule)).unwrap_or(&self.rules[0]),
+            None => self
+                .rules
                 .get(usize::from(instance.rule))
-                .unwrap_or(&self.rules[0])
+                .unwrap_or(&self.rules[0]),
         };
         Owner {
             instance_id: std::str::from_utf8(id.get(1..).unwrap_or_default()).unwrap_or_default(),
+            alias: alias.is_some(),
             rule,
             availability_zone: string(instance.availability_zone),
             instance_type: string(instance.instance_type),
@@ -1346,6 +1450,48 @@ mod tests {
     }
 
     #[test]
+    fn aliases_answer_with_the_addresses_and_ptr_keeps_the_primary_name() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.")
+            .with_aliases(vec!["tag:dns-aliases".parse().unwrap()]);
+        let mut web = inst("i-0aa", Some("web-1"), &["10.0.0.1"]);
+        web.tags = [("Name", "web-1"), ("dns-aliases", "api, WWW  web-1 ---")].into();
+        let other = inst("i-0bb", Some("api"), &["10.0.0.2"]);
+        let s = Snapshot::build(&[web, other], &naming, &zone());
+        let Lookup::Name(www) = s.lookup(&lower("www.fleet.internal.")) else {
+            panic!("www is an alias of web-1")
+        };
+        assert_eq!(www.ipv4(), ["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
+        let owner = www.owners().next().unwrap();
+        assert!(owner.alias);
+        assert_eq!(owner.rule.to_string(), "tag:dns-aliases");
+        // an alias equal to another instance's primary name: both answer
+        let Lookup::Name(api) = s.lookup(&lower("api.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(api.ipv4().len(), 2);
+        let kinds: Vec<bool> = api.owners().map(|o| o.alias).collect();
+        assert_eq!(kinds, [true, false]);
+        // PTR: each address names its instance's primary name only
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let names: Vec<String> = s.names_of(ip).map(|e| e.text()).collect();
+        assert_eq!(names, ["web-1.fleet.internal."]);
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let names: Vec<String> = s.names_of(ip).map(|e| e.text()).collect();
+        assert_eq!(names, ["api.fleet.internal."]);
+        // the primary name is no alias of itself; "---" is a reported skip
+        let Lookup::Name(primary) = s.lookup(&lower("web-1.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(primary.owners().filter(|o| !o.alias).count(), 1);
+        assert_eq!(primary.owners().count(), 1);
+        assert!(s.report().skips.iter().any(|k| k.value == "---"));
+        // without aliases the zone keeps no per-owner rules at all
+        assert!(build(&[inst("i-0aa", Some("web-1"), &["10.0.0.1"])])
+            .owner_rules
+            .is_empty());
+    }
+
+    #[test]
     fn content_comparison_ignores_order_and_build_time() {
         let a = build(&[
             inst("i-0aa", Some("a"), &["10.0.0.1"]),
@@ -1485,7 +1631,7 @@ mod tests {
     }
 
     /// One generated instance: id number, Name tag, group, addresses,
-    /// zone, whether it runs.
+    /// zone, whether it runs, its dns-aliases tag.
     type Spec = (
         u8,
         Option<&'static str>,
@@ -1493,10 +1639,20 @@ mod tests {
         Vec<u8>,
         bool,
         bool,
+        Option<&'static str>,
     );
 
-    fn spec_instance((id, name, group, ips, second_zone, running): &Spec) -> Instance {
+    fn spec_instance((id, name, group, ips, second_zone, running, aliases): &Spec) -> Instance {
         let mut i = inst(&format!("i-{:017x}", id), *name, &[]);
+        if let Some(list) = aliases {
+            let mut tags: Vec<(String, String)> = i
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            tags.push(("dns-aliases".into(), list.to_string()));
+            i.tags = tags.into_iter().collect();
+        }
         i.security_groups = group.iter().map(|g| g.to_string()).collect();
         i.private_ipv4 = ips
             .iter()
@@ -1528,6 +1684,15 @@ mod tests {
             None,
         ]);
         let groups = prop::sample::select(vec![Some("web"), Some("db"), None]);
+        let aliases = prop::sample::select(vec![
+            None,
+            None,
+            Some("api, api-v2"),
+            Some("web"),
+            Some("web db.primary\tcache"),
+            Some("--- ,,  i-0123456789abcdef0"),
+            Some("Evil.Name # 127.0.0.1, evil.name"),
+        ]);
         (
             0u8..40,
             names,
@@ -1535,6 +1700,7 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..3),
             any::<bool>(),
             prop::bool::weighted(0.9),
+            aliases,
         )
     }
 
@@ -1582,7 +1748,10 @@ mod tests {
                 base.iter().filter(|i| !ids.contains(&i.id)).cloned().collect();
             updated.extend(described.iter().cloned());
 
-            let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
+            let naming = Naming::new(Naming::default_rules(), "fleet.internal.").with_aliases(vec![
+                "tag:dns-aliases".parse().unwrap(),
+                "{sg}-{tag:Name}".parse().unwrap(),
+            ]);
             let current = Snapshot::build(&base, &naming, &zone());
             let full = Snapshot::build(&updated, &naming, &zone());
             let incremental = Snapshot::update_packed(

@@ -2,7 +2,9 @@
 //! and sanitising is idempotent. The first line of the input is also tried
 //! as a naming rule (a template, issue 17): whatever it is, it parses or is
 //! refused, and a rule that parses names an instance whose tags all hold
-//! the rest of the input with a valid name or none.
+//! the rest of the input with a valid name or none, and gives it valid
+//! aliases (as an alias rule, beside `tag:Name` whose value is split into
+//! several names), none of them the primary name or shaped like an id.
 #![no_main]
 
 use fleetdns::inventory::{Instance, Tags};
@@ -25,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(rule) = rule.parse::<Rule>() else {
         return;
     };
-    let naming = Naming::new(vec![rule], "fleet.internal.");
+    let naming = Naming::new(vec![rule.clone()], "fleet.internal.")
+        .with_aliases(vec![rule, Rule::Tag("Name".into())]);
     let instance = Instance {
         id: "i-0123456789abcdef0".into(),
         state: "running".into(),

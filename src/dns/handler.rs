@@ -437,6 +437,9 @@ fn txt_records(entry: Entry<'_>, owner: &Name, ttl: u32) -> Vec<Record> {
                 strings.push(character_string(format!("type={t}")));
             }
             strings.push(character_string(format!("rule={}", o.rule)));
+            if o.alias {
+                strings.push("kind=alias".to_string());
+            }
             record(owner, ttl, RData::TXT(TXT::new(strings)))
         })
         .collect()

@@ -156,3 +156,78 @@ fn a_template_takes_the_account_from_the_ec2_reservation() {
         ip_of(&seeded, "us-east-1", "web-1")
     );
 }
+
+#[test]
+fn aliases_from_a_hostile_list_answer_and_ptr_keeps_the_primary_name() {
+    let dir = tempdir();
+    let document = fleet(&[
+        (
+            "i-0000000000000000a",
+            "10.0.0.1",
+            &[
+                ("Name", "web-1"),
+                (
+                    "dns-aliases",
+                    "api, WWW\tevil.fleet.internal,,--- i-0123456789abcdef0 web-1",
+                ),
+            ],
+            "web",
+        ),
+        ("i-0000000000000000b", "10.0.0.2", &[("Name", "api")], "web"),
+    ]);
+    let d = serve(
+        dir.path(),
+        &document,
+        "aliases = [\"tag:dns-aliases\", \"{sg}-{tag:Name}\"]",
+    );
+    // each listed name answers with the instance's address
+    assert_eq!(short(d.udp, &["www.fleet.internal"]), ["10.0.0.1"]);
+    // a full name in the list means the name before the zone
+    assert_eq!(short(d.udp, &["evil.fleet.internal"]), ["10.0.0.1"]);
+    // a template alias
+    assert_eq!(short(d.udp, &["web-web-1.fleet.internal"]), ["10.0.0.1"]);
+    // an alias equal to another instance's name: the name answers both
+    assert_eq!(
+        short(d.udp, &["api.fleet.internal"]),
+        ["10.0.0.1", "10.0.0.2"]
+    );
+    // "---" gives nothing, and an id-shaped alias never takes that name
+    assert!(d
+        .dig(&["i-0123456789abcdef0.fleet.internal"])
+        .contains("NXDOMAIN"));
+    // PTR names the primary name only
+    assert_eq!(short(d.udp, &["-x", "10.0.0.1"]), ["web-1.fleet.internal."]);
+    // TXT says what the alias is
+    let txt = short(d.udp, &["TXT", "www.fleet.internal"]).join(" ");
+    assert!(
+        txt.contains("rule=tag:dns-aliases") && txt.contains("kind=alias"),
+        "{txt}"
+    );
+    let txt = short(d.udp, &["TXT", "web-1.fleet.internal"]).join(" ");
+    assert!(!txt.contains("kind=alias"), "{txt}");
+}
+
+#[test]
+fn a_bad_alias_rule_is_a_config_error_that_names_the_option() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        "[naming]\naliases = [\"{tag:Svc}_{tag:Env}\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--listen", "127.0.0.1:0", "--source"])
+        .arg(file_source(&example_fleet()))
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("naming.aliases") && stderr.contains("'_' in its text"),
+        "{stderr}"
+    );
+}
