@@ -97,6 +97,9 @@ struct ListedName {
     addresses: Vec<String>,
     instances: Vec<String>,
     rules: Vec<Rule>,
+    /// What the name is to its owners: `instance-id`, `primary` or
+    /// `alias` (several when owners differ).
+    kinds: Vec<&'static str>,
 }
 
 /// The whole `list --json` document.
@@ -120,6 +123,16 @@ fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
             let mut rules: Vec<Rule> = e.owners().map(|o| o.rule.clone()).collect();
             rules.sort();
             rules.dedup();
+            let mut kinds: Vec<&'static str> = e
+                .owners()
+                .map(|o| match (o.alias, o.rule) {
+                    (true, _) => "alias",
+                    (false, Rule::InstanceId) => "instance-id",
+                    (false, _) => "primary",
+                })
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
             ListedName {
                 name: name.to_ascii(),
                 addresses: e
@@ -130,6 +143,7 @@ fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
                     .collect(),
                 instances: e.owners().map(|o| o.instance_id.to_string()).collect(),
                 rules,
+                kinds,
             }
         })
         .collect()
@@ -158,17 +172,18 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
     let width = names.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
-        "{:width$}  {:<40}  {:<40}  RULE",
-        "NAME", "ADDRESSES", "INSTANCES"
+        "{:width$}  {:<40}  {:<40}  {:<11}  RULE",
+        "NAME", "ADDRESSES", "INSTANCES", "KIND"
     )?;
     for n in &names {
         let rules: Vec<String> = n.rules.iter().map(ToString::to_string).collect();
         writeln!(
             out,
-            "{:width$}  {:<40}  {:<40}  {}",
+            "{:width$}  {:<40}  {:<40}  {:<11}  {}",
             n.name,
             n.addresses.join(","),
             n.instances.join(","),
+            n.kinds.join(","),
             rules.join(",")
         )?;
     }

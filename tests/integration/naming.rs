@@ -205,6 +205,39 @@ fn aliases_from_a_hostile_list_answer_and_ptr_keeps_the_primary_name() {
     );
     let txt = short(d.udp, &["TXT", "web-1.fleet.internal"]).join(" ");
     assert!(!txt.contains("kind=alias"), "{txt}");
+    // list --json: each name's kind
+    let out = std::process::Command::new(bin())
+        .args([
+            "list",
+            "--json",
+            "--source",
+            &file_source(&dir.path().join("fleet.json")),
+        ])
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds = |name: &str| {
+        list["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["kinds"].clone())
+    };
+    assert_eq!(kinds("www.fleet.internal."), Some(json!(["alias"])));
+    assert_eq!(
+        kinds("api.fleet.internal."),
+        Some(json!(["alias", "primary"]))
+    );
+    assert_eq!(kinds("web-1.fleet.internal."), Some(json!(["primary"])));
+    assert_eq!(
+        kinds("i-0000000000000000a.fleet.internal."),
+        Some(json!(["instance-id"]))
+    );
 }
 
 #[test]
