@@ -71,16 +71,32 @@ fn measure<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
     )
 }
 
-/// A describe-instances document like the load script's.
-fn document(n: u32) -> String {
+/// A describe-instances document like the load script's; `rich` adds a
+/// Role and an Env tag to every other instance and two aliases
+/// (`dns-aliases`) to each tenth (issue 17's naming).
+fn document(n: u32, rich: bool) -> String {
     let mut text = String::from(r#"{"Reservations":[{"Instances":["#);
     for i in 1..=n {
         if i > 1 {
             text.push(',');
         }
+        let mut tags = format!(r#"{{"Key":"Name","Value":"web-{i}"}}"#);
+        if rich && i % 2 == 0 {
+            let _ = write!(
+                tags,
+                r#",{{"Key":"Role","Value":"role{}"}},{{"Key":"Env","Value":"env-{i}"}}"#,
+                i % 50
+            );
+        }
+        if rich && i % 10 == 0 {
+            let _ = write!(
+                tags,
+                r#",{{"Key":"dns-aliases","Value":"api-{i}, www-{i}"}}"#
+            );
+        }
         let _ = write!(
             text,
-            r#"{{"InstanceId":"i-{i:017x}","State":{{"Name":"running"}},"PrivateIpAddress":"10.{}.{}.{}","Tags":[{{"Key":"Name","Value":"web-{i}"}}]}}"#,
+            r#"{{"InstanceId":"i-{i:017x}","State":{{"Name":"running"}},"PrivateIpAddress":"10.{}.{}.{}","Placement":{{"AvailabilityZone":"us-east-1a"}},"Tags":[{tags}]}}"#,
             20 + i / 62_500,
             (i / 250) % 250,
             i % 250 + 1
@@ -95,7 +111,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let text = document(n);
+    let text = document(n, false);
     println!(
         "instances: {n}; describe-instances text: {}",
         mb(text.len())
@@ -126,6 +142,28 @@ fn main() {
         live / snapshot.name_count().max(1),
         mb(peak)
     );
+
+    // The same fleet named by two templates and an alias tag (issue 17).
+    let rich =
+        Packed::from_instances(&parse_describe_instances(&document(n, true)).expect("parses"));
+    let rich_naming = Naming::new(
+        ["{tag:Role}-{tag:Env}", "{tag:Name}.{az}", "tag:Name"]
+            .iter()
+            .map(|r| r.parse().expect("rule"))
+            .collect(),
+        "fleet.internal.",
+    )
+    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")]);
+    let (rich_snapshot, live, peak) =
+        measure(|| Snapshot::build_packed([&rich], &rich_naming, &zone).expect("builds"));
+    println!(
+        "snapshot with 2 templates and an alias tag ({} names): {} live ({} per name), peak while building {}",
+        rich_snapshot.name_count(),
+        mb(live),
+        live / rich_snapshot.name_count().max(1),
+        mb(peak)
+    );
+    drop((rich_snapshot, rich));
 
     let units = [("file:bench", SystemTime::now(), &packed)];
     let (reread, _, peak) = measure(|| fleetdns::state::save(&dir, 1, &units).expect("saves"));

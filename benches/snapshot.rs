@@ -72,6 +72,47 @@ fn bench(c: &mut Criterion) {
     group.bench_function("build 100k packed instances", |b| {
         b.iter(|| Snapshot::build_packed([black_box(&packed)], &naming, &zone))
     });
+    // Issue 17: two templates and an alias tag on the same fleet, with a
+    // Role and Env on every other instance and two aliases on each tenth.
+    let rich_fleet: Vec<Instance> = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, instance)| {
+            let mut instance = instance.clone();
+            let mut tags: Vec<(String, String)> = instance
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if i % 2 == 0 {
+                tags.push(("Role".into(), format!("role{}", i % 50)));
+                tags.push(("Env".into(), format!("env-{i}")));
+            }
+            if i % 10 == 0 {
+                tags.push(("dns-aliases".into(), format!("api-{i}, www-{i}")));
+            }
+            instance.tags = tags.into_iter().collect();
+            instance
+        })
+        .collect();
+    let rich_naming = Naming::new(
+        [
+            "{tag:Role}-{tag:Env}",
+            "{tag:Name}.{az}",
+            "tag:Name",
+            "security-group",
+        ]
+        .iter()
+        .map(|r| r.parse().expect("rule"))
+        .collect(),
+        "fleet.internal.",
+    )
+    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")]);
+    let rich_packed = Packed::from_instances(&rich_fleet);
+    group.bench_function(
+        "build 100k packed instances, 2 templates + alias tag",
+        |b| b.iter(|| Snapshot::build_packed([black_box(&rich_packed)], &rich_naming, &zone)),
+    );
     let snapshot = Snapshot::build(&fleet, &naming, &zone);
     let same = Snapshot::build_packed([&packed], &naming, &zone).expect("builds");
     group.bench_function("compare two 100k-instance snapshots", |b| {
