@@ -102,15 +102,39 @@ struct ListedName {
     kinds: Vec<&'static str>,
 }
 
+/// A name that several instances share.
+#[derive(Serialize)]
+struct Conflict<'a> {
+    name: &'a str,
+    instances: &'a [String],
+    kinds: &'a [&'static str],
+}
+
+/// The names of `names` that more than one instance has.
+fn conflicts(names: &[ListedName]) -> Vec<Conflict<'_>> {
+    names
+        .iter()
+        .filter(|n| n.instances.len() > 1)
+        .map(|n| Conflict {
+            name: &n.name,
+            instances: &n.instances,
+            kinds: &n.kinds,
+        })
+        .collect()
+}
+
 /// The whole `list --json` document.
 #[derive(Serialize)]
 struct Listing<'a> {
     zone: String,
     serial: u32,
     instances: usize,
-    names: Vec<ListedName>,
+    names: &'a [ListedName],
     rewritten: &'a [Rewrite],
     skipped: &'a [Skip],
+    /// Names that several instances share (each answers with all their
+    /// addresses).
+    conflicts: Vec<Conflict<'a>>,
     not_running: usize,
     bad_ids: &'a [String],
 }
@@ -158,9 +182,10 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
             zone: snapshot.zone().to_string(),
             serial: snapshot.serial(),
             instances: snapshot.instance_count(),
-            names,
+            names: &names,
             rewritten: &report.rewrites,
             skipped: &report.skips,
+            conflicts: conflicts(&names),
             not_running: report.not_running,
             bad_ids: &report.bad_ids,
         };
@@ -211,6 +236,19 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
                 out,
                 "  {} {} {:?}: {}",
                 s.instance_id, s.rule, s.value, s.reason
+            )?;
+        }
+    }
+    let shared = conflicts(&names);
+    if !shared.is_empty() {
+        writeln!(out, "\nshared by several instances ({}):", shared.len())?;
+        for c in &shared {
+            writeln!(
+                out,
+                "  {} ({}): {}",
+                c.name,
+                c.kinds.join(","),
+                c.instances.join(",")
             )?;
         }
     }

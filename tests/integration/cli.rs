@@ -28,6 +28,17 @@ fn list_json_shows_names_addresses_rules_rewrites_and_skips() {
         serde_json::json!(["i-05d6c43325a676d7b", "i-0f2de9682e9441cd7"])
     );
     assert_eq!(api["rules"], serde_json::json!(["tag:Name"]));
+    assert_eq!(api["kinds"], serde_json::json!(["primary"]));
+    // a name two instances share is listed as a conflict
+    let conflicts = doc["conflicts"].as_array().unwrap();
+    let shared = conflicts
+        .iter()
+        .find(|c| c["name"] == "api.fleet.internal.")
+        .unwrap();
+    assert_eq!(shared["instances"], api["instances"]);
+    assert!(conflicts
+        .iter()
+        .all(|c| c["instances"].as_array().unwrap().len() > 1));
     let rewrites = doc["rewritten"].as_array().unwrap();
     let evil = rewrites
         .iter()

@@ -238,6 +238,11 @@ fn aliases_from_a_hostile_list_answer_and_ptr_keeps_the_primary_name() {
         kinds("i-0000000000000000a.fleet.internal."),
         Some(json!(["instance-id"]))
     );
+    // api is shared by an alias and a primary name: a conflict
+    let conflicts = list["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["name"], "api.fleet.internal.");
+    assert_eq!(conflicts[0]["kinds"], json!(["alias", "primary"]));
 }
 
 #[test]
