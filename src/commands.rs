@@ -97,8 +97,8 @@ struct ListedName {
     addresses: Vec<String>,
     instances: Vec<String>,
     rules: Vec<Rule>,
-    /// What the name is to its owners: `instance-id`, `primary` or
-    /// `alias` (several when owners differ).
+    /// What the name is to its owners: `instance-id`, `primary`, `alias`
+    /// or `group` (several when owners differ).
     kinds: Vec<&'static str>,
 }
 
@@ -147,14 +147,7 @@ fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
             let mut rules: Vec<Rule> = e.owners().map(|o| o.rule.clone()).collect();
             rules.sort();
             rules.dedup();
-            let mut kinds: Vec<&'static str> = e
-                .owners()
-                .map(|o| match (o.alias, o.rule) {
-                    (true, _) => "alias",
-                    (false, Rule::InstanceId) => "instance-id",
-                    (false, _) => "primary",
-                })
-                .collect();
+            let mut kinds: Vec<&'static str> = e.owners().map(|o| o.kind.label()).collect();
             kinds.sort_unstable();
             kinds.dedup();
             ListedName {

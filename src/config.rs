@@ -353,6 +353,9 @@ pub struct NamingConfig {
     /// Rules of extra names, each answering with the instance's addresses.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Rules of group names, each answering with every member's addresses.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Default for NamingConfig {
@@ -360,6 +363,7 @@ impl Default for NamingConfig {
         Self {
             prefer: default_prefer(),
             aliases: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -956,15 +960,14 @@ impl Config {
             // Not an error: every instance still has its instance-id name.
             tracing::info!("naming.prefer is empty: instances are named by instance id only");
         }
-        let aliases = self
-            .naming
-            .aliases
-            .iter()
-            .map(|text| {
-                text.parse::<Rule>()
-                    .map_err(|m| invalid("naming.aliases", m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let extra = |option: &'static str, texts: &[String]| {
+            texts
+                .iter()
+                .map(|text| text.parse::<Rule>().map_err(|m| invalid(option, m)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let aliases = extra("naming.aliases", &self.naming.aliases)?;
+        let groups = extra("naming.groups", &self.naming.groups)?;
 
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for text in &self.upstreams {
@@ -1032,7 +1035,9 @@ impl Config {
         };
 
         Ok(Settings {
-            naming: Naming::new(rules, &zone_text).with_aliases(aliases),
+            naming: Naming::new(rules, &zone_text)
+                .with_aliases(aliases)
+                .with_groups(groups),
             zone: ZoneSettings {
                 reverse_zones: validate_reverse_zones(&self.reverse_zones)?,
                 zone,

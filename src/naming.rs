@@ -363,6 +363,8 @@ pub struct Naming {
     prefer: Vec<Rule>,
     /// Rules of extra names: each gives every name it can.
     aliases: Vec<Rule>,
+    /// Rules of group names: each gives one name, shared by every member.
+    groups: Vec<Rule>,
     /// The longest relative name that still fits under the zone.
     max_len: usize,
     /// The zone, lowercase, without the final dot: a value that already
@@ -380,6 +382,7 @@ impl Naming {
         Self {
             prefer,
             aliases: Vec::new(),
+            groups: Vec::new(),
             max_len,
             zone,
         }
@@ -394,6 +397,17 @@ impl Naming {
     /// The alias rules.
     pub fn alias_rules(&self) -> &[Rule] {
         &self.aliases
+    }
+
+    /// This policy with `rules` for group names (`naming.groups`).
+    pub fn with_groups(mut self, rules: Vec<Rule>) -> Self {
+        self.groups = rules;
+        self
+    }
+
+    /// The group rules.
+    pub fn group_rules(&self) -> &[Rule] {
+        &self.groups
     }
 
     /// The default preference list: the `Name` tag, then the first security group.
@@ -474,8 +488,35 @@ impl Naming {
         primary: Option<&str>,
         report: &mut NamingReport,
     ) -> Vec<Choice> {
+        let taken: Vec<&str> = primary.into_iter().collect();
+        self.extra_names(&self.aliases, true, instance, &taken, report)
+    }
+
+    /// The group names of `instance` (`naming.groups`): one per rule that
+    /// gives one (a tag's whole value is one name), without repeats and
+    /// without the names in `taken` (its primary name and aliases, which
+    /// it answers for already), recording rewrites and skips.
+    pub fn groups(
+        &self,
+        instance: &Instance,
+        taken: &[&str],
+        report: &mut NamingReport,
+    ) -> Vec<Choice> {
+        self.extra_names(&self.groups, false, instance, taken, report)
+    }
+
+    /// Every name `rules` give `instance`, each value sanitised by the
+    /// rules of a primary name; a tag lists several when `split`.
+    fn extra_names(
+        &self,
+        rules: &[Rule],
+        split: bool,
+        instance: &Instance,
+        taken: &[&str],
+        report: &mut NamingReport,
+    ) -> Vec<Choice> {
         let mut names: Vec<Choice> = Vec::new();
-        for rule in &self.aliases {
+        for rule in rules {
             let mut one = |value: &str, sanitized: Result<String, SkipReason>| match sanitized {
                 Ok(name) => {
                     if name != value {
@@ -486,7 +527,7 @@ impl Naming {
                             name: name.clone(),
                         });
                     }
-                    if primary != Some(name.as_str()) && !names.iter().any(|c| c.name == name) {
+                    if !taken.contains(&name.as_str()) && !names.iter().any(|c| c.name == name) {
                         names.push(Choice {
                             name,
                             rule: rule.clone(),
@@ -505,6 +546,10 @@ impl Naming {
                     let Some(list) = instance.tags.get(key) else {
                         continue;
                     };
+                    if !split {
+                        one(list, self.sanitize_in_zone(list));
+                        continue;
+                    }
                     for value in list
                         .split(|c: char| c == ',' || c.is_whitespace())
                         .filter(|v| !v.is_empty())

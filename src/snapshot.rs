@@ -90,6 +90,59 @@ struct InstanceRecord {
     instance_type: u16,
 }
 
+/// What a name is to one instance behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NameKind {
+    /// Its instance-id name.
+    InstanceId,
+    /// Its primary name (`naming.prefer`).
+    Primary,
+    /// One of its aliases (`naming.aliases`).
+    Alias,
+    /// A group it belongs to (`naming.groups`).
+    Group,
+}
+
+impl NameKind {
+    /// As `list` and TXT records say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            NameKind::InstanceId => "instance-id",
+            NameKind::Primary => "primary",
+            NameKind::Alias => "alias",
+            NameKind::Group => "group",
+        }
+    }
+}
+
+/// Marks an owner code (see [`Snapshot::owner_rules`]) as a group's, not
+/// an alias's; the rest of the code is the rule's index.
+const GROUP: u16 = 0x8000;
+
+/// The kind and rule index an owner code stands for; `None` for NONE (the
+/// owner's id or primary name).
+fn extra_code(code: u16) -> Option<(NameKind, u16)> {
+    match code {
+        NONE => None,
+        c if c & GROUP != 0 => Some((NameKind::Group, c & !GROUP)),
+        c => Some((NameKind::Alias, c)),
+    }
+}
+
+/// The owner code of an extra name of `kind` from the rule at `rule`, or
+/// `None` when that index does not fit beside the group bit.
+fn extra_owner_code(kind: NameKind, rule: u16) -> Option<u16> {
+    if rule >= GROUP {
+        return None;
+    }
+    Some(if kind == NameKind::Group {
+        rule | GROUP
+    } else {
+        rule
+    })
+}
+
 /// One instance behind a name (a view into a [`Snapshot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner<'a> {
@@ -97,9 +150,8 @@ pub struct Owner<'a> {
     pub instance_id: &'a str,
     /// The rule that gave this name to the instance.
     pub rule: &'a Rule,
-    /// Whether the name is one of its aliases (`naming.aliases`), not its
-    /// id or its primary name.
-    pub alias: bool,
+    /// What the name is to this instance.
+    pub kind: NameKind,
     /// Its availability zone, when known.
     pub availability_zone: Option<&'a str>,
     /// Its instance type, when known.
@@ -325,9 +377,10 @@ pub struct Snapshot {
     ipv6: Vec<Ipv6Addr>,
     /// Owners of all names, as indexes into `instances`.
     owners: Vec<u32>,
-    /// For each of `owners`, the alias rule that gave it the name (index
-    /// into `rules`), or [`NONE`] for its id or its primary name; empty
-    /// when no instance has an alias (the common case costs nothing).
+    /// For each of `owners`, the alias or group rule that gave it the name
+    /// (index into `rules`, with [`GROUP`] set for a group), or [`NONE`]
+    /// for its id or its primary name; empty when no instance has an
+    /// extra name (the common case costs nothing).
     owner_rules: Vec<u16>,
     /// Served instances, sorted by id.
     instances: Vec<InstanceRecord>,
@@ -435,14 +488,14 @@ pub struct SnapshotBuilder<'n> {
     aliases: Vec<AliasName>,
 }
 
-/// An extra name of a pending instance.
+/// An extra name (alias or group) of a pending instance.
 #[derive(Debug, Clone, Copy)]
 struct AliasName {
     /// The instance's index in `pending`.
     instance: u32,
     /// The name in the builder's `names`.
     name: u32,
-    /// The alias rule that gave it.
+    /// Its owner code: the rule that gave it, and whether a group's.
     rule: u16,
 }
 
@@ -526,14 +579,21 @@ impl<'n> SnapshotBuilder<'n> {
             if drop.contains(id) {
                 continue;
             }
-            for &(_, name, rule) in &aliases[first_alias..next_alias] {
+            for &(_, name, code) in &aliases[first_alias..next_alias] {
+                let Some((kind, rule)) = extra_code(code) else {
+                    continue;
+                };
+                let Some(rule) = current.rules.get(usize::from(rule)) else {
+                    continue;
+                };
+                let rule = builder.rules.get(rule, || rule.clone());
+                let Some(code) = extra_owner_code(kind, rule) else {
+                    continue;
+                };
                 let alias = AliasName {
                     instance: builder.pending.len() as u32,
                     name: builder.copy_name(&current.names, name),
-                    rule: current
-                        .rules
-                        .get(usize::from(rule))
-                        .map_or(NONE, |r| builder.rules.get(r, || r.clone())),
+                    rule: code,
                 };
                 builder.aliases.push(alias);
             }
@@ -632,15 +692,25 @@ impl<'n> SnapshotBuilder<'n> {
                 rule = self.rules.get(&choice.rule, || choice.rule.clone());
             }
         }
-        if !naming.alias_rules().is_empty() {
+        if !naming.alias_rules().is_empty() || !naming.group_rules().is_empty() {
             let primary = primary.as_ref().map(|c| c.name.as_str());
-            for alias in naming.aliases(instance, primary, &mut self.report) {
+            let aliases = naming.aliases(instance, primary, &mut self.report);
+            let mut taken: Vec<&str> = aliases.iter().map(|c| c.name.as_str()).collect();
+            taken.extend(primary);
+            let groups = naming.groups(instance, &taken, &mut self.report);
+            let extra = (aliases.iter().map(|c| (c, NameKind::Alias)))
+                .chain(groups.iter().map(|c| (c, NameKind::Group)));
+            for (choice, kind) in extra {
                 let start = self.names.len();
-                if push_name(&alias.name, room, &mut self.names) {
+                let rule = self.rules.get(&choice.rule, || choice.rule.clone());
+                let Some(code) = extra_owner_code(kind, rule) else {
+                    continue;
+                };
+                if push_name(&choice.name, room, &mut self.names) {
                     self.aliases.push(AliasName {
                         instance: self.pending.len() as u32,
                         name: start as u32,
-                        rule: self.rules.get(&alias.rule, || alias.rule.clone()),
+                        rule: code,
                     });
                 }
             }
@@ -1039,7 +1109,11 @@ impl Snapshot {
                 .owner_rules
                 .iter()
                 .zip(&other.owner_rules)
-                .all(|(&a, &b)| rule(self, a) == rule(other, b))
+                .all(|(&a, &b)| {
+                    let (a, b) = (extra_code(a), extra_code(b));
+                    a.map(|(kind, r)| (kind, rule(self, r)))
+                        == b.map(|(kind, r)| (kind, rule(other, r)))
+                })
             && self.reverse4 == other.reverse4
             && self.reverse6 == other.reverse6)
     }
@@ -1064,8 +1138,8 @@ impl Snapshot {
         field(&self.records[record]) as usize..field(&self.records[record + 1]) as usize
     }
 
-    /// The alias rule of the owner at `at` in `owners`, if the name is
-    /// an alias of it.
+    /// The owner code of the owner at `at` in `owners`, if the name is
+    /// an alias or a group of it (see [`extra_code`]).
     fn alias_rule(&self, at: usize) -> Option<u16> {
         self.owner_rules.get(at).copied().filter(|&r| r != NONE)
     }
@@ -1077,18 +1151,23 @@ impl Snapshot {
         let string = |i: u16| self.strings.get(usize::from(i)).map(|s| &**s);
         // The id name holds the id: one label after the length bytes.
         let id = Self::labels_at(&self.names, instance.id);
-        let alias = self.alias_rule(at);
-        let rule = match alias {
-            _ if instance.id == name => &self.rules[0],
-            Some(rule) => self.rules.get(usize::from(rule)).unwrap_or(&self.rules[0]),
-            None => self
-                .rules
-                .get(usize::from(instance.rule))
-                .unwrap_or(&self.rules[0]),
+        let extra = self.alias_rule(at).and_then(extra_code);
+        let (kind, rule) = match extra {
+            _ if instance.id == name => (NameKind::InstanceId, &self.rules[0]),
+            Some((kind, rule)) => (
+                kind,
+                self.rules.get(usize::from(rule)).unwrap_or(&self.rules[0]),
+            ),
+            None => (
+                NameKind::Primary,
+                self.rules
+                    .get(usize::from(instance.rule))
+                    .unwrap_or(&self.rules[0]),
+            ),
         };
         Owner {
             instance_id: std::str::from_utf8(id.get(1..).unwrap_or_default()).unwrap_or_default(),
-            alias: alias.is_some(),
+            kind,
             rule,
             availability_zone: string(instance.availability_zone),
             instance_type: string(instance.instance_type),
@@ -1462,15 +1541,15 @@ mod tests {
         };
         assert_eq!(www.ipv4(), ["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
         let owner = www.owners().next().unwrap();
-        assert!(owner.alias);
+        assert_eq!(owner.kind, NameKind::Alias);
         assert_eq!(owner.rule.to_string(), "tag:dns-aliases");
         // an alias equal to another instance's primary name: both answer
         let Lookup::Name(api) = s.lookup(&lower("api.fleet.internal.")) else {
             panic!()
         };
         assert_eq!(api.ipv4().len(), 2);
-        let kinds: Vec<bool> = api.owners().map(|o| o.alias).collect();
-        assert_eq!(kinds, [true, false]);
+        let kinds: Vec<NameKind> = api.owners().map(|o| o.kind).collect();
+        assert_eq!(kinds, [NameKind::Alias, NameKind::Primary]);
         // PTR: each address names its instance's primary name only
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let names: Vec<String> = s.names_of(ip).map(|e| e.text()).collect();
@@ -1482,13 +1561,52 @@ mod tests {
         let Lookup::Name(primary) = s.lookup(&lower("web-1.fleet.internal.")) else {
             panic!()
         };
-        assert_eq!(primary.owners().filter(|o| !o.alias).count(), 1);
+        assert_eq!(
+            primary
+                .owners()
+                .filter(|o| o.kind == NameKind::Primary)
+                .count(),
+            1
+        );
         assert_eq!(primary.owners().count(), 1);
         assert!(s.report().skips.iter().any(|k| k.value == "---"));
         // without aliases the zone keeps no per-owner rules at all
         assert!(build(&[inst("i-0aa", Some("web-1"), &["10.0.0.1"])])
             .owner_rules
             .is_empty());
+    }
+
+    #[test]
+    fn a_group_name_answers_with_every_member_and_says_so() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.")
+            .with_groups(vec!["tag:asg".parse().unwrap()]);
+        let member = |id: &str, name: &str, ip: &str, asg: &str| {
+            let mut i = inst(id, Some(name), &[ip]);
+            i.tags = [("Name", name), ("asg", asg)].into();
+            i
+        };
+        let s = Snapshot::build(
+            &[
+                member("i-0aa", "w1", "10.0.0.1", "Workers"),
+                member("i-0bb", "w2", "10.0.0.2", "workers"),
+                // its Name is the group's: one owner entry, as its primary
+                member("i-0cc", "workers", "10.0.0.3", "workers"),
+                member("i-0dd", "db", "10.0.0.4", "db-pool"),
+            ],
+            &naming,
+            &zone(),
+        );
+        let Lookup::Name(workers) = s.lookup(&lower("workers.fleet.internal.")) else {
+            panic!("the group answers")
+        };
+        assert_eq!(workers.ipv4().len(), 3);
+        let kinds: Vec<NameKind> = workers.owners().map(|o| o.kind).collect();
+        assert_eq!(kinds, [NameKind::Group, NameKind::Group, NameKind::Primary]);
+        assert_eq!(workers.owners().next().unwrap().rule.to_string(), "tag:asg");
+        // PTR stays with the primary names
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let names: Vec<String> = s.names_of(ip).map(|e| e.text()).collect();
+        assert_eq!(names, ["w1.fleet.internal."]);
     }
 
     #[test]
@@ -1748,10 +1866,15 @@ mod tests {
                 base.iter().filter(|i| !ids.contains(&i.id)).cloned().collect();
             updated.extend(described.iter().cloned());
 
-            let naming = Naming::new(Naming::default_rules(), "fleet.internal.").with_aliases(vec![
-                "tag:dns-aliases".parse().unwrap(),
-                "{sg}-{tag:Name}".parse().unwrap(),
-            ]);
+            let naming = Naming::new(Naming::default_rules(), "fleet.internal.")
+                .with_aliases(vec![
+                    "tag:dns-aliases".parse().unwrap(),
+                    "{sg}-{tag:Name}".parse().unwrap(),
+                ])
+                .with_groups(vec![
+                    "security-group".parse().unwrap(),
+                    "{sg}.pool".parse().unwrap(),
+                ]);
             let current = Snapshot::build(&base, &naming, &zone());
             let full = Snapshot::build(&updated, &naming, &zone());
             let incremental = Snapshot::update_packed(

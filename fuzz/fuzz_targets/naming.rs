@@ -2,9 +2,11 @@
 //! and sanitising is idempotent. The first line of the input is also tried
 //! as a naming rule (a template, issue 17): whatever it is, it parses or is
 //! refused, and a rule that parses names an instance whose tags all hold
-//! the rest of the input with a valid name or none, and gives it valid
-//! aliases (as an alias rule, beside `tag:Name` whose value is split into
-//! several names), none of them the primary name or shaped like an id.
+//! the rest of the input with a valid name or none; gives it valid aliases
+//! (as an alias rule, beside `tag:Name`, whose value is split into several
+//! names), none of them the primary name, repeated, or shaped like an id;
+//! and valid group names (as a group rule, beside `security-group`), none
+//! of them a name the instance has already.
 #![no_main]
 
 use fleetdns::inventory::{Instance, Tags};
@@ -28,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let naming = Naming::new(vec![rule.clone()], "fleet.internal.")
-        .with_aliases(vec![rule, Rule::Tag("Name".into())]);
+        .with_aliases(vec![rule.clone(), Rule::Tag("Name".into())])
+        .with_groups(vec![rule, Rule::SecurityGroup]);
     let instance = Instance {
         id: "i-0123456789abcdef0".into(),
         state: "running".into(),
@@ -43,16 +46,43 @@ fuzz_target!(|data: &[u8]| {
         instance_type: Some(tag.to_string()),
         account: Some(tag.to_string()),
     };
-    if let Some(choice) = naming.choose(&instance, &mut NamingReport::default()) {
+    let valid = |what: &str, name: &str| {
         assert!(
-            is_valid_name(&choice.name, max_len),
-            "{value:?} gave invalid {:?}",
-            choice.name
+            is_valid_name(name, max_len),
+            "{value:?} gave invalid {what} {name:?}"
+        );
+        assert!(!is_instance_id(name), "{value:?} gave {what} {name:?}");
+    };
+    let mut report = NamingReport::default();
+    let primary = naming.choose(&instance, &mut report);
+    if let Some(choice) = &primary {
+        valid("name", &choice.name);
+    }
+    let primary = primary.as_ref().map(|c| c.name.as_str());
+    let aliases = naming.aliases(&instance, primary, &mut report);
+    for (k, alias) in aliases.iter().enumerate() {
+        valid("alias", &alias.name);
+        assert_ne!(Some(alias.name.as_str()), primary);
+        assert!(
+            !aliases[..k].iter().any(|a| a.name == alias.name),
+            "repeated alias {:?}",
+            alias.name
+        );
+    }
+    let mut taken: Vec<&str> = aliases.iter().map(|a| a.name.as_str()).collect();
+    taken.extend(primary);
+    let groups = naming.groups(&instance, &taken, &mut report);
+    for (k, group) in groups.iter().enumerate() {
+        valid("group", &group.name);
+        assert!(
+            !taken.contains(&group.name.as_str()),
+            "group {:?} is taken",
+            group.name
         );
         assert!(
-            !is_instance_id(&choice.name),
-            "{value:?} gave {:?}",
-            choice.name
+            !groups[..k].iter().any(|g| g.name == group.name),
+            "repeated group {:?}",
+            group.name
         );
     }
 });

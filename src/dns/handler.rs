@@ -41,7 +41,7 @@ use crate::access::QueryAccess;
 use crate::config::{ReverseZone, ZoneSettings};
 use crate::dns::forward::Forwarder;
 use crate::dns::wire::response_edns;
-use crate::snapshot::{Entry, Lookup, Snapshot, Store};
+use crate::snapshot::{Entry, Lookup, NameKind, Snapshot, Store};
 
 /// SOA timers for secondaries (not used by fleetdns itself): refresh, retry, expire.
 pub(crate) const SOA_REFRESH: i32 = 300;
@@ -437,8 +437,9 @@ fn txt_records(entry: Entry<'_>, owner: &Name, ttl: u32) -> Vec<Record> {
                 strings.push(character_string(format!("type={t}")));
             }
             strings.push(character_string(format!("rule={}", o.rule)));
-            if o.alias {
-                strings.push("kind=alias".to_string());
+            // What the name is, where it is not the instance's own.
+            if matches!(o.kind, NameKind::Alias | NameKind::Group) {
+                strings.push(format!("kind={}", o.kind.label()));
             }
             record(owner, ttl, RData::TXT(TXT::new(strings)))
         })

@@ -269,3 +269,68 @@ fn a_bad_alias_rule_is_a_config_error_that_names_the_option() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_group_name_answers_with_every_running_member() {
+    let dir = tempdir();
+    let document = fleet(&[
+        (
+            "i-0000000000000000a",
+            "10.0.0.1",
+            &[("Name", "w1"), ("aws:autoscaling:groupName", "Workers")],
+            "web",
+        ),
+        (
+            "i-0000000000000000b",
+            "10.0.0.2",
+            &[("Name", "w2"), ("aws:autoscaling:groupName", "workers")],
+            "web",
+        ),
+        (
+            "i-0000000000000000c",
+            "10.0.0.3",
+            &[("Name", "db"), ("aws:autoscaling:groupName", "---")],
+            "db",
+        ),
+    ]);
+    let d = serve(
+        dir.path(),
+        &document,
+        "groups = [\"tag:aws:autoscaling:groupName\"]",
+    );
+    assert_eq!(
+        short(d.udp, &["workers.fleet.internal"]),
+        ["10.0.0.1", "10.0.0.2"]
+    );
+    let txt = short(d.udp, &["TXT", "workers.fleet.internal"]).join(" ");
+    assert!(
+        txt.contains("kind=group") && txt.contains("rule=tag:aws:autoscaling:groupName"),
+        "{txt}"
+    );
+    // the members keep their own names, and PTR names them
+    assert_eq!(short(d.udp, &["w2.fleet.internal"]), ["10.0.0.2"]);
+    assert_eq!(short(d.udp, &["-x", "10.0.0.2"]), ["w2.fleet.internal."]);
+    let out = std::process::Command::new(bin())
+        .args([
+            "list",
+            "--json",
+            "--source",
+            &file_source(&dir.path().join("fleet.json")),
+        ])
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workers = list["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "workers.fleet.internal.")
+        .unwrap();
+    assert_eq!(workers["kinds"], json!(["group"]));
+    // "---" gives no group, and is reported
+    assert!(list["skipped"].to_string().contains("\"value\":\"---\""));
+}
