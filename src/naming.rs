@@ -601,6 +601,34 @@ impl Naming {
     }
 }
 
+/// The ordinals of a group's members (`<n>.<group>`), given the members
+/// in instance-id order and the ordinal each had before (`previous`): a
+/// member keeps its ordinal as long as it stays; newcomers, in id order,
+/// take the lowest free ordinals from 1. So the first assignment is in id
+/// order, a member replaced in the middle leaves a gap that the next
+/// newcomer fills, and an ordinal never moves to another member while its
+/// holder stays. Two members claiming one previous ordinal (a damaged
+/// record) keep it for the first, in id order; the other is a newcomer.
+pub fn assign_ordinals(
+    members: &[&str],
+    previous: impl Fn(&str) -> Option<u32>,
+) -> Vec<u32> {
+    let mut taken = std::collections::BTreeSet::new();
+    let mut ordinals: Vec<Option<u32>> = members
+        .iter()
+        .map(|id| previous(id).filter(|&n| n > 0 && taken.insert(n)))
+        .collect();
+    let mut next = 1u32;
+    for ordinal in ordinals.iter_mut().filter(|o| o.is_none()) {
+        while taken.contains(&next) {
+            next += 1;
+        }
+        taken.insert(next);
+        *ordinal = Some(next);
+    }
+    ordinals.into_iter().map(|o| o.unwrap_or(next)).collect()
+}
+
 /// Turns any string into a relative DNS name of at most `max_len` octets,
 /// or says why it cannot. See the module documentation for the rule.
 pub fn sanitize(value: &str, max_len: usize) -> Result<String, SkipReason> {
@@ -1079,5 +1107,72 @@ mod tests {
                 prop_assert!(choice.name.split('.').count() <= labels, "{:?}", choice.name);
             }
         }
+    }
+
+    proptest! {
+        /// A model of a group over time: at each step some members leave
+        /// and some join. An ordinal never changes while its member stays,
+        /// no two members share one, the first assignment is in id order,
+        /// and newcomers fill the lowest free ordinals (so after they
+        /// fill the gaps, ordinals are dense).
+        #[test]
+        fn ordinals_are_stable_unique_and_filled_from_the_lowest(
+            steps in prop::collection::vec(prop::collection::btree_set(0u8..30, 0..20), 1..12),
+        ) {
+            let mut held: std::collections::BTreeMap<String, u32> = Default::default();
+            for (step, members) in steps.iter().enumerate() {
+                let ids: Vec<String> = members.iter().map(|k| format!("i-{k:02x}")).collect();
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let got = assign_ordinals(&refs, |id| held.get(id).copied());
+                let mut seen = std::collections::BTreeSet::new();
+                for (id, &n) in refs.iter().zip(&got) {
+                    prop_assert!(n >= 1);
+                    prop_assert!(seen.insert(n), "ordinal {} twice", n);
+                    if let Some(&before) = held.get(*id) {
+                        prop_assert_eq!(before, n, "{} moved", id);
+                    }
+                }
+                if step == 0 {
+                    let expect: Vec<u32> = (1..=refs.len() as u32).collect();
+                    prop_assert_eq!(&got, &expect);
+                }
+                // newcomers took the lowest ordinals not held by stayers
+                let stayers: std::collections::BTreeSet<u32> = refs
+                    .iter()
+                    .zip(&got)
+                    .filter(|(id, _)| held.contains_key(**id))
+                    .map(|(_, &n)| n)
+                    .collect();
+                let mut newcomer: Vec<u32> = refs
+                    .iter()
+                    .zip(&got)
+                    .filter(|(id, _)| !held.contains_key(**id))
+                    .map(|(_, &n)| n)
+                    .collect();
+                let lowest: Vec<u32> = (1..).filter(|n| !stayers.contains(n)).take(newcomer.len()).collect();
+                let in_id_order = newcomer.clone();
+                newcomer.sort_unstable();
+                prop_assert_eq!(&in_id_order, &newcomer, "newcomers in id order");
+                prop_assert_eq!(newcomer, lowest);
+                held = refs.iter().map(|id| id.to_string()).zip(got).collect();
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_replaced_in_the_middle_leaves_a_gap_the_next_newcomer_fills() {
+        let first = assign_ordinals(&["i-01", "i-02", "i-03"], |_| None);
+        assert_eq!(first, [1, 2, 3]);
+        let held = |id: &str| match id {
+            "i-01" => Some(1),
+            "i-02" => Some(2),
+            "i-03" => Some(3),
+            _ => None,
+        };
+        assert_eq!(assign_ordinals(&["i-01", "i-03"], held), [1, 3]);
+        // the replacement, whatever its id, takes 2
+        assert_eq!(assign_ordinals(&["i-00", "i-01", "i-03"], held), [2, 1, 3]);
+        // a damaged record claiming a taken ordinal: the first keeps it
+        assert_eq!(assign_ordinals(&["i-01", "i-09"], |_| Some(1)), [1, 2]);
     }
 }

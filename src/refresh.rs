@@ -627,7 +627,9 @@ impl Refresher {
         self.rebuild = false;
         self.build_and_swap(
             unchanged,
-            Box::new(move |naming, zone, _| Snapshot::build_packed(&units, naming, zone).map(Some)),
+            Box::new(move |naming, zone, current| {
+                Snapshot::build_packed_after(&units, naming, zone, current).map(Some)
+            }),
         )
         .await
     }

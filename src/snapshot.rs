@@ -102,6 +102,8 @@ pub enum NameKind {
     Alias,
     /// A group it belongs to (`naming.groups`).
     Group,
+    /// Its ordinal in a group (`<n>.<group>`).
+    Ordinal,
 }
 
 impl NameKind {
@@ -112,13 +114,17 @@ impl NameKind {
             NameKind::Primary => "primary",
             NameKind::Alias => "alias",
             NameKind::Group => "group",
+            NameKind::Ordinal => "ordinal",
         }
     }
 }
 
-/// Marks an owner code (see [`Snapshot::owner_rules`]) as a group's, not
-/// an alias's; the rest of the code is the rule's index.
+/// Marks an owner code (see [`Snapshot::owner_rules`]) as a group's; the
+/// rest of the code is the rule's index.
 const GROUP: u16 = 0x8000;
+/// Marks an owner code as an ordinal's (`<n>.<group>`), with the index of
+/// the group's rule.
+const ORDINAL: u16 = 0x4000;
 
 /// The kind and rule index an owner code stands for; `None` for NONE (the
 /// owner's id or primary name).
@@ -126,22 +132,27 @@ fn extra_code(code: u16) -> Option<(NameKind, u16)> {
     match code {
         NONE => None,
         c if c & GROUP != 0 => Some((NameKind::Group, c & !GROUP)),
+        c if c & ORDINAL != 0 => Some((NameKind::Ordinal, c & !ORDINAL)),
         c => Some((NameKind::Alias, c)),
     }
 }
 
 /// The owner code of an extra name of `kind` from the rule at `rule`, or
-/// `None` when that index does not fit beside the group bit.
+/// `None` when that index does not fit beside the kind bits.
 fn extra_owner_code(kind: NameKind, rule: u16) -> Option<u16> {
-    if rule >= GROUP {
+    if rule >= ORDINAL {
         return None;
     }
-    Some(if kind == NameKind::Group {
-        rule | GROUP
-    } else {
-        rule
+    Some(match kind {
+        NameKind::Group => rule | GROUP,
+        NameKind::Ordinal => rule | ORDINAL,
+        _ => rule,
     })
 }
+
+/// Each group's ordinals (issue 17): by the group's relative wire labels,
+/// each member's instance id and ordinal.
+pub type Ordinals = HashMap<Vec<u8>, HashMap<String, u32>>;
 
 /// One instance behind a name (a view into a [`Snapshot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,6 +497,8 @@ pub struct SnapshotBuilder<'n> {
     rules: Interner<Rule>,
     /// Extra names (`naming.aliases`) of the pending instances.
     aliases: Vec<AliasName>,
+    /// The ordinals of the zone this one follows, which members keep.
+    ordinals: Option<Ordinals>,
 }
 
 /// An extra name (alias or group) of a pending instance.
@@ -522,7 +535,16 @@ impl<'n> SnapshotBuilder<'n> {
             strings: Interner::new(),
             rules,
             aliases: Vec::new(),
+            ordinals: None,
         }
+    }
+
+    /// This builder giving group members the ordinals they had in
+    /// `previous` (a zone of the same naming), newcomers the lowest free
+    /// ones.
+    pub fn with_ordinals_of(mut self, previous: &Snapshot) -> Self {
+        self.ordinals = Some(previous.ordinals());
+        self
     }
 
     /// A builder that starts with every instance `current` serves but
@@ -544,6 +566,9 @@ impl<'n> SnapshotBuilder<'n> {
         if builder.zone_wire != current.zone_wire {
             return None;
         }
+        if !naming.group_rules().is_empty() {
+            builder.ordinals = Some(current.ordinals());
+        }
         // Each instance's chosen name, and the record of its id name
         // (which holds its own addresses), from the owners of each name.
         let count = current.instances.len();
@@ -558,7 +583,11 @@ impl<'n> SnapshotBuilder<'n> {
                 if current.instances[o].id == name {
                     own[o] = Some(record);
                 } else if let Some(rule) = current.alias_rule(at) {
-                    aliases.push((o, name, rule));
+                    // Ordinals are assigned again in `finish`, from
+                    // `current`'s: only the memberships are copied.
+                    if !matches!(extra_code(rule), Some((NameKind::Ordinal, _))) {
+                        aliases.push((o, name, rule));
+                    }
                 } else {
                     chosen[o] = name;
                 }
@@ -764,6 +793,7 @@ impl<'n> SnapshotBuilder<'n> {
             strings,
             rules,
             aliases,
+            ordinals: previous_ordinals,
             ..
         } = self;
         let span = |k: usize| -> (Range<usize>, Range<usize>) {
@@ -825,6 +855,66 @@ impl<'n> SnapshotBuilder<'n> {
             );
         }
         drop(aliases);
+        // Ordinals: each group's members, in id order, keep the ordinal
+        // they had and newcomers take the lowest free ones; `<n>.<group>`
+        // names the member.
+        let mut groups: Vec<(u32, u32, u16)> = chosen
+            .iter()
+            .filter(|c| matches!(extra_code(c.2), Some((NameKind::Group, _))))
+            .copied()
+            .collect();
+        if !groups.is_empty() {
+            groups.sort_unstable_by(|a, b| {
+                Self::labels(&names, a.0)
+                    .cmp(Self::labels(&names, b.0))
+                    .then(a.1.cmp(&b.1))
+            });
+            let room = 255 - zone_wire.len();
+            let empty = HashMap::new();
+            // (name, in `names` form: its length, then its labels; owner; code)
+            let mut added: Vec<(Vec<u8>, u32, u16)> = Vec::new();
+            for run in
+                groups.chunk_by(|a, b| Self::labels(&names, a.0) == Self::labels(&names, b.0))
+            {
+                checkpoint();
+                let group = Self::labels(&names, run[0].0);
+                let held = previous_ordinals
+                    .as_ref()
+                    .and_then(|o| o.get(group))
+                    .unwrap_or(&empty);
+                let ids: Vec<String> = run
+                    .iter()
+                    .map(|&(_, i, _)| {
+                        let id = Self::labels(&names, pending[order[i as usize] as usize].id);
+                        String::from_utf8_lossy(id.get(1..).unwrap_or_default()).into_owned()
+                    })
+                    .collect();
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let ordinals = crate::naming::assign_ordinals(&refs, |id| held.get(id).copied());
+                for (&(_, i, code), n) in run.iter().zip(ordinals) {
+                    let digits = n.to_string();
+                    let len = 1 + digits.len() + group.len();
+                    let code = extra_code(code)
+                        .and_then(|(_, rule)| extra_owner_code(NameKind::Ordinal, rule));
+                    // A group name that leaves no room for the ordinal's
+                    // label gives none.
+                    let (Some(code), true) = (code, len <= room) else {
+                        continue;
+                    };
+                    let mut name = Vec::with_capacity(1 + len);
+                    name.push(len as u8);
+                    name.push(digits.len() as u8);
+                    name.extend_from_slice(digits.as_bytes());
+                    name.extend_from_slice(group);
+                    added.push((name, i, code));
+                }
+            }
+            for (name, i, code) in added {
+                chosen.push((names.len() as u32, i, code));
+                names.extend_from_slice(&name);
+            }
+        }
+        drop((groups, previous_ordinals));
         let has_aliases = chosen.iter().any(|c| c.2 != NONE);
         chosen.sort_unstable_by(|a, b| {
             checkpoint();
@@ -1009,6 +1099,61 @@ impl Snapshot {
             builder.add(instance);
         }
         builder.finish()
+    }
+
+    /// Each group's ordinals in this zone (see [`Ordinals`]): what the
+    /// next zone's members keep.
+    pub fn ordinals(&self) -> Ordinals {
+        let mut ordinals = Ordinals::new();
+        for record in 0..self.named.min(self.records.len()) {
+            for at in self.span(record, |r| r.owners) {
+                if !matches!(
+                    self.alias_rule(at).and_then(extra_code),
+                    Some((NameKind::Ordinal, _))
+                ) {
+                    continue;
+                }
+                // `<n>.<group>`: the first label is the ordinal
+                let labels = self.relative(record);
+                let Some(&len) = labels.first() else { continue };
+                let len = usize::from(len);
+                let (Some(digits), Some(group)) = (labels.get(1..1 + len), labels.get(1 + len..))
+                else {
+                    continue;
+                };
+                let Some(n) = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                else {
+                    continue;
+                };
+                let id = self
+                    .owner(at, self.records[record].name)
+                    .instance_id
+                    .to_string();
+                ordinals.entry(group.to_vec()).or_default().insert(id, n);
+            }
+        }
+        ordinals
+    }
+
+    /// [`Snapshot::build_packed`], with the group ordinals of `previous`
+    /// kept (see [`SnapshotBuilder::with_ordinals_of`]).
+    pub fn build_packed_after<'a>(
+        units: impl IntoIterator<Item = &'a Packed> + Clone,
+        naming: &Naming,
+        zone: &Name,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, PackError> {
+        let count = units.clone().into_iter().map(Packed::len).sum();
+        let mut builder = SnapshotBuilder::new(naming, zone, count);
+        if let Some(previous) = previous.filter(|_| !naming.group_rules().is_empty()) {
+            builder = builder.with_ordinals_of(previous);
+        }
+        for unit in units {
+            builder.add_packed(unit)?;
+        }
+        Ok(builder.finish())
     }
 
     /// [`Snapshot::build`] from packed units, read one instance at a time.
@@ -1610,6 +1755,60 @@ mod tests {
     }
 
     #[test]
+    fn ordinals_go_by_id_first_stay_with_their_member_and_fill_gaps() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.")
+            .with_groups(vec!["tag:asg".parse().unwrap()]);
+        let member = |id: &str, ip: &str| {
+            let mut i = inst(id, None, &[ip]);
+            i.tags = [("asg", "workers")].into();
+            i
+        };
+        let answers = |s: &Snapshot, name: &str| match s.lookup(&lower(name)) {
+            Lookup::Name(e) => e.ipv4().iter().map(ToString::to_string).collect(),
+            _ => Vec::<String>::new(),
+        };
+        let build = |instances: &[Instance], previous: Option<&Snapshot>| {
+            let mut b = SnapshotBuilder::new(&naming, &zone(), instances.len());
+            if let Some(p) = previous {
+                b = b.with_ordinals_of(p);
+            }
+            for i in instances {
+                b.add(i);
+            }
+            b.finish()
+        };
+        let (a, b, c, d) = (
+            member("i-0aa", "10.0.0.1"),
+            member("i-0bb", "10.0.0.2"),
+            member("i-0cc", "10.0.0.3"),
+            member("i-000", "10.0.0.4"),
+        );
+        // first assignment: instance-id order, whatever the input order
+        let first = build(&[c.clone(), a.clone(), b.clone()], None);
+        assert_eq!(answers(&first, "1.workers.fleet.internal."), ["10.0.0.1"]);
+        assert_eq!(answers(&first, "2.workers.fleet.internal."), ["10.0.0.2"]);
+        assert_eq!(answers(&first, "3.workers.fleet.internal."), ["10.0.0.3"]);
+        let Lookup::Name(two) = first.lookup(&lower("2.workers.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(two.owners().next().unwrap().kind, NameKind::Ordinal);
+        // the middle member goes: 1 and 3 stay where they are
+        let second = build(&[a.clone(), c.clone()], Some(&first));
+        assert_eq!(answers(&second, "1.workers.fleet.internal."), ["10.0.0.1"]);
+        assert!(answers(&second, "2.workers.fleet.internal.").is_empty());
+        assert_eq!(answers(&second, "3.workers.fleet.internal."), ["10.0.0.3"]);
+        // a newcomer with the lowest id takes the free 2, not 1
+        let third = build(&[a, c, d], Some(&second));
+        assert_eq!(answers(&third, "2.workers.fleet.internal."), ["10.0.0.4"]);
+        assert_eq!(answers(&third, "1.workers.fleet.internal."), ["10.0.0.1"]);
+        assert_eq!(third.ordinals()[b"\x07workers".as_slice()]["i-000"], 2);
+        // PTR stays with the instance's own name
+        let ip: IpAddr = "10.0.0.4".parse().unwrap();
+        let names: Vec<String> = third.names_of(ip).map(|e| e.text()).collect();
+        assert_eq!(names, ["i-000.fleet.internal."]);
+    }
+
+    #[test]
     fn content_comparison_ignores_order_and_build_time() {
         let a = build(&[
             inst("i-0aa", Some("a"), &["10.0.0.1"]),
@@ -1876,7 +2075,13 @@ mod tests {
                     "{sg}.pool".parse().unwrap(),
                 ]);
             let current = Snapshot::build(&base, &naming, &zone());
-            let full = Snapshot::build(&updated, &naming, &zone());
+            // what a full pass after `current` builds: its ordinals kept
+            let mut builder = SnapshotBuilder::new(&naming, &zone(), updated.len())
+                .with_ordinals_of(&current);
+            for instance in &updated {
+                builder.add(instance);
+            }
+            let full = builder.finish();
             let incremental = Snapshot::update_packed(
                 &current,
                 &naming,

@@ -438,7 +438,10 @@ fn txt_records(entry: Entry<'_>, owner: &Name, ttl: u32) -> Vec<Record> {
             }
             strings.push(character_string(format!("rule={}", o.rule)));
             // What the name is, where it is not the instance's own.
-            if matches!(o.kind, NameKind::Alias | NameKind::Group) {
+            if matches!(
+                o.kind,
+                NameKind::Alias | NameKind::Group | NameKind::Ordinal
+            ) {
                 strings.push(format!("kind={}", o.kind.label()));
             }
             record(owner, ttl, RData::TXT(TXT::new(strings)))

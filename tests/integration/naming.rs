@@ -334,3 +334,54 @@ fn a_group_name_answers_with_every_running_member() {
     // "---" gives no group, and is reported
     assert!(list["skipped"].to_string().contains("\"value\":\"---\""));
 }
+
+#[test]
+fn ordinals_stay_with_their_member_when_the_middle_one_is_replaced() {
+    let dir = tempdir();
+    let member = |id: &'static str, ip: &'static str| -> Host<'static> {
+        (id, ip, &[("aws:autoscaling:groupName", "workers")], "web")
+    };
+    let (a, b, c, d) = (
+        member("i-0000000000000000a", "10.0.0.1"),
+        member("i-0000000000000000b", "10.0.0.2"),
+        member("i-0000000000000000c", "10.0.0.3"),
+        member("i-00000000000000000", "10.0.0.4"),
+    );
+    let path = dir.path().join("fleet.json");
+    let d_ = serve(
+        dir.path(),
+        &fleet(&[c, a, b]),
+        "groups = [\"tag:aws:autoscaling:groupName\"]",
+    );
+    let at = |n: u32| short(d_.udp, &[&format!("{n}.workers.fleet.internal")]);
+    // the first assignment goes by instance id
+    assert_eq!(
+        (at(1), at(2), at(3)),
+        (
+            vec!["10.0.0.1".to_string()],
+            vec!["10.0.0.2".to_string()],
+            vec!["10.0.0.3".to_string()]
+        )
+    );
+    let txt = short(d_.udp, &["TXT", "2.workers.fleet.internal"]).join(" ");
+    assert!(txt.contains("kind=ordinal"), "{txt}");
+    // the middle member is replaced by one with a lower id
+    let serial = |d: &Daemon| short(d.udp, &["SOA", "fleet.internal"]).join(" ");
+    let before = serial(&d_);
+    std::fs::write(&path, fleet(&[a, c, d])).unwrap();
+    d_.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while serial(&d_) == before {
+        assert!(std::time::Instant::now() < deadline, "no new zone");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // 1 and 3 stay with their members; the newcomer fills 2
+    assert_eq!(at(1), ["10.0.0.1"]);
+    assert_eq!(at(2), ["10.0.0.4"]);
+    assert_eq!(at(3), ["10.0.0.3"]);
+    assert!(d_.dig(&["4.workers.fleet.internal"]).contains("NXDOMAIN"));
+    assert_eq!(
+        short(d_.udp, &["workers.fleet.internal"]),
+        ["10.0.0.1", "10.0.0.3", "10.0.0.4"]
+    );
+}
