@@ -609,10 +609,7 @@ impl Naming {
 /// newcomer fills, and an ordinal never moves to another member while its
 /// holder stays. Two members claiming one previous ordinal (a damaged
 /// record) keep it for the first, in id order; the other is a newcomer.
-pub fn assign_ordinals(
-    members: &[&str],
-    previous: impl Fn(&str) -> Option<u32>,
-) -> Vec<u32> {
+pub fn assign_ordinals(members: &[&str], previous: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
     let mut taken = std::collections::BTreeSet::new();
     let mut ordinals: Vec<Option<u32>> = members
         .iter()

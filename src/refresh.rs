@@ -436,7 +436,20 @@ impl Refresher {
             return false;
         }
         let units = self.last_good.values().map(|u| &u.instances);
-        let snapshot = match Snapshot::build_packed(units, &self.naming, &self.zone) {
+        // Members keep the ordinals they had before the restart.
+        let ordinals = if self.naming.group_rules().is_empty() {
+            None
+        } else {
+            match state::load_ordinals(&dir) {
+                Ok(ordinals) => ordinals,
+                Err(error) => {
+                    warn!(%error, "ignoring the persisted group ordinals; members get them afresh");
+                    None
+                }
+            }
+        };
+        let snapshot = match Snapshot::build_packed_after(units, &self.naming, &self.zone, ordinals)
+        {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 // The header was fine, the instances are damaged.
@@ -628,7 +641,10 @@ impl Refresher {
         self.build_and_swap(
             unchanged,
             Box::new(move |naming, zone, current| {
-                Snapshot::build_packed_after(&units, naming, zone, current).map(Some)
+                let ordinals = current
+                    .filter(|_| !naming.group_rules().is_empty())
+                    .map(Snapshot::ordinals);
+                Snapshot::build_packed_after(&units, naming, zone, ordinals).map(Some)
             }),
         )
         .await
@@ -795,6 +811,7 @@ impl Refresher {
             .map(|(label, u)| (label.clone(), u.fetched_at, u.instances.clone()))
             .collect();
         let path = state::state_path(&dir);
+        let ordinals_dir = dir.clone();
         let written = crate::background::run(move || {
             let borrowed: Vec<(&str, SystemTime, &Packed)> = units
                 .iter()
@@ -804,6 +821,19 @@ impl Refresher {
         })
         .await;
         metrics().count_state_write(matches!(written, Ok(Ok(_))));
+        // The group ordinals beside it, so that members keep them across a
+        // restart.
+        if !self.naming.group_rules().is_empty() {
+            if let Some(snapshot) = self.store.load_full() {
+                let saved = crate::background::run(move || {
+                    state::save_ordinals(&ordinals_dir, &snapshot.ordinals())
+                })
+                .await;
+                if let Ok(Err(error)) = saved {
+                    warn!(%error, "cannot persist the group ordinals; serving goes on");
+                }
+            }
+        }
         match written {
             Ok(Ok(reread)) => {
                 self.persisted_at = Some(Instant::now());

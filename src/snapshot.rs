@@ -154,6 +154,30 @@ fn extra_owner_code(kind: NameKind, rule: u16) -> Option<u16> {
 /// each member's instance id and ordinal.
 pub type Ordinals = HashMap<Vec<u8>, HashMap<String, u32>>;
 
+/// Relative wire labels as dotted text (the ordinals file's group names).
+pub fn labels_text(wire: &[u8]) -> String {
+    wire_text(wire)
+}
+
+/// Dotted text as relative wire labels, if it is a name this zone could
+/// hold: LDH labels of 1 to 63 octets, lowercase, 255 octets at most.
+pub fn text_labels(text: &str) -> Option<Vec<u8>> {
+    let mut wire = Vec::with_capacity(text.len() + 1);
+    for label in text.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= MAX_LABEL
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return None;
+        }
+        wire.push(label.len() as u8);
+        wire.extend_from_slice(label.as_bytes());
+    }
+    (wire.len() <= 255).then_some(wire)
+}
+
 /// One instance behind a name (a view into a [`Snapshot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner<'a> {
@@ -542,8 +566,14 @@ impl<'n> SnapshotBuilder<'n> {
     /// This builder giving group members the ordinals they had in
     /// `previous` (a zone of the same naming), newcomers the lowest free
     /// ones.
-    pub fn with_ordinals_of(mut self, previous: &Snapshot) -> Self {
-        self.ordinals = Some(previous.ordinals());
+    pub fn with_ordinals_of(self, previous: &Snapshot) -> Self {
+        self.with_ordinals(previous.ordinals())
+    }
+
+    /// This builder giving group members the ordinals of `ordinals` (read
+    /// back from the state directory after a restart).
+    pub fn with_ordinals(mut self, ordinals: Ordinals) -> Self {
+        self.ordinals = Some(ordinals);
         self
     }
 
@@ -1138,17 +1168,17 @@ impl Snapshot {
     }
 
     /// [`Snapshot::build_packed`], with the group ordinals of `previous`
-    /// kept (see [`SnapshotBuilder::with_ordinals_of`]).
+    /// kept (see [`SnapshotBuilder::with_ordinals`]).
     pub fn build_packed_after<'a>(
         units: impl IntoIterator<Item = &'a Packed> + Clone,
         naming: &Naming,
         zone: &Name,
-        previous: Option<&Snapshot>,
+        previous: Option<Ordinals>,
     ) -> Result<Snapshot, PackError> {
         let count = units.clone().into_iter().map(Packed::len).sum();
         let mut builder = SnapshotBuilder::new(naming, zone, count);
         if let Some(previous) = previous.filter(|_| !naming.group_rules().is_empty()) {
-            builder = builder.with_ordinals_of(previous);
+            builder = builder.with_ordinals(previous);
         }
         for unit in units {
             builder.add_packed(unit)?;

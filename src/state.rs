@@ -327,6 +327,83 @@ fn unix_secs(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The group ordinals of the served zone (issue 17), beside the state
+/// file: `{"version": 1, "groups": {"workers": {"i-0a...": 1, ...}}}`.
+pub fn ordinals_path(dir: &Path) -> PathBuf {
+    dir.join("ordinals.json")
+}
+
+/// The ordinals file's largest size read: 100,000 members take about 3 MB.
+const MAX_ORDINALS: u64 = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct OrdinalsFile {
+    version: u32,
+    /// By group name (relative, dotted), each member's ordinal.
+    groups: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+}
+
+/// Writes `ordinals` to `dir` atomically.
+pub fn save_ordinals(dir: &Path, ordinals: &crate::snapshot::Ordinals) -> io::Result<()> {
+    let groups = ordinals
+        .iter()
+        .map(|(wire, members)| {
+            let members = members.iter().map(|(id, &n)| (id.clone(), n)).collect();
+            (crate::snapshot::labels_text(wire), members)
+        })
+        .collect();
+    let file = OrdinalsFile { version: 1, groups };
+    write_atomic_with(&ordinals_path(dir), 0o600, |out| {
+        serde_json::to_writer(&mut *out, &file).map_err(io::Error::other)?;
+        out.write_all(b"\n")
+    })?;
+    Ok(())
+}
+
+/// Reads the ordinals file of `dir`: `None` when there is none. A damaged
+/// file is an error for the caller to log and ignore; members then get
+/// ordinals afresh. Group names and ordinals that could not have been
+/// written are left out.
+pub fn load_ordinals(dir: &Path) -> Result<Option<crate::snapshot::Ordinals>, StateError> {
+    let path = ordinals_path(dir);
+    let invalid = |reason: String| StateError::Invalid {
+        path: path.clone(),
+        reason,
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let mut text = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(&file, MAX_ORDINALS + 1), &mut text).map_err(
+        |source| StateError::Read {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    if text.len() as u64 > MAX_ORDINALS {
+        return Err(invalid(format!("larger than {MAX_ORDINALS} bytes")));
+    }
+    let file: OrdinalsFile = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    if file.version != 1 {
+        return Err(invalid(format!(
+            "version {} (this fleetdns reads version 1)",
+            file.version
+        )));
+    }
+    Ok(Some(
+        file.groups
+            .into_iter()
+            .filter_map(|(group, members)| {
+                let wire = crate::snapshot::text_labels(&group)?;
+                let members = members.into_iter().filter(|&(_, n)| n > 0).collect();
+                Some((wire, members))
+            })
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +411,44 @@ mod tests {
 
     fn instance(id: &str) -> Instance {
         crate::inventory::test_instance(id, Some("web\n1"), &["10.0.0.1"])
+    }
+
+    #[test]
+    fn ordinals_come_back_as_saved_and_a_damaged_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_ordinals(dir.path()).unwrap().is_none());
+        let mut ordinals = crate::snapshot::Ordinals::new();
+        ordinals.insert(
+            b"\x07workers".to_vec(),
+            [("i-0aa".to_string(), 1), ("i-0bb".to_string(), 3)].into(),
+        );
+        ordinals.insert(
+            b"\x02db\x04pool".to_vec(),
+            [("i-0cc".to_string(), 2)].into(),
+        );
+        save_ordinals(dir.path(), &ordinals).unwrap();
+        let text = fs::read_to_string(ordinals_path(dir.path())).unwrap();
+        assert!(text.contains("\"db.pool\":{\"i-0cc\":2}"), "{text}");
+        assert_eq!(load_ordinals(dir.path()).unwrap().unwrap(), ordinals);
+        // names no zone could hold, and ordinal 0, are left out
+        fs::write(
+            ordinals_path(dir.path()),
+            r#"{"version":1,"groups":{"Bad Name":{"i-0aa":1},"ok":{"i-0aa":0,"i-0bb":2}}}"#,
+        )
+        .unwrap();
+        let loaded = load_ordinals(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            loaded[b"\x02ok".as_slice()],
+            [("i-0bb".to_string(), 2)].into()
+        );
+        for bad in ["", "{", r#"{"version":2,"groups":{}}"#] {
+            fs::write(ordinals_path(dir.path()), bad).unwrap();
+            assert!(
+                matches!(load_ordinals(dir.path()), Err(StateError::Invalid { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

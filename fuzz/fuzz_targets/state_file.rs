@@ -3,6 +3,9 @@
 //! it at start (load, then build the zone from the packed units): no panic,
 //! no allocation that the file's size does not justify; what loads decodes
 //! or fails cleanly; and what decodes is saved and read back unchanged.
+//! With the selector's second bit, the bytes are the group ordinals file
+//! (`ordinals.json`) instead: it loads or fails cleanly, and what loads is
+//! saved and read back unchanged.
 #![no_main]
 
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use std::time::SystemTime;
 use fleetdns::config::{read_config, Overrides};
 use fleetdns::naming::Naming;
 use fleetdns::snapshot::Snapshot;
-use fleetdns::state::{load, save};
+use fleetdns::state::{load, load_ordinals, ordinals_path, save, save_ordinals};
 use hickory_proto::rr::Name;
 use libfuzzer_sys::fuzz_target;
 
@@ -46,6 +49,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (input, output) = dirs();
+    if selector & 2 != 0 {
+        std::fs::write(ordinals_path(input), bytes).unwrap();
+        if let Ok(Some(ordinals)) = load_ordinals(input) {
+            save_ordinals(output, &ordinals).unwrap();
+            let again = load_ordinals(output).unwrap().expect("just saved");
+            assert_eq!(again, ordinals);
+        }
+        return;
+    }
     let (name, other) = if selector & 1 == 0 {
         ("inventory.bin", "inventory.json")
     } else {

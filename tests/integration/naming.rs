@@ -385,3 +385,73 @@ fn ordinals_stay_with_their_member_when_the_middle_one_is_replaced() {
         ["10.0.0.1", "10.0.0.3", "10.0.0.4"]
     );
 }
+
+#[test]
+fn ordinals_survive_a_restart() {
+    let dir = tempdir();
+    let state = tempdir();
+    let member = |id: &'static str, ip: &'static str| -> Host<'static> {
+        (id, ip, &[("aws:autoscaling:groupName", "workers")], "web")
+    };
+    let (a, c, d) = (
+        member("i-0000000000000000a", "10.0.0.1"),
+        member("i-0000000000000000c", "10.0.0.3"),
+        member("i-00000000000000000", "10.0.0.4"),
+    );
+    let path = dir.path().join("fleet.json");
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        "[naming]\ngroups = [\"tag:aws:autoscaling:groupName\"]\n",
+    )
+    .unwrap();
+    let start = || {
+        Daemon::start_env(
+            &[
+                "--config",
+                dir.path().join("fleetdns.toml").to_str().unwrap(),
+                "--source",
+                &file_source(&path),
+            ],
+            &[("STATE_DIRECTORY", state.path().to_str().unwrap())],
+        )
+    };
+    // a and c first (1, 2), then d joins and takes 3, though its id is lowest
+    std::fs::write(&path, fleet(&[a, c])).unwrap();
+    let first = start();
+    let before = short(first.udp, &["SOA", "fleet.internal"]).join(" ");
+    std::fs::write(&path, fleet(&[a, c, d])).unwrap();
+    first.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while short(first.udp, &["SOA", "fleet.internal"]).join(" ") == before {
+        assert!(std::time::Instant::now() < deadline, "no new zone");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        short(first.udp, &["3.workers.fleet.internal"]),
+        ["10.0.0.4"]
+    );
+    // persisted after the swap: wait for it before stopping
+    let ordinals = state.path().join("ordinals.json");
+    while !std::fs::read_to_string(&ordinals)
+        .unwrap_or_default()
+        .contains("\"i-00000000000000000\":3")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ordinals never persisted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(first);
+    // restarted: the persisted zone and the first fetch both keep them
+    // (afresh, d would be 1 by its id)
+    let second = start();
+    for (n, ip) in [(1, "10.0.0.1"), (2, "10.0.0.3"), (3, "10.0.0.4")] {
+        assert_eq!(
+            short(second.udp, &[&format!("{n}.workers.fleet.internal")]),
+            [ip],
+            "{}",
+            second.log()
+        );
+    }
+}
