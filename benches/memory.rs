@@ -143,7 +143,8 @@ fn main() {
         mb(peak)
     );
 
-    // The same fleet named by two templates and an alias tag (issue 17).
+    // The same fleet named by two templates, an alias tag and a group rule
+    // (issue 17).
     let rich =
         Packed::from_instances(&parse_describe_instances(&document(n, true)).expect("parses"));
     let rich_naming = Naming::new(
@@ -153,11 +154,12 @@ fn main() {
             .collect(),
         "fleet.internal.",
     )
-    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")]);
+    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")])
+    .with_groups(vec!["tag:Role".parse().expect("rule")]);
     let (rich_snapshot, live, peak) =
         measure(|| Snapshot::build_packed([&rich], &rich_naming, &zone).expect("builds"));
     println!(
-        "snapshot with 2 templates and an alias tag ({} names): {} live ({} per name), peak while building {}",
+        "snapshot with 2 templates, an alias tag and a group rule ({} names): {} live ({} per name), peak while building {}",
         rich_snapshot.name_count(),
         mb(live),
         live / rich_snapshot.name_count().max(1),

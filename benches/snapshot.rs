@@ -72,8 +72,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("build 100k packed instances", |b| {
         b.iter(|| Snapshot::build_packed([black_box(&packed)], &naming, &zone))
     });
-    // Issue 17: two templates and an alias tag on the same fleet, with a
-    // Role and Env on every other instance and two aliases on each tenth.
+    // Issue 17: two templates, an alias tag and a group rule (by Role: 50
+    // groups of 1,000, each member with its ordinal) on the same fleet,
+    // with a Role and Env on every other instance and two aliases on each
+    // tenth.
     let rich_fleet: Vec<Instance> = fleet
         .iter()
         .enumerate()
@@ -107,10 +109,11 @@ fn bench(c: &mut Criterion) {
         .collect(),
         "fleet.internal.",
     )
-    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")]);
+    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")])
+    .with_groups(vec!["tag:Role".parse().expect("rule")]);
     let rich_packed = Packed::from_instances(&rich_fleet);
     group.bench_function(
-        "build 100k packed instances, 2 templates + alias tag",
+        "build 100k packed instances, 2 templates + alias tag + group rule",
         |b| b.iter(|| Snapshot::build_packed([black_box(&rich_packed)], &rich_naming, &zone)),
     );
     let snapshot = Snapshot::build(&fleet, &naming, &zone);
