@@ -347,6 +347,42 @@ pub struct NamingReport {
     pub bad_ids: Vec<String>,
 }
 
+impl NamingReport {
+    /// Records what `rule` made of `value` for `instance`: a rewrite when
+    /// the name differs from the value, a skip when there is none; the
+    /// name, if any.
+    fn record(
+        &mut self,
+        instance: &Instance,
+        rule: &Rule,
+        value: &str,
+        sanitized: Result<String, SkipReason>,
+    ) -> Option<String> {
+        match sanitized {
+            Ok(name) => {
+                if name != value {
+                    self.rewrites.push(Rewrite {
+                        instance_id: instance.id.clone(),
+                        rule: rule.clone(),
+                        value: value.to_string(),
+                        name: name.clone(),
+                    });
+                }
+                Some(name)
+            }
+            Err(reason) => {
+                self.skips.push(Skip {
+                    instance_id: instance.id.clone(),
+                    rule: rule.clone(),
+                    value: value.to_string(),
+                    reason,
+                });
+                None
+            }
+        }
+    }
+}
+
 /// The name chosen for an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
@@ -448,27 +484,11 @@ impl Naming {
                 },
             };
             let value = &*value;
-            match sanitized {
-                Ok(name) => {
-                    if name != value {
-                        report.rewrites.push(Rewrite {
-                            instance_id: instance.id.clone(),
-                            rule: rule.clone(),
-                            value: value.to_string(),
-                            name: name.clone(),
-                        });
-                    }
-                    return Some(Choice {
-                        name,
-                        rule: rule.clone(),
-                    });
-                }
-                Err(reason) => report.skips.push(Skip {
-                    instance_id: instance.id.clone(),
+            if let Some(name) = report.record(instance, rule, value, sanitized) {
+                return Some(Choice {
+                    name,
                     rule: rule.clone(),
-                    value: value.to_string(),
-                    reason,
-                }),
+                });
             }
         }
         None
@@ -517,16 +537,8 @@ impl Naming {
     ) -> Vec<Choice> {
         let mut names: Vec<Choice> = Vec::new();
         for rule in rules {
-            let mut one = |value: &str, sanitized: Result<String, SkipReason>| match sanitized {
-                Ok(name) => {
-                    if name != value {
-                        report.rewrites.push(Rewrite {
-                            instance_id: instance.id.clone(),
-                            rule: rule.clone(),
-                            value: value.to_string(),
-                            name: name.clone(),
-                        });
-                    }
+            let mut one = |value: &str, sanitized: Result<String, SkipReason>| {
+                if let Some(name) = report.record(instance, rule, value, sanitized) {
                     if !taken.contains(&name.as_str()) && !names.iter().any(|c| c.name == name) {
                         names.push(Choice {
                             name,
@@ -534,12 +546,6 @@ impl Naming {
                         });
                     }
                 }
-                Err(reason) => report.skips.push(Skip {
-                    instance_id: instance.id.clone(),
-                    rule: rule.clone(),
-                    value: value.to_string(),
-                    reason,
-                }),
             };
             match rule {
                 Rule::Tag(key) => {

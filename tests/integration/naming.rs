@@ -44,6 +44,29 @@ fn serve(dir: &std::path::Path, document: &str, naming: &str) -> Daemon {
     ])
 }
 
+/// `fleetdns list --json` of the fleet and config in `dir`.
+fn list_json(dir: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args(["list", "--json", "--source"])
+        .arg(file_source(&dir.join("fleet.json")))
+        .args(["--config", dir.join("fleetdns.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `fleetdns check` with the config in `dir`, which must fail: its stderr.
+fn check_fails(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin())
+        .args(["check", "--listen", "127.0.0.1:0", "--source"])
+        .arg(file_source(&example_fleet()))
+        .args(["--config", dir.join("fleetdns.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn templates_fall_through_and_a_hostile_value_stays_inside_its_label() {
     let dir = tempdir();
@@ -95,20 +118,7 @@ fn templates_fall_through_and_a_hostile_value_stays_inside_its_label() {
     let txt = short(d.udp, &["TXT", "api-prod.fleet.internal"]).join(" ");
     assert!(txt.contains("{tag:Role}-{tag:Env}"), "{txt}");
     // `list` reports the rewrite and the skip
-    let out = std::process::Command::new(bin())
-        .args([
-            "list",
-            "--json",
-            "--source",
-            &file_source(&dir.path().join("fleet.json")),
-        ])
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list_json(dir.path());
     let text = list.to_string();
     assert!(text.contains("\"value\":\"---\""), "{text}");
     assert!(text.contains("\"name\":\"cache-1.eu-west-1b\""), "{text}");
@@ -122,17 +132,7 @@ fn a_bad_template_is_a_config_error_that_quotes_it() {
         "[naming]\nprefer = [\"{tag:Role\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "--listen", "127.0.0.1:0", "--source"])
-        .arg(file_source(&example_fleet()))
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = check_fails(dir.path());
     assert!(
         stderr.contains("naming.prefer")
             && stderr.contains("template \"{tag:Role\": a '{' is never closed"),
@@ -206,20 +206,7 @@ fn aliases_from_a_hostile_list_answer_and_ptr_keeps_the_primary_name() {
     let txt = short(d.udp, &["TXT", "web-1.fleet.internal"]).join(" ");
     assert!(!txt.contains("kind=alias"), "{txt}");
     // list --json: each name's kind
-    let out = std::process::Command::new(bin())
-        .args([
-            "list",
-            "--json",
-            "--source",
-            &file_source(&dir.path().join("fleet.json")),
-        ])
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list_json(dir.path());
     let kinds = |name: &str| {
         list["names"]
             .as_array()
@@ -253,17 +240,7 @@ fn a_bad_alias_rule_is_a_config_error_that_names_the_option() {
         "[naming]\naliases = [\"{tag:Svc}_{tag:Env}\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "--listen", "127.0.0.1:0", "--source"])
-        .arg(file_source(&example_fleet()))
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = check_fails(dir.path());
     assert!(
         stderr.contains("naming.aliases") && stderr.contains("'_' in its text"),
         "{stderr}"
@@ -310,20 +287,7 @@ fn a_group_name_answers_with_every_running_member() {
     // the members keep their own names, and PTR names them
     assert_eq!(short(d.udp, &["w2.fleet.internal"]), ["10.0.0.2"]);
     assert_eq!(short(d.udp, &["-x", "10.0.0.2"]), ["w2.fleet.internal."]);
-    let out = std::process::Command::new(bin())
-        .args([
-            "list",
-            "--json",
-            "--source",
-            &file_source(&dir.path().join("fleet.json")),
-        ])
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list_json(dir.path());
     let workers = list["names"]
         .as_array()
         .unwrap()
