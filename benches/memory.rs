@@ -19,6 +19,8 @@ use fleetdns::inventory::file::{parse_describe_instances, FileSource};
 use fleetdns::inventory::packed::{Packed, Spool};
 use fleetdns::naming::Naming;
 use fleetdns::snapshot::Snapshot;
+
+mod common;
 use hickory_proto::rr::Name;
 
 /// The system allocator, counting live and peak bytes.
@@ -147,15 +149,7 @@ fn main() {
     // (issue 17).
     let rich =
         Packed::from_instances(&parse_describe_instances(&document(n, true)).expect("parses"));
-    let rich_naming = Naming::new(
-        ["{tag:Role}-{tag:Env}", "{tag:Name}.{az}", "tag:Name"]
-            .iter()
-            .map(|r| r.parse().expect("rule"))
-            .collect(),
-        "fleet.internal.",
-    )
-    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")])
-    .with_groups(vec!["tag:Role".parse().expect("rule")]);
+    let rich_naming = common::rich_naming();
     let (rich_snapshot, live, peak) =
         measure(|| Snapshot::build_packed([&rich], &rich_naming, &zone).expect("builds"));
     println!(

@@ -97,20 +97,7 @@ fn bench(c: &mut Criterion) {
             instance
         })
         .collect();
-    let rich_naming = Naming::new(
-        [
-            "{tag:Role}-{tag:Env}",
-            "{tag:Name}.{az}",
-            "tag:Name",
-            "security-group",
-        ]
-        .iter()
-        .map(|r| r.parse().expect("rule"))
-        .collect(),
-        "fleet.internal.",
-    )
-    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")])
-    .with_groups(vec!["tag:Role".parse().expect("rule")]);
+    let rich_naming = common::rich_naming();
     let rich_packed = Packed::from_instances(&rich_fleet);
     group.bench_function(
         "build 100k packed instances, 2 templates + alias tag + group rule",

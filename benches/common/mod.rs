@@ -1,8 +1,31 @@
-// What the benches share: the fleet they build zones from.
+// What the benches share: the fleet they build zones from, and issue 17's
+// richer naming. Each bench uses part of it.
+#![allow(dead_code)]
 
 use std::net::Ipv4Addr;
 
 use fleetdns::inventory::{Instance, Tags};
+use fleetdns::naming::Naming;
+
+/// Issue 17's naming: two templates, then the Name tag and the first
+/// security group; the `dns-aliases` tag as aliases; `Role` as a group (so
+/// each member also gets its ordinal).
+pub fn rich_naming() -> Naming {
+    Naming::new(
+        [
+            "{tag:Role}-{tag:Env}",
+            "{tag:Name}.{az}",
+            "tag:Name",
+            "security-group",
+        ]
+        .iter()
+        .map(|r| r.parse().expect("rule"))
+        .collect(),
+        "fleet.internal.",
+    )
+    .with_aliases(vec!["tag:dns-aliases".parse().expect("rule")])
+    .with_groups(vec!["tag:Role".parse().expect("rule")])
+}
 
 /// Running instance number `i` of a bench fleet: id `i-<i in hex>`, the
 /// address 10.0.0.0 + i, the group `web`, in us-east-1a, with `tags`.
