@@ -20,6 +20,9 @@ use super::ec2_settings::{Ec2Settings, EventQueueSettings};
 use super::{ApiProblem, SourceError};
 use crate::metrics::{metrics, EventsStatus, StatusHandle};
 
+/// What to do when reading the queue is refused.
+const PERMISSIONS: &str = "allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on this queue to this identity (deploy/iam-policy.json)";
+
 /// How long one ReceiveMessage waits for a message (SQS's most).
 pub const LONG_POLL_SECS: i32 = 20;
 
@@ -36,38 +39,6 @@ pub struct EventQueue {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct QueueError(String);
-
-impl EventQueue {
-    /// `error` of a call to this queue, with the queue's own hints where
-    /// the EC2 source's would mislead (which permissions, which region).
-    fn error<E>(
-        &self,
-        error: aws_sdk_sqs::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-    ) -> QueueError
-    where
-        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        // A 403 whose body gives no code is a refusal all the same (moto
-        // 5.0.28 answers SQS's JSON protocol with an XML AccessDenied).
-        let denied = matches!(&error, aws_sdk_sqs::error::SdkError::ServiceError(e)
-            if e.raw().status().as_u16() == 403 && e.err().code().is_none());
-        let error = api_error(error, &self.url, false);
-        QueueError(match &error {
-            _ if denied => "permission missing: HTTP 403 without an error code; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on this queue to this identity (deploy/iam-policy.json)".to_string(),
-            SourceError::Api {
-                problem: ApiProblem::PermissionMissing,
-                cause,
-                ..
-            } => format!("permission missing: {cause}; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on this queue to this identity (deploy/iam-policy.json)"),
-            SourceError::Api { code, cause, .. }
-                if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") =>
-            {
-                format!("no such queue in {}: {cause}; check queue_url (the region is its host's, or with endpoint_url the first of regions), or create the queue (deploy/events/)", self.region)
-            }
-            other => other.to_string(),
-        })
-    }
-}
 
 /// One message taken from the queue.
 #[derive(Debug, Clone)]
@@ -107,6 +78,38 @@ impl EventQueue {
             client: Client::from_conf(config),
             url: queue.queue_url.clone(),
         }
+    }
+
+    /// `error` of a call to this queue, with the queue's own hints where
+    /// the EC2 source's would mislead (which permissions, which region).
+    fn error<E>(
+        &self,
+        error: aws_sdk_sqs::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> QueueError
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        // A 403 whose body gives no code is a refusal all the same (moto
+        // 5.0.28 answers SQS's JSON protocol with an XML AccessDenied).
+        let denied = matches!(&error, aws_sdk_sqs::error::SdkError::ServiceError(e)
+            if e.raw().status().as_u16() == 403 && e.err().code().is_none());
+        let error = api_error(error, &self.url, false);
+        QueueError(match &error {
+            _ if denied => {
+                format!("permission missing: HTTP 403 without an error code; {PERMISSIONS}")
+            }
+            SourceError::Api {
+                problem: ApiProblem::PermissionMissing,
+                cause,
+                ..
+            } => format!("permission missing: {cause}; {PERMISSIONS}"),
+            SourceError::Api { code, cause, .. }
+                if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") =>
+            {
+                format!("no such queue in {}: {cause}; check queue_url (the region is its host's, or with endpoint_url the first of regions), or create the queue (deploy/events/)", self.region)
+            }
+            other => other.to_string(),
+        })
     }
 
     /// The queue's URL.
