@@ -21,6 +21,8 @@ use crate::refresh::Refresher;
 use crate::serve::build_source;
 use crate::snapshot::{new_store, Snapshot};
 use crate::state;
+use crate::statics::StaticNode;
+use hickory_proto::rr::RData;
 
 /// Fetches once and returns the snapshot; any failed unit is an error,
 /// since a one-shot report of partial data would mislead.
@@ -97,9 +99,46 @@ struct ListedName {
     addresses: Vec<String>,
     instances: Vec<String>,
     rules: Vec<Rule>,
-    /// What the name is to its owners: `instance-id`, `primary`, `alias`
-    /// or `group` (several when owners differ).
+    /// What the name is to its owners: `instance-id`, `primary`, `alias`,
+    /// `group` or `ordinal` (several when owners differ), or `static`.
     kinds: Vec<&'static str>,
+    /// A static name's records other than A and AAAA, as in a zone file
+    /// (`CNAME lb.example.com.`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    records: Vec<String>,
+    /// Where a static name comes from: `FILE:LINE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    static_records: Option<String>,
+    /// Instances that claim a static name, which the static records
+    /// override.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    overridden: Vec<String>,
+    /// What the name would have been to them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    overridden_kinds: Vec<&'static str>,
+}
+
+/// A fleet name that static records take over.
+#[derive(Serialize)]
+struct Overridden<'a> {
+    name: &'a str,
+    instances: &'a [String],
+    kinds: &'a [&'static str],
+    static_records: Option<&'a str>,
+}
+
+/// The static names of `names` that instances also claim.
+fn overridden(names: &[ListedName]) -> Vec<Overridden<'_>> {
+    names
+        .iter()
+        .filter(|n| !n.overridden.is_empty())
+        .map(|n| Overridden {
+            name: &n.name,
+            instances: &n.overridden,
+            kinds: &n.overridden_kinds,
+            static_records: n.static_records.as_deref(),
+        })
+        .collect()
 }
 
 /// A name that several instances share.
@@ -135,35 +174,69 @@ struct Listing<'a> {
     /// Names that several instances share (each answers with all their
     /// addresses).
     conflicts: Vec<Conflict<'a>>,
+    /// Fleet names that static records override.
+    overridden: Vec<Overridden<'a>>,
     not_running: usize,
     bad_ids: &'a [String],
 }
 
 fn listed_names(snapshot: &Snapshot) -> Vec<ListedName> {
-    snapshot
-        .entries_sorted()
-        .into_iter()
-        .map(|(name, e)| {
-            let mut rules: Vec<Rule> = e.owners().map(|o| o.rule.clone()).collect();
-            rules.sort();
-            rules.dedup();
-            let mut kinds: Vec<&'static str> = e.owners().map(|o| o.kind.label()).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            ListedName {
-                name: name.to_ascii(),
-                addresses: e
-                    .ipv4()
-                    .iter()
-                    .map(ToString::to_string)
-                    .chain(e.ipv6().iter().map(ToString::to_string))
-                    .collect(),
-                instances: e.owners().map(|o| o.instance_id.to_string()).collect(),
-                rules,
-                kinds,
-            }
-        })
-        .collect()
+    let file = snapshot.statics().file();
+    let static_name = |name: String, node: &StaticNode| ListedName {
+        name,
+        addresses: (node.ipv4.iter().map(ToString::to_string))
+            .chain(node.ipv6.iter().map(ToString::to_string))
+            .collect(),
+        instances: Vec::new(),
+        rules: Vec::new(),
+        kinds: vec!["static"],
+        records: node
+            .records
+            .iter()
+            .filter(|r| !matches!(r.data, RData::A(_) | RData::AAAA(_)))
+            .map(|r| format!("{} {}", r.data.record_type(), r.data))
+            .collect(),
+        static_records: Some(format!("{file}:{}", node.line)),
+        overridden: Vec::new(),
+        overridden_kinds: Vec::new(),
+    };
+    let apex = snapshot
+        .statics()
+        .apex()
+        .map(|node| static_name(snapshot.zone().to_string(), node));
+    let names = snapshot.entries_sorted().into_iter().map(|(name, e)| {
+        let mut kinds: Vec<&'static str> = e.owners().map(|o| o.kind.label()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let instances: Vec<String> = e.owners().map(|o| o.instance_id.to_string()).collect();
+        if let Some(node) = e.statics() {
+            return ListedName {
+                overridden: instances,
+                overridden_kinds: kinds,
+                ..static_name(name.to_ascii(), node)
+            };
+        }
+        let mut rules: Vec<Rule> = e.owners().map(|o| o.rule.clone()).collect();
+        rules.sort();
+        rules.dedup();
+        ListedName {
+            name: name.to_ascii(),
+            addresses: e
+                .ipv4()
+                .iter()
+                .map(ToString::to_string)
+                .chain(e.ipv6().iter().map(ToString::to_string))
+                .collect(),
+            instances,
+            rules,
+            kinds,
+            records: Vec::new(),
+            static_records: None,
+            overridden: Vec::new(),
+            overridden_kinds: Vec::new(),
+        }
+    });
+    apex.into_iter().chain(names).collect()
 }
 
 /// Writes the listing as a table or JSON.
@@ -179,6 +252,7 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
             rewritten: &report.rewrites,
             skipped: &report.skips,
             conflicts: conflicts(&names),
+            overridden: overridden(&names),
             not_running: report.not_running,
             bad_ids: &report.bad_ids,
         };
@@ -194,12 +268,17 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
         "NAME", "ADDRESSES", "INSTANCES", "KIND"
     )?;
     for n in &names {
-        let rules: Vec<String> = n.rules.iter().map(ToString::to_string).collect();
+        let rules: Vec<String> = match &n.static_records {
+            Some(origin) => vec![origin.clone()],
+            None => n.rules.iter().map(ToString::to_string).collect(),
+        };
+        let mut data = n.addresses.clone();
+        data.extend(n.records.iter().cloned());
         writeln!(
             out,
             "{:width$}  {:<40}  {:<40}  {:<11}  {}",
             n.name,
-            n.addresses.join(","),
+            data.join(","),
             n.instances.join(","),
             n.kinds.join(","),
             rules.join(",")
@@ -242,6 +321,24 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
                 c.name,
                 c.kinds.join(","),
                 c.instances.join(",")
+            )?;
+        }
+    }
+    let taken = overridden(&names);
+    if !taken.is_empty() {
+        writeln!(
+            out,
+            "\nstatic records override fleet names ({}):",
+            taken.len()
+        )?;
+        for t in &taken {
+            writeln!(
+                out,
+                "  {} ({}): {} [{}]",
+                t.name,
+                t.kinds.join(","),
+                t.instances.join(","),
+                t.static_records.unwrap_or_default()
             )?;
         }
     }

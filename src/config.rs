@@ -111,6 +111,11 @@ pub struct Config {
     /// How instances get their names.
     #[serde(default)]
     pub naming: NamingConfig,
+    /// A zone-file fragment of records for hosts that are not instances
+    /// (A, AAAA, CNAME, TXT, SRV, MX; owners relative to the zone), read
+    /// at start and on SIGHUP; its names win over fleet names.
+    #[serde(default)]
+    pub static_records: Option<PathBuf>,
     /// Where the inventory comes from: `[source.ec2]` or `[source.file]`.
     #[serde(default, deserialize_with = "one_source")]
     pub source: Option<SourceConfig>,
@@ -968,6 +973,15 @@ impl Config {
         };
         let aliases = extra("naming.aliases", &self.naming.aliases)?;
         let groups = extra("naming.groups", &self.naming.groups)?;
+        // Read with the rest of the configuration, so that a file that
+        // fails leaves a reload with everything as it was.
+        let statics = match &self.static_records {
+            None => Arc::default(),
+            Some(path) => Arc::new(
+                crate::statics::load(path, &zone, self.ttl)
+                    .map_err(|m| invalid("static_records", m))?,
+            ),
+        };
 
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for text in &self.upstreams {
@@ -1037,7 +1051,8 @@ impl Config {
         Ok(Settings {
             naming: Naming::new(rules, &zone_text)
                 .with_aliases(aliases)
-                .with_groups(groups),
+                .with_groups(groups)
+                .with_statics(statics),
             zone: ZoneSettings {
                 reverse_zones: validate_reverse_zones(&self.reverse_zones)?,
                 zone,

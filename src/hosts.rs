@@ -92,6 +92,11 @@ pub fn render_lines(snapshot: &Snapshot) -> Vec<String> {
     // Sorted below by the text of the name: cheaper than sorting hickory
     // `Name`s in DNSSEC order, and what a reader of the file expects.
     for entry in snapshot.entries() {
+        // Names with no address (a static CNAME, SRV, MX or TXT) have no
+        // hosts line.
+        if entry.ipv4().is_empty() && entry.ipv6().is_empty() {
+            continue;
+        }
         let mut fqdn = entry.text();
         fqdn.pop(); // the final dot
         let bare = fqdn

@@ -41,6 +41,7 @@ pub mod rrl;
 pub mod serve;
 pub mod snapshot;
 pub mod state;
+pub mod statics;
 pub mod subscribe;
 pub mod systemd;
 pub mod tsig;

@@ -22,10 +22,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::inventory::Instance;
+use crate::statics::StaticRecords;
 
 /// The longest label DNS allows, in octets.
 pub const MAX_LABEL: usize = 63;
@@ -406,6 +408,9 @@ pub struct Naming {
     /// The zone, lowercase, without the final dot: a value that already
     /// ends in it (`web-1.fleet.internal`) means the name before it.
     zone: String,
+    /// Static records (`static_records`): names that are not instances',
+    /// and that win where an instance's name equals one.
+    statics: Arc<StaticRecords>,
 }
 
 impl Naming {
@@ -421,7 +426,29 @@ impl Naming {
             groups: Vec::new(),
             max_len,
             zone,
+            statics: Arc::default(),
         }
+    }
+
+    /// This policy with the static records `statics` (`static_records`).
+    pub fn with_statics(mut self, statics: Arc<StaticRecords>) -> Self {
+        self.statics = statics;
+        self
+    }
+
+    /// The static records.
+    pub fn statics(&self) -> &Arc<StaticRecords> {
+        &self.statics
+    }
+
+    /// Whether `other` names instances differently (rules, aliases, groups
+    /// or zone; the static records aside, which a reload reports apart).
+    pub fn rules_differ(&self, other: &Naming) -> bool {
+        self.prefer != other.prefer
+            || self.aliases != other.aliases
+            || self.groups != other.groups
+            || self.max_len != other.max_len
+            || self.zone != other.zone
     }
 
     /// This policy with `rules` for extra names (`naming.aliases`).

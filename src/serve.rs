@@ -128,7 +128,12 @@ impl Reloader {
                 old.zone.reverse_zones != new.zone.reverse_zones,
                 true,
             ),
-            ("naming", differs(&old.naming, &new.naming), true),
+            ("naming", old.naming.rules_differ(&new.naming), true),
+            (
+                "static_records",
+                old.naming.statics() != new.naming.statics(),
+                true,
+            ),
             ("source", differs(&old.source, &new.source), true),
             ("interval_secs", old.interval != new.interval, true),
             ("max_backoff_secs", old.max_backoff != new.max_backoff, true),

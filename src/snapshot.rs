@@ -31,6 +31,7 @@ use crate::background::checkpoint;
 use crate::inventory::packed::{PackError, Packed};
 use crate::inventory::Instance;
 use crate::naming::{is_instance_id, Naming, NamingReport, Rule, MAX_LABEL};
+use crate::statics::{StaticNode, StaticRecords};
 
 /// Where the current snapshot lives: swapped atomically, read without locks.
 ///
@@ -234,6 +235,14 @@ impl<'a> Entry<'a> {
         &s.ipv6[s.span(self.record, |r| r.ipv6)]
     }
 
+    /// Its static records (`static_records`), if it has any: then they
+    /// are what it answers with, and [`Entry::ipv4`] and [`Entry::ipv6`]
+    /// are their A and AAAA addresses; owners, if any, are instances whose
+    /// claim on the name the static records override.
+    pub fn statics(&self) -> Option<&'a StaticNode> {
+        self.snapshot.static_node(self.record)
+    }
+
     /// The instances that carry the name, sorted by instance id.
     pub fn owners(&self) -> impl ExactSizeIterator<Item = Owner<'a>> + 'a {
         let snapshot = self.snapshot;
@@ -310,7 +319,7 @@ fn text_bytes(wire: &[u8]) -> impl Iterator<Item = u8> + '_ {
 /// text (`db.x` before `db-x`, `web-10` before `web-9`): the order of
 /// [`Snapshot::entries`]. Names of one label, nearly all, compare their
 /// bytes directly.
-fn text_order(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn text_order(a: &[u8], b: &[u8]) -> Ordering {
     let single = |w: &[u8]| w.first().is_some_and(|&n| usize::from(n) + 1 == w.len());
     if single(a) && single(b) {
         return a[1..].cmp(&b[1..]);
@@ -430,6 +439,13 @@ pub struct Snapshot {
     reverse6: Vec<(Ipv6Addr, u32)>,
     /// What naming rewrote and skipped.
     report: NamingReport,
+    /// The static records (`static_records`), shared with the naming
+    /// policy that built this zone.
+    statics: Arc<StaticRecords>,
+    /// (record, index in `statics.nodes()`) for every name with static
+    /// records, sorted: those names answer from the static records, even
+    /// where instances also claim them (their owners stay, for `list`).
+    static_of: Vec<(u32, u32)>,
 }
 
 /// Hands out one index per distinct value, in order of first use.
@@ -813,6 +829,7 @@ impl<'n> SnapshotBuilder<'n> {
     /// time; [`Snapshot::with_serial_after`] makes it follow a predecessor.
     pub fn finish(self) -> Snapshot {
         let SnapshotBuilder {
+            naming,
             zone,
             zone_wire,
             report,
@@ -961,10 +978,56 @@ impl<'n> SnapshotBuilder<'n> {
         // Each instance's primary name: its chosen one, else its id's.
         let mut primary: Vec<u32> = vec![NO_NAME; order.len()];
         let (mut next_id, mut next_chosen) = (0usize, 0usize);
+        // Static names are a third sorted run (`static_records`).
+        let statics = naming.statics().clone();
+        let mut static_of: Vec<(u32, u32)> = Vec::new();
+        let mut next_static = 0usize;
         loop {
             checkpoint();
             let id_name = order.get(next_id).map(|&k| pending[k as usize].id);
             let chosen_name = chosen.get(next_chosen).map(|c| c.0);
+            // A static name goes in where no fleet name comes before it. One
+            // equal to chosen names takes the name over: it answers with the
+            // static records, and the instances that claim it stay its
+            // owners only so that `list` can say what was overridden (no
+            // PTR names it: theirs falls back to their id names).
+            // Instance-id names are never static (the parser refuses them).
+            if let Some(node) = statics.nodes().get(next_static) {
+                let before = |at: Option<u32>| {
+                    at.is_none_or(|at| {
+                        text_order(&node.labels, Self::labels(&names, at)) != Ordering::Greater
+                    })
+                };
+                if before(id_name) && before(chosen_name) {
+                    let record = records.len() as u32;
+                    let taken = chosen_name.filter(|&c| Self::labels(&names, c) == &*node.labels);
+                    let name = match taken {
+                        Some(c) => c,
+                        None => {
+                            let at = names.len() as u32;
+                            names.push(node.labels.len() as u8);
+                            names.extend_from_slice(&node.labels);
+                            at
+                        }
+                    };
+                    records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
+                    ipv4.extend_from_slice(&node.ipv4);
+                    ipv6.extend_from_slice(&node.ipv6);
+                    while let Some(&(other, i, alias)) = chosen.get(next_chosen) {
+                        if taken.is_none() || Self::labels(&names, other) != &*node.labels {
+                            break;
+                        }
+                        owners.push(i);
+                        if has_aliases {
+                            owner_rules.push(alias);
+                        }
+                        next_chosen += 1;
+                    }
+                    static_of.push((record, next_static as u32));
+                    next_static += 1;
+                    continue;
+                }
+            }
             // The group of claims on one name: an instance's id, or the
             // chosen names equal to the next one.
             let (name, group) = match (id_name, chosen_name) {
@@ -989,7 +1052,9 @@ impl<'n> SnapshotBuilder<'n> {
                 if has_aliases {
                     owner_rules.push(NONE);
                 }
-                if pending[order[i] as usize].name == NO_NAME {
+                // Its primary name, unless its chosen name comes (or came)
+                // and is not static.
+                if primary[i] == NO_NAME {
                     primary[i] = record;
                 }
                 next_id += 1;
@@ -1108,6 +1173,8 @@ impl<'n> SnapshotBuilder<'n> {
             reverse4,
             reverse6,
             report,
+            statics,
+            static_of,
         }
     }
 }
@@ -1290,7 +1357,9 @@ impl Snapshot {
                         == b.map(|(kind, r)| (kind, rule(other, r)))
                 })
             && self.reverse4 == other.reverse4
-            && self.reverse6 == other.reverse6)
+            && self.reverse6 == other.reverse6
+            && self.static_of == other.static_of
+            && self.statics == other.statics)
     }
 
     /// The relative wire labels of the name at `at` in `names`.
@@ -1347,6 +1416,29 @@ impl Snapshot {
             availability_zone: string(instance.availability_zone),
             instance_type: string(instance.instance_type),
         }
+    }
+
+    /// The static records of record `record`, if it has any.
+    fn static_node(&self, record: usize) -> Option<&StaticNode> {
+        if self.static_of.is_empty() {
+            return None;
+        }
+        let at = self
+            .static_of
+            .binary_search_by_key(&(record as u32), |&(r, _)| r)
+            .ok()?;
+        self.statics.nodes().get(self.static_of[at].1 as usize)
+    }
+
+    /// The static records (`static_records`) in this zone, apex included.
+    pub fn statics(&self) -> &StaticRecords {
+        &self.statics
+    }
+
+    /// Whether any name has static records (the UDP fast path leaves
+    /// those to the general one).
+    pub fn has_statics(&self) -> bool {
+        !self.static_of.is_empty()
     }
 
     /// The record whose relative wire labels are `labels`.
@@ -1499,7 +1591,11 @@ impl Snapshot {
                 Ordering::Greater => return Some((old_names.next(), None)),
                 Ordering::Equal => {
                     let (n, o) = (new_names.next()?, old_names.next()?);
-                    if n.ipv4() != o.ipv4() || n.ipv6() != o.ipv6() || !n.owners().eq(o.owners()) {
+                    if n.ipv4() != o.ipv4()
+                        || n.ipv6() != o.ipv6()
+                        || !n.owners().eq(o.owners())
+                        || n.statics() != o.statics()
+                    {
                         return Some((Some(o), Some(n)));
                     }
                 }
@@ -2103,7 +2199,11 @@ mod tests {
                 .with_groups(vec![
                     "security-group".parse().unwrap(),
                     "{sg}.pool".parse().unwrap(),
-                ]);
+                ])
+                // static names that the fleet's names and ordinals hit
+                .with_statics(Arc::new(statics(
+                    "web A 192.0.2.1\napi CNAME web\n1.db TXT x\ndb.primary AAAA ::1\n_x._tcp SRV 0 0 1 web\nweb.pool MX 1 web\n",
+                )));
             let current = Snapshot::build(&base, &naming, &zone());
             // what a full pass after `current` builds: its ordinals kept
             let mut builder = SnapshotBuilder::new(&naming, &zone(), updated.len())
@@ -2125,6 +2225,99 @@ mod tests {
             proptest::prop_assert!(!incremental.differs_from(&full));
             proptest::prop_assert_eq!(sorted_report(&full), sorted_report(&incremental));
         }
+    }
+
+    fn statics(text: &str) -> StaticRecords {
+        crate::statics::parse(text, &zone(), 60).unwrap()
+    }
+
+    #[test]
+    fn static_names_join_the_zone_and_win_over_fleet_names() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.").with_statics(
+            Arc::new(statics(
+                "db A 192.0.2.10\nlb CNAME web-1\n_ldap._tcp SRV 0 0 389 dc1\ndc1 A 10.9.9.9\n",
+            )),
+        );
+        let s = Snapshot::build(
+            &[
+                inst("i-0aa", Some("web-1"), &["10.0.0.1"]),
+                inst("i-0bb", Some("db"), &["10.0.0.2"]),
+            ],
+            &naming,
+            &zone(),
+        );
+        // the static name wins; the instance that claims it stays an owner
+        let Lookup::Name(db) = s.lookup(&lower("db.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(db.ipv4(), ["192.0.2.10".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(db.statics().unwrap().line, 1);
+        let owners: Vec<&str> = db.owners().map(|o| o.instance_id).collect();
+        assert_eq!(owners, ["i-0bb"]);
+        // its address's PTR falls back to its id name, which still answers
+        let names: Vec<String> = s
+            .names_of("10.0.0.2".parse().unwrap())
+            .map(|e| e.text())
+            .collect();
+        assert_eq!(names, ["i-0bb.fleet.internal."]);
+        let Lookup::Name(id) = s.lookup(&lower("i-0bb.fleet.internal.")) else {
+            panic!()
+        };
+        assert_eq!(id.ipv4(), ["10.0.0.2".parse::<Ipv4Addr>().unwrap()]);
+        // names of static records only, and their empty non-terminals
+        let Lookup::Name(lb) = s.lookup(&lower("lb.fleet.internal.")) else {
+            panic!()
+        };
+        assert!(lb.ipv4().is_empty() && lb.owners().len() == 0);
+        assert!(lb.statics().unwrap().cname().is_some());
+        assert!(matches!(
+            s.lookup(&lower("_tcp.fleet.internal.")),
+            Lookup::EmptyNonTerminal
+        ));
+        assert!(matches!(
+            s.lookup(&lower("_ldap._tcp.fleet.internal.")),
+            Lookup::Name(_)
+        ));
+        // in entry order with the rest
+        let all: Vec<String> = s.entries().map(|e| e.text()).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| text_order(&text_labels_any(a), &text_labels_any(b)));
+        assert_eq!(all, sorted);
+        assert_eq!(all.len(), 7);
+        assert!(!s.entries().next().unwrap().text().is_empty());
+        // a change to the static records is a change of the zone
+        let other = Naming::new(Naming::default_rules(), "fleet.internal.").with_statics(Arc::new(
+            statics(
+                "db A 192.0.2.10\nlb CNAME web-2\n_ldap._tcp SRV 0 0 389 dc1\ndc1 A 10.9.9.9\n",
+            ),
+        ));
+        let t = Snapshot::build(
+            &[
+                inst("i-0aa", Some("web-1"), &["10.0.0.1"]),
+                inst("i-0bb", Some("db"), &["10.0.0.2"]),
+            ],
+            &other,
+            &zone(),
+        );
+        assert!(t.differs_from(&s));
+        let changed: Vec<String> = t
+            .changed_entries(&s)
+            .map(|(_, n)| n.unwrap().text())
+            .collect();
+        assert_eq!(changed, ["lb.fleet.internal."]);
+    }
+
+    /// Relative wire labels of a full name's text (any characters).
+    fn text_labels_any(text: &str) -> Vec<u8> {
+        let relative = text
+            .trim_end_matches("fleet.internal.")
+            .trim_end_matches('.');
+        let mut wire = Vec::new();
+        for label in relative.split('.') {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire
     }
 
     #[test]

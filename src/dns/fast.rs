@@ -258,7 +258,12 @@ pub fn answer(
     // A name with data, or why there is none: NODATA at the apex or an
     // empty non-terminal, NXDOMAIN for a missing name in the zone.
     let (entry, nxdomain) = match snapshot.wire_lookup(key) {
+        // Static records carry their own TTLs and may be CNAMEs to follow:
+        // the general path's.
+        Lookup::Name(entry) if snapshot.has_statics() && entry.statics().is_some() => return None,
         Lookup::Name(entry) => (Some(entry), false),
+        // The apex may have static A or AAAA records.
+        Lookup::Apex if snapshot.statics().apex().is_some() => return None,
         Lookup::Apex | Lookup::EmptyNonTerminal => (None, false),
         Lookup::NotFound if split_zone(key, &zone.apex).is_some() => (None, true),
         Lookup::NotFound => return None,

@@ -42,6 +42,7 @@ use crate::config::{ReverseZone, ZoneSettings};
 use crate::dns::forward::Forwarder;
 use crate::dns::wire::response_edns;
 use crate::snapshot::{Entry, Lookup, NameKind, Snapshot, Store};
+use crate::statics::StaticNode;
 
 /// SOA timers for secondaries (not used by fleetdns itself): refresh, retry, expire.
 pub(crate) const SOA_REFRESH: i32 = 300;
@@ -262,19 +263,113 @@ fn zone_reply(
         return reply;
     }
     let ttl = zone.ttl;
+    let apex = Name::from(snapshot.zone().clone());
     match snapshot.lookup(name) {
         Lookup::Apex => reply.answers = apex_records(zone, snapshot, owner, qtype),
+        Lookup::Name(entry) if entry.statics().is_some_and(|n| n.cname().is_some()) => {
+            if follow_cname(zone, snapshot, entry, owner, qtype, &mut reply) {
+                // The chain ends at a name without data of the type (or
+                // none at all): the SOA says how long to cache that, as
+                // for any negative answer (RFC 2308 sections 2.1, 2.2).
+                reply
+                    .authorities
+                    .push(soa(zone, snapshot, &apex, zone.ttl.min(zone.negative_ttl)));
+            }
+        }
         Lookup::Name(entry) => reply.answers = entry_records(entry, owner, qtype, ttl),
         Lookup::EmptyNonTerminal => {}
         Lookup::NotFound => reply.rcode = ResponseCode::NXDomain,
     }
-    add_negative_soa(
-        &mut reply,
-        zone,
-        snapshot,
-        &Name::from(snapshot.zone().clone()),
-    );
+    if reply.authorities.is_empty() {
+        add_negative_soa(&mut reply, zone, snapshot, &apex);
+    }
     reply
+}
+
+/// How many CNAMEs an answer follows inside the zone before it stops and
+/// leaves the rest to the resolver (a chain of static CNAMEs that long is
+/// a mistake; a loop is one too).
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// Answers at a static CNAME (`entry`, asked as `owner`) as an
+/// authoritative server does (RFC 1034 section 4.3.2, step 3a): the CNAME,
+/// then, where the target is in the zone, what the target has of `qtype`,
+/// following further CNAMEs. The rcode is the last name's (NXDOMAIN for a
+/// missing target, RFC 6604). A target outside the zone is the resolver's
+/// to follow. `true` when the chain ends in a negative answer, which then
+/// needs the SOA.
+fn follow_cname(
+    zone: &ZoneSettings,
+    snapshot: &Snapshot,
+    entry: Entry<'_>,
+    owner: &Name,
+    qtype: RecordType,
+    reply: &mut Reply,
+) -> bool {
+    let mut node = entry.statics();
+    let mut owner = owner.clone();
+    let mut visited: Vec<Name> = vec![entry.name()];
+    while let Some(current) = node {
+        let Some(target) = current.cname() else {
+            let found = static_records(current, &owner, qtype);
+            let negative = found.is_empty();
+            reply.answers.extend(found);
+            return negative;
+        };
+        reply
+            .answers
+            .extend(static_records(current, &owner, RecordType::CNAME));
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return false;
+        }
+        let lower = LowerName::from(target);
+        if !snapshot.in_zone(&lower)
+            || visited.len() >= MAX_CNAME_CHAIN
+            || visited.iter().any(|v| v == target)
+        {
+            return false;
+        }
+        visited.push(target.clone());
+        owner = target.clone();
+        node = match snapshot.lookup(&lower) {
+            Lookup::Apex => {
+                let found = apex_records(zone, snapshot, &owner, qtype);
+                let negative = found.is_empty();
+                reply.answers.extend(found);
+                return negative;
+            }
+            Lookup::Name(next) => match next.statics() {
+                Some(n) => Some(n),
+                None => {
+                    let found = entry_records(next, &owner, qtype, zone.ttl);
+                    let negative = found.is_empty();
+                    reply.answers.extend(found);
+                    return negative;
+                }
+            },
+            Lookup::EmptyNonTerminal => return true,
+            Lookup::NotFound => {
+                reply.rcode = ResponseCode::NXDomain;
+                return true;
+            }
+        };
+    }
+    false
+}
+
+/// The static records of `node` for `qtype`, at `owner`, each with its own
+/// TTL; ANY gets its first RRset (RFC 8482).
+fn static_records(node: &StaticNode, owner: &Name, qtype: RecordType) -> Vec<Record> {
+    let rtype = match qtype {
+        RecordType::ANY => match node.records.first() {
+            Some(r) => r.data.record_type(),
+            None => return Vec::new(),
+        },
+        t => t,
+    };
+    node.of_type(rtype)
+        .map(|r| record(owner, r.ttl, r.data.clone()))
+        .collect()
 }
 
 /// For NXDOMAIN or NODATA (no answers): the SOA at `apex` in the authority
@@ -343,7 +438,26 @@ fn apex_records(
             let ns = NS(zone.nameserver.clone());
             vec![record(owner, zone.ttl, RData::NS(ns))]
         }
+        // Static records at the apex (never a CNAME: the parser refuses
+        // one there). Only the forward zone has them.
+        _ if Name::from(snapshot.zone().clone()) == *owner => match snapshot.statics().apex() {
+            Some(node) => static_records(node, owner, qtype),
+            None => Vec::new(),
+        },
         _ => Vec::new(),
+    }
+}
+
+/// The static records at the zone's apex (`static_records`), at `apex`:
+/// what a transfer sends after the SOA and NS.
+pub(crate) fn apex_static_records(snapshot: &Snapshot, apex: &Name) -> Vec<Record> {
+    match snapshot.statics().apex() {
+        Some(node) => node
+            .records
+            .iter()
+            .map(|r| record(apex, r.ttl, r.data.clone()))
+            .collect(),
+        None => Vec::new(),
     }
 }
 
@@ -391,6 +505,13 @@ pub(crate) fn soa_record(zone: &ZoneSettings, serial: u32, owner: &Name, ttl: u3
 /// transfer sends of a name).
 pub(crate) fn all_records(entry: Entry<'_>, ttl: u32) -> Vec<Record> {
     let owner = entry.name();
+    if let Some(node) = entry.statics() {
+        return node
+            .records
+            .iter()
+            .map(|r| record(&owner, r.ttl, r.data.clone()))
+            .collect();
+    }
     let mut all = entry_records(entry, &owner, RecordType::A, ttl);
     all.extend(entry_records(entry, &owner, RecordType::AAAA, ttl));
     all.extend(txt_records(entry, &owner, ttl));
@@ -399,6 +520,9 @@ pub(crate) fn all_records(entry: Entry<'_>, ttl: u32) -> Vec<Record> {
 
 /// The records of `entry` for `qtype`; ANY gets one RRset (RFC 8482).
 fn entry_records(entry: Entry<'_>, owner: &Name, qtype: RecordType, ttl: u32) -> Vec<Record> {
+    if let Some(node) = entry.statics() {
+        return static_records(node, owner, qtype);
+    }
     let a = || {
         entry
             .ipv4()

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::{allowed, Allow};
 use crate::config::{TransferSettings, ZoneSettings};
-use crate::dns::handler::{all_records, reverse_name, soa_record};
+use crate::dns::handler::{all_records, apex_static_records, reverse_name, soa_record};
 use crate::metrics::metrics;
 use crate::snapshot::{Snapshot, Store};
 use crate::tsig::{self, KeyRing, Signed};
@@ -73,9 +73,21 @@ impl Diff {
         let mut removed = RecordRun::default();
         let mut added = RecordRun::default();
         let mut scratch = Vec::with_capacity(512);
-        for (before, after) in new.changed_entries(old) {
-            let before = before.map(|e| all_records(e, zone.ttl)).unwrap_or_default();
-            let after = after.map(|e| all_records(e, zone.ttl)).unwrap_or_default();
+        // The apex's static records, then every name that changed.
+        let apex = Name::from(new.zone().clone());
+        let apex_pair = (old.statics().apex() != new.statics().apex()).then(|| {
+            (
+                apex_static_records(old, &apex),
+                apex_static_records(new, &apex),
+            )
+        });
+        let names = new.changed_entries(old).map(|(before, after)| {
+            (
+                before.map(|e| all_records(e, zone.ttl)).unwrap_or_default(),
+                after.map(|e| all_records(e, zone.ttl)).unwrap_or_default(),
+            )
+        });
+        for (before, after) in apex_pair.into_iter().chain(names) {
             for r in before.iter().filter(|r| !after.contains(r)) {
                 removed.push(r, &mut scratch);
             }
@@ -447,6 +459,7 @@ impl Stream {
                 None => {
                     self.pending.push_back(soa(&self.zone, self.serial));
                     self.pending.push_back(ns(&self.zone));
+                    self.pending.extend(apex_static_records(snapshot, apex));
                     *next = Some(0);
                 }
                 Some(i) => match snapshot.entry_at(*i) {
