@@ -161,6 +161,13 @@ pub fn load(path: &Path, zone: &Name, default_ttl: u32) -> Result<StaticRecords,
     use std::io::Read;
     let shown = path.display();
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    // Not a FIFO or a device, which could block a reload or never end.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -702,12 +709,14 @@ fn record_data(
                 tokens.iter().map(|t| t.bytes.as_slice()).collect(),
             ))
         }
-        other => return error(
-            line,
-            format!(
+        other => {
+            return error(
+                line,
+                format!(
                 "type {other} is not supported in static records (A, AAAA, CNAME, TXT, SRV, MX)"
             ),
-        ),
+            )
+        }
     })
 }
 

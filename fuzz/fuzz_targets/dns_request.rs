@@ -1,5 +1,6 @@
 //! Any bytes as a DNS request, over UDP or TCP, to the handler serving the
-//! demo fleet and its reverse zone with transfers allowed from 127.0.0.0/8
+//! demo fleet with static records (CNAME chains and loops, apex records)
+//! and its reverse zone with transfers allowed from 127.0.0.0/8
 //! to the test key
 //! (`fuzz/dicts/dns_request.dict` has its name): no panic; no reply to
 //! what is not a query; any reply parses and fits the transport's limit
@@ -33,6 +34,12 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_server::net::xfer::Protocol;
 use libfuzzer_sys::fuzz_target;
 
+/// The static records the fuzzed handler serves beside the demo fleet.
+const STATICS: &str = "@ A 10.9.9.9\n@ MX 10 mail\n@ TXT \"v=spf1 -all\"\n\
+a CNAME b\nb CNAME web-1\nloop1 CNAME loop2\nloop2 CNAME loop1\ngone-target CNAME nothing\n\
+to-apex CNAME @\nto-ent CNAME _tcp\nlb CNAME elb.example.com.\napi 30 A 192.0.2.1\n\
+_ldap._tcp SRV 0 5 389 dc1\ndc1 A 10.9.9.10\ndc1 AAAA fd00::10\nmail MX 10 dc1\nnote TXT one \"two words\"\n";
+
 struct World {
     runtime: tokio::runtime::Runtime,
     handler: ZoneHandler,
@@ -55,11 +62,12 @@ fn world() -> &'static World {
             .validate(&Overrides::default())
             .unwrap();
         let instances = parse_describe_instances(fleet).unwrap();
-        let snapshot = Arc::new(Snapshot::build(
-            &instances,
-            &settings.naming,
-            &settings.zone.zone,
-        ));
+        // Static records: CNAME chains inside the zone (to a fleet name,
+        // the apex, an empty non-terminal, a missing name, in a loop) and
+        // out of it, apex records, and a static name over a fleet name.
+        let statics = fleetdns::statics::parse(STATICS, &settings.zone.zone, 60).unwrap();
+        let naming = settings.naming.clone().with_statics(Arc::new(statics));
+        let snapshot = Arc::new(Snapshot::build(&instances, &naming, &settings.zone.zone));
         let store = new_store();
         store.store(Some(snapshot.clone()));
         World {
