@@ -400,6 +400,12 @@ fn name_labels(
                 format!("{what} {text:?}: {bad:?} is not allowed in a name (letters, digits, '-' and '_')"),
             );
         }
+        if label.starts_with('-') || label.ends_with('-') {
+            return error(
+                line,
+                format!("{what} {text:?}: a label may not start or end with '-'"),
+            );
+        }
         labels.push(label.to_ascii_lowercase());
     }
     if !absolute {
@@ -955,6 +961,12 @@ big    TXT ( "one"
             ("*.x A 1.2.3.4\n", 1, "wildcards are not supported"),
             ("a..b A 1.2.3.4\n", 1, "an empty label"),
             ("a/b A 1.2.3.4\n", 1, "'/' is not allowed"),
+            ("-1 A 1.2.3.4\n", 1, "may not start or end with '-'"),
+            (
+                "x CNAME y-.example.com.\n",
+                1,
+                "may not start or end with '-'",
+            ),
             (
                 "i-0123456789abcdef0 A 1.2.3.4\n",
                 1,

@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
         let name = text(&node.labels);
         for label in name.split('.').filter(|_| !name.is_empty()) {
             assert!(!label.is_empty() && label.len() <= 63, "{name:?}");
+            assert!(!label.starts_with('-') && !label.ends_with('-'), "{name:?}");
             assert!(
                 label.bytes().all(|b| b.is_ascii_lowercase()
                     || b.is_ascii_digit()
@@ -97,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
         .with_statics(Arc::new(records.clone()));
     let snapshot = Snapshot::build(fleet(), &naming, &zone);
     for node in records.nodes() {
-        let name = Name::from_ascii(format!("{}.fleet.internal.", text(&node.labels))).unwrap();
+        let relative = text(&node.labels);
+        let mut name = Name::from_labels(relative.split('.').map(str::as_bytes))
+            .and_then(|n| n.append_domain(&zone))
+            .unwrap();
+        name.set_fqdn(true);
         match snapshot.lookup(&LowerName::new(&name)) {
             Lookup::Name(entry) => {
                 assert_eq!(entry.statics(), Some(node), "{name}");
