@@ -113,13 +113,16 @@ impl World {
         let dir = tempdir();
         let inventory = write_fleet(dir.path());
         let config = dir.path().join("fleetdns.toml");
+        let statics = dir.path().join("static.zone");
+        std::fs::write(&statics, STATICS).expect("write static.zone");
         std::fs::write(
             &config,
             format!(
                 "# No upstreams: names outside the zones are REFUSED, as Knot refuses them.\n\
-                 reverse_zones = [\"{}\", \"{}\"]\n\n[tcp]\nidle_timeout_secs = {IDLE_TIMEOUT_SECS}\n",
+                 reverse_zones = [\"{}\", \"{}\"]\nstatic_records = {:?}\n\n[tcp]\nidle_timeout_secs = {IDLE_TIMEOUT_SECS}\n",
                 REVERSE_V4.trim_end_matches('.'),
                 REVERSE_V6.trim_end_matches('.'),
+                statics.to_str().expect("temp paths are UTF-8"),
             ),
         )
         .expect("write fleetdns.toml");
@@ -185,6 +188,29 @@ fn write_fleet(dir: &Path) -> Value {
     doc
 }
 
+/// The static records both serve (issue 17): fleetdns from its
+/// `static_records` file, Knot as the same lines in its zone file. One
+/// takes over a fleet name (`bastion`); CNAMEs end in the fleet, in static
+/// data, outside the zone, at the apex, at an empty non-terminal, at
+/// nothing, and in a loop.
+const STATICS: &str = "$TTL 300
+bastion        A     10.20.9.80
+legacy-db      A     10.30.0.5
+               AAAA  fd00::5
+lb             CNAME lb-123.elb.example.com.
+www            CNAME web-1
+alias-chain    CNAME www
+loop-a         CNAME loop-b
+loop-b         CNAME loop-a
+dangling       CNAME nothing-here
+to-ent         CNAME db
+to-apex        CNAME @
+to-static      CNAME legacy-db
+_kerberos._udp SRV   0 5 88 kdc.example.com.
+mail           MX    10 mx.example.com.
+note           TXT   \"hello\" \"two words\"
+";
+
 /// One zone file for Knot: its apex and its text.
 struct ZoneFile {
     /// The apex, with its final dot.
@@ -246,6 +272,10 @@ fn zone_files(fleetdns: SocketAddr, listing: &Value, inventory: &Value) -> Vec<Z
     let mut primary: BTreeMap<String, String> = BTreeMap::new();
     for entry in names {
         let name = entry["name"].as_str().expect("name");
+        // Static names go to Knot as the static file's own lines.
+        if !entry["static_records"].is_null() {
+            continue;
+        }
         let instances = text_list(&entry["instances"]);
         let rules = text_list(&entry["rules"]);
         for address in text_list(&entry["addresses"]) {
@@ -315,6 +345,10 @@ fn zone_files(fleetdns: SocketAddr, listing: &Value, inventory: &Value) -> Vec<Z
             for line in data {
                 text.push_str(&line);
                 text.push('\n');
+            }
+            if apex == ZONE {
+                text.push_str("$ORIGIN fleet.internal.\n");
+                text.push_str(STATICS);
             }
             ZoneFile {
                 apex,
@@ -1938,6 +1972,47 @@ fn matches_case(pattern: &str, case: &str) -> bool {
     }
 }
 
+/// The static names ([`STATICS`]), each asked the common types and SRV.
+fn statics_table() -> Table {
+    let mut t = Table::new();
+    for name in [
+        "bastion",
+        "legacy-db",
+        "lb",
+        "www",
+        "alias-chain",
+        "loop-a",
+        "dangling",
+        "to-ent",
+        "to-apex",
+        "to-static",
+        "_kerberos._udp",
+        "_udp",
+        "mail",
+        "note",
+    ] {
+        let name = format!("{name}.fleet.internal.");
+        for type_name in COMMON.iter().chain(&["SRV"]) {
+            t.query(
+                format!("{type_name} {name}"),
+                Query::new(&name, qtype(type_name)),
+                UDP,
+            );
+        }
+    }
+    t.query(
+        "tcp: A alias-chain",
+        Query::new("alias-chain.fleet.internal.", 1),
+        TCP,
+    );
+    t.query(
+        "WWW upper case A",
+        Query::new("WWW.Fleet.Internal.", 1),
+        UDP,
+    );
+    t
+}
+
 /// Names outside every zone of both servers.
 const OUTSIDE: &[&str] = &[
     "* example.com.",
@@ -1988,6 +2063,16 @@ const EXCEPTIONS: &[Exception] = &[
          question, so it takes the query's spelling of the apex; fleetdns writes the apex \
          as configured, lowercase. Names compare case-insensitively (RFC 4343), and both \
          keep the query's spelling for the name asked",
+    ),
+    differs(
+        &["WWW upper case A"],
+        Field::Answer,
+        "CNAME web-1.fleet.internal.",
+        "CNAME web-1.Fleet.Internal.",
+        "the zone part of a static CNAME's target, and so of the name it leads to: Knot \
+         compresses it to a pointer into the question, so it takes the query's spelling of \
+         the apex; fleetdns writes the target as the static file spells it. Names compare \
+         case-insensitively (RFC 4343)",
     ),
     differs(
         &["CD set: *", "AD and CD set: *", "every flag set: *"],
@@ -2419,6 +2504,12 @@ fn tcp_queries_are_answered_as_knot_answers_them() {
     check("TCP", &tcp_table());
 }
 
+#[test]
+fn static_records_and_their_cnames_are_answered_as_knot_answers_them() {
+    let answered = check("static records", &statics_table());
+    assert!(answered >= 20, "only {answered} answers from both");
+}
+
 /// Every exception names a case that exists and says why; a DEFECT says
 /// so first. (Needs no servers.)
 #[test]
@@ -2429,6 +2520,7 @@ fn every_exception_names_a_case_and_gives_a_reason() {
         header_table(),
         junk_table(),
         tcp_table(),
+        statics_table(),
     ];
     let mut all = BTreeSet::new();
     for case in tables.iter().flat_map(|t| &t.cases) {

@@ -419,3 +419,263 @@ fn ordinals_survive_a_restart() {
         );
     }
 }
+
+/// A static file beside the demo fleet: a host that is not an instance,
+/// a CNAME into the fleet, a chain, one out of the zone, an SRV, apex
+/// records, and a static name over the fleet name `api`.
+const STATIC_ZONE: &str = "$TTL 120
+; hosts EC2 does not list
+legacy-db        A     10.30.0.5
+                 AAAA  fd00::5
+www              CNAME web-1
+www-chain        CNAME www
+lb   600         CNAME lb-123.us-east-1.elb.amazonaws.com.
+_ldap._tcp       SRV   0 5 389 legacy-db
+api              A     10.30.0.99   ; wins over the two instances named api
+@                TXT   \"v=spf1 -all\"
+@                MX    10 legacy-db
+";
+
+/// Serves the demo fleet with `statics` as its static file.
+fn serve_statics(dir: &std::path::Path, statics: &str) -> Daemon {
+    let path = dir.join("static.zone");
+    std::fs::write(&path, statics).unwrap();
+    std::fs::copy(example_fleet(), dir.join("fleet.json")).unwrap();
+    std::fs::write(
+        dir.join("fleetdns.toml"),
+        format!("static_records = {:?}\n", path.to_str().unwrap()),
+    )
+    .unwrap();
+    Daemon::start(&[
+        "--config",
+        dir.join("fleetdns.toml").to_str().unwrap(),
+        "--source",
+        &file_source(&dir.join("fleet.json")),
+    ])
+}
+
+#[test]
+fn static_records_answer_beside_the_fleet_and_win_over_a_fleet_name() {
+    let dir = tempdir();
+    let d = serve_statics(dir.path(), STATIC_ZONE);
+    // a host that is not an instance, both families, with the file's TTL
+    assert_eq!(short(d.udp, &["legacy-db.fleet.internal"]), ["10.30.0.5"]);
+    assert_eq!(
+        short(d.udp, &["AAAA", "legacy-db.fleet.internal"]),
+        ["fd00::5"]
+    );
+    let full = d.dig(&["+noall", "+answer", "legacy-db.fleet.internal"]);
+    let full = full.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(full, "legacy-db.fleet.internal. 120 IN A 10.30.0.5");
+    // a CNAME into the fleet is followed, through a chain too
+    assert_eq!(
+        short(d.udp, &["www.fleet.internal"]),
+        ["web-1.fleet.internal.", "10.20.1.11"]
+    );
+    assert_eq!(
+        short(d.udp, &["www-chain.fleet.internal"]),
+        ["www.fleet.internal.", "web-1.fleet.internal.", "10.20.1.11"]
+    );
+    let chain = d.dig(&["www-chain.fleet.internal"]);
+    assert!(
+        chain.contains("status: NOERROR") && chain.contains(" aa "),
+        "{chain}"
+    );
+    // one out of the zone is left to the resolver, with its own TTL
+    let lb = d.dig(&["+noall", "+answer", "lb.fleet.internal"]);
+    let lb = lb.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        lb,
+        "lb.fleet.internal. 600 IN CNAME lb-123.us-east-1.elb.amazonaws.com."
+    );
+    // SRV under an empty non-terminal
+    assert_eq!(
+        short(d.udp, &["SRV", "_ldap._tcp.fleet.internal"]),
+        ["0 5 389 legacy-db.fleet.internal."]
+    );
+    let ent = d.dig(&["_tcp.fleet.internal"]);
+    assert!(
+        ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"),
+        "{ent}"
+    );
+    // apex records beside fleetdns's SOA and NS
+    assert_eq!(
+        short(d.udp, &["TXT", "fleet.internal"]),
+        ["\"v=spf1 -all\""]
+    );
+    assert_eq!(
+        short(d.udp, &["MX", "fleet.internal"]),
+        ["10 legacy-db.fleet.internal."]
+    );
+    // the static name wins over the two instances named api; their
+    // addresses' PTR fall back to their instance-id names
+    assert_eq!(short(d.udp, &["api.fleet.internal"]), ["10.30.0.99"]);
+    assert!(short(d.udp, &["TXT", "api.fleet.internal"]).is_empty());
+    assert_eq!(
+        short(d.udp, &["-x", "10.20.1.21"]),
+        ["i-05d6c43325a676d7b.fleet.internal."]
+    );
+    // the fleet is served as before
+    assert_eq!(short(d.udp, &["web-2.fleet.internal"]), ["10.20.2.12"]);
+
+    // `list --json`: kinds, where each static name comes from, and what
+    // it overrides
+    let listing = list_json(dir.path());
+    let names = listing["names"].as_array().unwrap();
+    let named = |n: &str| {
+        names
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {listing}"))
+    };
+    let api = named("api.fleet.internal.");
+    assert_eq!(api["kinds"], json!(["static"]));
+    assert_eq!(api["addresses"], json!(["10.30.0.99"]));
+    assert_eq!(
+        api["overridden"],
+        json!(["i-05d6c43325a676d7b", "i-0f2de9682e9441cd7"])
+    );
+    assert!(
+        api["static_records"]
+            .as_str()
+            .unwrap()
+            .ends_with("static.zone:9"),
+        "{api}"
+    );
+    assert_eq!(
+        named("www.fleet.internal.")["records"],
+        json!(["CNAME web-1.fleet.internal."])
+    );
+    assert_eq!(named("fleet.internal.")["kinds"], json!(["static"]));
+    assert_eq!(named("web-1.fleet.internal.")["kinds"], json!(["primary"]));
+    let overridden = listing["overridden"].as_array().unwrap();
+    assert_eq!(overridden.len(), 1, "{listing}");
+    assert_eq!(overridden[0]["name"], "api.fleet.internal.");
+    assert_eq!(overridden[0]["kinds"], json!(["primary"]));
+    // and the table says it in words
+    let out = std::process::Command::new(bin())
+        .args(["list", "--source"])
+        .arg(file_source(&dir.path().join("fleet.json")))
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("static records override fleet names (1):\n  api.fleet.internal. (primary): i-05d6c43325a676d7b,i-0f2de9682e9441cd7"),
+        "{table}"
+    );
+
+    // the hosts export has the static addresses, and no line for names
+    // without one
+    let out = std::process::Command::new(bin())
+        .args(["hosts", "--output", "-", "--source"])
+        .arg(file_source(&dir.path().join("fleet.json")))
+        .args([
+            "--config",
+            dir.path().join("fleetdns.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let hosts = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        hosts.contains("10.30.0.5\tlegacy-db.fleet.internal legacy-db\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains("fd00::5\tlegacy-db.fleet.internal legacy-db\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains("10.30.0.99\tapi.fleet.internal api\n"),
+        "{hosts}"
+    );
+    assert!(!hosts.contains("10.20.1.21\tapi."), "{hosts}");
+    assert!(
+        !hosts.contains("www.fleet.internal") && !hosts.contains("_ldap"),
+        "{hosts}"
+    );
+}
+
+#[test]
+fn a_static_file_that_fails_on_sighup_keeps_the_last_good_one() {
+    let dir = tempdir();
+    let d = serve_statics(dir.path(), "legacy-db A 10.30.0.5\n");
+    assert_eq!(short(d.udp, &["legacy-db.fleet.internal"]), ["10.30.0.5"]);
+    // a CNAME beside other data, on line 3
+    std::fs::write(
+        dir.path().join("static.zone"),
+        "legacy-db A 10.30.0.6\nnew-host A 10.30.0.7\nnew-host CNAME web-1\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_for_log(
+        "reload failed, still running on the previous configuration",
+        10,
+    );
+    let log = d.log();
+    assert!(
+        log.contains("static_records")
+            && log.contains(
+                "static.zone: line 3: new-host has a CNAME and other data (lines 2 and 3)"
+            ),
+        "{log}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(short(d.udp, &["legacy-db.fleet.internal"]), ["10.30.0.5"]);
+    assert!(d.dig(&["new-host.fleet.internal"]).contains("NXDOMAIN"));
+    // fixed: applied, and said so
+    std::fs::write(
+        dir.path().join("static.zone"),
+        "legacy-db A 10.30.0.6\nnew-host CNAME web-1\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for_answer(&d, "legacy-db.fleet.internal", &["10.30.0.6"], 10);
+    assert_eq!(
+        short(d.udp, &["new-host.fleet.internal"]),
+        ["web-1.fleet.internal.", "10.20.1.11"]
+    );
+    assert!(d.log().contains("applied static_records"), "{}", d.log());
+}
+
+#[test]
+fn a_bad_static_file_is_a_config_error_naming_the_file_and_line() {
+    for (text, want) in [
+        (
+            "ok A 10.0.0.1\n@ CNAME web-1\n",
+            "line 2: a CNAME at the zone apex",
+        ),
+        (
+            "ok A 10.0.0.1\n\nhost.example.com. A 10.0.0.2\n",
+            "line 3: host.example.com. is outside the zone fleet.internal.",
+        ),
+        ("x 60 IN NS ns1\n", "line 1: type NS is not supported"),
+    ] {
+        let dir = tempdir();
+        let path = dir.path().join("static.zone");
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(
+            dir.path().join("fleetdns.toml"),
+            format!("static_records = {:?}\n", path.to_str().unwrap()),
+        )
+        .unwrap();
+        let err = check_fails(dir.path());
+        assert!(err.contains("static_records"), "{err}");
+        assert!(err.contains(&format!("static.zone: {want}")), "{err}");
+    }
+    // a missing file says so
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        "static_records = \"/nonexistent/static.zone\"\n",
+    )
+    .unwrap();
+    let err = check_fails(dir.path());
+    assert!(
+        err.contains("cannot read /nonexistent/static.zone"),
+        "{err}"
+    );
+}

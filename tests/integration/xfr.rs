@@ -213,6 +213,89 @@ fn nsd_knot_and_bind_replicate_the_zone_and_follow_each_change_by_notify_and_ixf
     }
 }
 
+#[test]
+fn static_records_replicate_to_nsd_knot_and_bind_and_a_change_follows_by_ixfr() {
+    let dir = tempdir();
+    let inventory = dir.path().join("fleet.json");
+    write_inventory(&inventory, &fleet(&["web-1", "db", "api"]));
+    let statics = dir.path().join("static.zone");
+    // apex records, a CNAME in and out of the zone, SRV under an empty
+    // non-terminal, TXT with spaces and an escape, a static name over the
+    // fleet name `db`
+    let first_file = "$TTL 300\n@ TXT \"v=spf1 -all\"\n@ MX 10 mail\nmail A 10.30.0.25\n\
+                      www CNAME web-1\nlb CNAME lb-1.elb.example.com.\n\
+                      _ldap._tcp SRV 0 5 389 legacy\nlegacy A 10.30.0.5\nlegacy AAAA fd00::5\n\
+                      note TXT \"two words\" \"semi\\059colon\"\ndb A 10.30.0.9\n";
+    std::fs::write(&statics, first_file).unwrap();
+    let extra = format!("static_records = {:?}", statics.to_str().unwrap());
+    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
+    let d = primary(dir.path(), &inventory, &ports, &extra);
+    let secondaries: Vec<Secondary> = Kind::ALL
+        .iter()
+        .zip(&ports)
+        .map(|(kind, port)| Secondary::start(*kind, *port, d.tcp.port()))
+        .collect();
+    let first = serial(&d);
+    let want = zone_of(&d);
+    for record in [
+        "fleet.internal. 300 IN TXT \"v=spf1 -all\"",
+        "fleet.internal. 300 IN MX 10 mail.fleet.internal.",
+        "www.fleet.internal. 300 IN CNAME web-1.fleet.internal.",
+        "_ldap._tcp.fleet.internal. 300 IN SRV 0 5 389 legacy.fleet.internal.",
+        "note.fleet.internal. 300 IN TXT \"two words\" \"semi;colon\"",
+        "db.fleet.internal. 300 IN A 10.30.0.9",
+    ] {
+        assert!(want.contains(record), "{record} not in {want:#?}");
+    }
+    assert!(
+        !want
+            .iter()
+            .any(|r| r.starts_with("db.fleet.internal. ") && r.contains(" TXT ")),
+        "the instance's TXT at an overridden name: {want:#?}"
+    );
+    for s in &secondaries {
+        s.wait_for_serial(first, 30.0);
+        assert_eq!(s.zone(), want, "{:?} serves another zone", s.kind);
+    }
+
+    // the file changes: apex, a CNAME's target, a record gone, one new;
+    // SIGHUP, and each follows by IXFR
+    std::fs::write(
+        &statics,
+        first_file
+            .replace("v=spf1 -all", "v=spf1 mx -all")
+            .replace("www CNAME web-1", "www CNAME api")
+            .replace("lb CNAME lb-1.elb.example.com.\n", "")
+            + "new A 10.30.0.77\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serial(&d) == first {
+        assert!(
+            Instant::now() < deadline,
+            "no new serial; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let next = serial(&d);
+    let want = zone_of(&d);
+    assert!(want.contains("www.fleet.internal. 300 IN CNAME api.fleet.internal."));
+    assert!(want.contains("fleet.internal. 300 IN TXT \"v=spf1 mx -all\""));
+    assert!(!want.iter().any(|r| r.starts_with("lb.")), "{want:#?}");
+    for s in &secondaries {
+        s.wait_for_serial(next, 10.0);
+        assert_eq!(s.zone(), want, "{:?} after the change", s.kind);
+    }
+    let knot = &secondaries[1];
+    assert!(
+        knot.log().contains("IXFR, incoming") && !knot.log().contains("fallback to AXFR"),
+        "Knot took the change as an IXFR:\n{}",
+        knot.log()
+    );
+}
+
 /// An AXFR or IXFR query over TCP or UDP, unsigned.
 fn transfer_query(qtype: RecordType, client_serial: Option<u32>) -> Vec<u8> {
     let apex = Name::from_ascii("fleet.internal.").unwrap();
