@@ -103,6 +103,29 @@ fn bench(c: &mut Criterion) {
         "build 100k packed instances, 2 templates + alias tag + group rule",
         |b| b.iter(|| Snapshot::build_packed([black_box(&rich_packed)], &rich_naming, &zone)),
     );
+    // Static records (issue 17): 1,000 of them, 100 over fleet names, 50
+    // CNAMEs into the fleet, 50 SRV under one empty non-terminal.
+    let mut static_text = String::from("$TTL 300\n");
+    for i in 0..800u32 {
+        static_text.push_str(&format!("static-{i} A 10.99.{}.{}\n", i / 256, i % 256));
+    }
+    for i in 0..100u32 {
+        static_text.push_str(&format!("web-server-{} A 10.98.0.{}\n", i * 997, i));
+    }
+    for i in 0..50u32 {
+        static_text.push_str(&format!("alias-{i} CNAME web-server-{i}\n"));
+        static_text.push_str(&format!("_svc{i}._tcp SRV 0 5 80 static-{i}\n"));
+    }
+    group.bench_function("parse 1,000 static records", |b| {
+        b.iter(|| fleetdns::statics::parse(black_box(&static_text), &zone, 30).expect("parses"))
+    });
+    let statics =
+        std::sync::Arc::new(fleetdns::statics::parse(&static_text, &zone, 30).expect("parses"));
+    let static_naming = naming.clone().with_statics(statics);
+    group.bench_function("build 100k packed instances + 1,000 static records", |b| {
+        b.iter(|| Snapshot::build_packed([black_box(&packed)], &static_naming, &zone))
+    });
+    let with_statics = Snapshot::build(&fleet, &static_naming, &zone);
     let snapshot = Snapshot::build(&fleet, &naming, &zone);
     let same = Snapshot::build_packed([&packed], &naming, &zone).expect("builds");
     group.bench_function("compare two 100k-instance snapshots", |b| {
@@ -201,6 +224,23 @@ fn bench(c: &mut Criterion) {
                 .is_some()
         })
     });
+
+    // The same, in a zone with static records: the fast path also asks
+    // whether the name is static.
+    c.bench_function(
+        "fast-path answer in 100k-instance snapshot with 1,000 static records",
+        |b| {
+            b.iter(|| {
+                fleetdns::dns::fast::answer(
+                    &with_statics,
+                    &fast_zone,
+                    black_box(&query),
+                    &mut reply,
+                )
+                .is_some()
+            })
+        },
+    );
 
     let mut group = c.benchmark_group("hosts");
     group.sample_size(10);
