@@ -44,15 +44,21 @@ fn serve(dir: &std::path::Path, document: &str, naming: &str) -> Daemon {
     ])
 }
 
-/// `fleetdns list --json` of the fleet and config in `dir`.
-fn list_json(dir: &std::path::Path) -> serde_json::Value {
+/// The stdout of `fleetdns <args>` on the fleet and config in `dir`.
+fn command_in(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new(bin())
-        .args(["list", "--json", "--source"])
+        .args(args)
+        .arg("--source")
         .arg(file_source(&dir.join("fleet.json")))
         .args(["--config", dir.join("fleetdns.toml").to_str().unwrap()])
         .output()
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `fleetdns list --json` of the fleet and config in `dir`.
+fn list_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&command_in(dir, &["list", "--json"])).unwrap()
 }
 
 /// `fleetdns check` with the config in `dir`, which must fail: its stderr.
@@ -553,16 +559,7 @@ fn static_records_answer_beside_the_fleet_and_win_over_a_fleet_name() {
     assert_eq!(overridden[0]["name"], "api.fleet.internal.");
     assert_eq!(overridden[0]["kinds"], json!(["primary"]));
     // and the table says it in words
-    let out = std::process::Command::new(bin())
-        .args(["list", "--source"])
-        .arg(file_source(&dir.path().join("fleet.json")))
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = command_in(dir.path(), &["list"]);
     assert!(
         table.contains("static records override fleet names (1):\n  api.fleet.internal. (primary): i-05d6c43325a676d7b,i-0f2de9682e9441cd7"),
         "{table}"
@@ -570,16 +567,7 @@ fn static_records_answer_beside_the_fleet_and_win_over_a_fleet_name() {
 
     // the hosts export has the static addresses, and no line for names
     // without one
-    let out = std::process::Command::new(bin())
-        .args(["hosts", "--output", "-", "--source"])
-        .arg(file_source(&dir.path().join("fleet.json")))
-        .args([
-            "--config",
-            dir.path().join("fleetdns.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let hosts = String::from_utf8_lossy(&out.stdout);
+    let hosts = command_in(dir.path(), &["hosts", "--output", "-"]);
     assert!(
         hosts.contains("10.30.0.5\tlegacy-db.fleet.internal legacy-db\n"),
         "{hosts}"

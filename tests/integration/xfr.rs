@@ -81,11 +81,17 @@ fn change(d: &Daemon, inventory: &Path, instances: &[Fake]) -> (u32, Instant) {
     write_inventory(inventory, instances);
     let sent = Instant::now();
     d.signal("HUP");
+    (serial_after(d, before), sent)
+}
+
+/// Waits (10 s at most) until fleetdns serves a serial other than
+/// `before`, and returns it.
+fn serial_after(d: &Daemon, before: u32) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = serial(d);
         if now != before {
-            return (now, sent);
+            return now;
         }
         assert!(
             Instant::now() < deadline,
@@ -94,6 +100,23 @@ fn change(d: &Daemon, inventory: &Path, instances: &[Fake]) -> (u32, Instant) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A [`primary`] with `extra` config lines that notifies NSD, Knot and
+/// BIND, each started as its secondary; their ports too.
+fn primary_and_secondaries(
+    dir: &Path,
+    inventory: &Path,
+    extra: &str,
+) -> (Daemon, Vec<Secondary>, Vec<u16>) {
+    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
+    let d = primary(dir, inventory, &ports, extra);
+    let secondaries = Kind::ALL
+        .iter()
+        .zip(&ports)
+        .map(|(kind, port)| Secondary::start(*kind, *port, d.tcp.port()))
+        .collect();
+    (d, secondaries, ports)
 }
 
 fn fleet(names: &[&'static str]) -> Vec<Fake<'static>> {
@@ -110,13 +133,7 @@ fn nsd_knot_and_bind_replicate_the_zone_and_follow_each_change_by_notify_and_ixf
     let inventory = dir.path().join("fleet.json");
     let mut names = vec!["web-1", "web-2", "db", "cache"];
     write_inventory(&inventory, &fleet(&names));
-    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
-    let d = primary(dir.path(), &inventory, &ports, "");
-    let secondaries: Vec<Secondary> = Kind::ALL
-        .iter()
-        .zip(&ports)
-        .map(|(kind, port)| Secondary::start(*kind, *port, d.tcp.port()))
-        .collect();
+    let (d, secondaries, ports) = primary_and_secondaries(dir.path(), &inventory, "");
 
     // each gets the whole zone, signed, and serves exactly what fleetdns does
     let first = serial(&d);
@@ -195,16 +212,7 @@ fn nsd_knot_and_bind_replicate_the_zone_and_follow_each_change_by_notify_and_ixf
     primary_config(dir.path(), &ports, "ttl = 77");
     let before = serial(&d);
     d.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while serial(&d) == before {
-        assert!(
-            Instant::now() < deadline,
-            "no new serial; log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let last = serial(&d);
+    let last = serial_after(&d, before);
     let want = zone_of(&d);
     assert!(want.iter().any(|r| r.contains(" 77 IN A ")), "{want:?}");
     for s in &secondaries {
@@ -228,13 +236,7 @@ fn static_records_replicate_to_nsd_knot_and_bind_and_a_change_follows_by_ixfr() 
                       note TXT \"two words\" \"semi\\059colon\"\ndb A 10.30.0.9\n";
     std::fs::write(&statics, first_file).unwrap();
     let extra = format!("static_records = {:?}", statics.to_str().unwrap());
-    let ports: Vec<u16> = Kind::ALL.iter().map(|_| Secondary::port()).collect();
-    let d = primary(dir.path(), &inventory, &ports, &extra);
-    let secondaries: Vec<Secondary> = Kind::ALL
-        .iter()
-        .zip(&ports)
-        .map(|(kind, port)| Secondary::start(*kind, *port, d.tcp.port()))
-        .collect();
+    let (d, secondaries, _) = primary_and_secondaries(dir.path(), &inventory, &extra);
     let first = serial(&d);
     let want = zone_of(&d);
     for record in [
@@ -270,16 +272,7 @@ fn static_records_replicate_to_nsd_knot_and_bind_and_a_change_follows_by_ixfr() 
     )
     .unwrap();
     d.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while serial(&d) == first {
-        assert!(
-            Instant::now() < deadline,
-            "no new serial; log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let next = serial(&d);
+    let next = serial_after(&d, first);
     let want = zone_of(&d);
     assert!(want.contains("www.fleet.internal. 300 IN CNAME api.fleet.internal."));
     assert!(want.contains("fleet.internal. 300 IN TXT \"v=spf1 mx -all\""));
