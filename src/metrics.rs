@@ -339,6 +339,8 @@ pub struct Metrics {
     instances: Gauge,
     /// Names in the current snapshot.
     names: Gauge,
+    /// Records from `static_records` in the current snapshot.
+    static_records: Gauge,
     /// Tag values rewritten into valid names, in the current snapshot.
     rewritten: Gauge,
     /// Tag values skipped, in the current snapshot.
@@ -534,6 +536,11 @@ impl Metrics {
             "Running instances in the served zone",
         );
         let names = gauge(&mut registry, "names", "Names in the served zone");
+        let static_records = gauge(
+            &mut registry,
+            "static_records",
+            "Records from the static_records file in the served zone",
+        );
         let rewritten = gauge(
             &mut registry,
             "tag_values_rewritten",
@@ -640,6 +647,7 @@ impl Metrics {
             state_writes,
             instances,
             names,
+            static_records,
             rewritten,
             skipped,
             serial,
@@ -799,13 +807,20 @@ impl Metrics {
             Some(s) => {
                 self.instances.set(count(s.instance_count()));
                 self.names.set(count(s.name_count()));
+                self.static_records.set(count(s.statics().record_count()));
                 self.rewritten.set(count(s.report().rewrites.len()));
                 self.skipped.set(count(s.report().skips.len()));
                 self.serial.set(i64::from(s.serial()));
                 self.snapshot_age.set(age(now, s.built_at()));
             }
             None => {
-                for g in [&self.instances, &self.names, &self.rewritten, &self.skipped] {
+                for g in [
+                    &self.instances,
+                    &self.names,
+                    &self.static_records,
+                    &self.rewritten,
+                    &self.skipped,
+                ] {
                     g.set(0);
                 }
             }

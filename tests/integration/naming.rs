@@ -449,7 +449,10 @@ fn serve_statics(dir: &std::path::Path, statics: &str) -> Daemon {
     std::fs::copy(example_fleet(), dir.join("fleet.json")).unwrap();
     std::fs::write(
         dir.join("fleetdns.toml"),
-        format!("static_records = {:?}\n", path.to_str().unwrap()),
+        format!(
+            "static_records = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n",
+            path.to_str().unwrap()
+        ),
     )
     .unwrap();
     Daemon::start(&[
@@ -627,6 +630,7 @@ fn a_static_file_that_fails_on_sighup_keeps_the_last_good_one() {
         ["web-1.fleet.internal.", "10.20.1.11"]
     );
     assert!(d.log().contains("applied static_records"), "{}", d.log());
+    assert_eq!(d.metric("fleetdns_static_records", &[]), 2.0);
 }
 
 #[test]
