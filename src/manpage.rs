@@ -24,6 +24,11 @@ The last good inventory, served after a restart while the API is down
 (under systemd, in \fB$STATE_DIRECTORY\fR; \fBstate_dir\fR elsewhere). Its first
 line is a JSON header.
 .TP
+\fI/etc/fleetdns/static.zone\fR
+Records for hosts that are not instances, when \fBstatic_records\fR names it: a
+zone\-file fragment of A, AAAA, CNAME, TXT, SRV and MX records, read at start and
+on SIGHUP.
+.TP
 \fI/etc/hosts\fR
 Where \fBfleetdns hosts\fR writes its managed block by default; every other
 byte of the file is kept.
@@ -62,7 +67,7 @@ Another endpoint for the API (\fBsource.ec2.endpoint_url\fR wins).
 .TP
 \fBSIGHUP\fR
 Read the config again and apply what can change at runtime (zone, TTLs,
-naming, the source, timing, forwarding), then refresh the inventory at once.
+naming, static records, the source, timing, forwarding), then refresh the inventory at once.
 One log line says what was applied and what needs a restart (listen
 addresses, \fBstate_dir\fR, \fBmetrics_listen\fR, \fBtcp\fR). A config that does
 not parse or validate is logged as an error and changes nothing.
