@@ -1670,6 +1670,19 @@ mod tests {
                 "secret_file = \"/run/credentials/fleetdns.service/xfr-key\"",
                 "secret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"",
             );
+        // The static file: the example's own sample, which must parse.
+        let sample: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("##     "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let statics = dir.path().join("static.zone");
+        std::fs::write(&statics, sample).unwrap();
+        let uncommented = uncommented.replace(
+            "static_records = \"/etc/fleetdns/static.zone\"",
+            &format!("static_records = {:?}", statics.to_str().unwrap()),
+        );
         assert!(uncommented.contains("role_arn = "), "{uncommented}");
         let c = read_config(&uncommented, "example").unwrap();
         let s = c.validate(&Overrides::default()).unwrap();
@@ -1678,6 +1691,7 @@ mod tests {
         };
         assert_eq!(e.accounts.len(), 2);
         assert_eq!(e.filters.len(), 2);
+        assert_eq!(s.naming.statics().record_count(), 4);
         assert_eq!(s.transfer.allow.len(), 1);
         assert_eq!(s.transfer.notify.len(), 1);
         assert_eq!(s.transfer.keys.len(), 1);
