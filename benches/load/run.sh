@@ -34,7 +34,10 @@
 # - With FLEETDNS_BIN_B set, part "ab": that binary against the usual one
 #   (A), pinned as the main runs, interleaved, at the first size: how a
 #   change moves q/CPU-s, measured side by side.
-# - -p picks parts: main,sat,reload,fleetdns,forward,central,ab (default
+# - TCP: fleetdns, NSD and Knot pinned as the main runs, dnsperf -m tcp
+#   with its 8 connections pipelining, and again with one query per
+#   connection (part "tcp").
+# - -p picks parts: main,tcp,sat,reload,fleetdns,forward,central,ab (default
 #   all; ab only when FLEETDNS_BIN_B is set).
 #
 # Needs root for apt (dnsperf, nsd, knot, unbound, dnsmasq-base), or those
@@ -47,7 +50,7 @@ sizes="1000,100000"
 rounds=3
 duration=15
 servers="fleetdns,dnsmasq,nsd,knot,unbound"
-parts="main,sat,reload,fleetdns,forward,central,ab"
+parts="main,tcp,sat,reload,fleetdns,forward,central,ab"
 out=""
 while getopts "n:r:l:s:p:o:" opt; do
     case "$opt" in
@@ -302,12 +305,14 @@ perf() { # port queries extra-args...
         END { printf "%.0f %d %d %.2f %.1f %s\n", qps, done, lost, avg, max, p99 }' "$o"
 }
 
-# measure PORT QUERIES: one dnsperf run of $duration s against the server
-# $pid; prints: qps completed lost avg_ms max_ms k-queries-per-CPU-second
+# measure PORT QUERIES [dnsperf args...]: one dnsperf run of $duration s
+# against the server $pid; prints: qps completed lost avg_ms max_ms
+# k-queries-per-CPU-second
 measure() {
-    local c0 c1 qps done lost avg max
+    local c0 c1 qps done lost avg max p="$1" q="$2"
+    shift 2
     c0="$(cpu_ticks "$pid")"
-    read -r qps done lost avg max _ <<<"$(perf "$1" "$2" -l "$duration")"
+    read -r qps done lost avg max _ <<<"$(perf "$p" "$q" -l "$duration" "$@")"
     c1="$(cpu_ticks "$pid")"
     echo "$qps $done $lost $avg $max $(per_cpu_k "$done" "$((c1 - c0))")"
 }
@@ -338,6 +343,34 @@ for n in "${sizes[@]}"; do
             echo "main $n $s $round $qps $kq $avg $max $lost $rss $ms" >>"$results"
             echo "n=$n round=$round $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, max $max ms, lost $lost, rss $rss MB, startup $ms ms" >&2
             stop "$pid"
+        done
+    done
+done
+
+# --- TCP (issue 18): pipelined, and one query per connection --------------
+# Pinned as the main runs. dnsperf -m tcp keeps 8 connections with up to
+# 100 queries outstanding in all, pipelined on them (as resolvers and
+# secondaries do); with num-queries-per-conn=1 each query opens and closes
+# a connection (as stub resolvers falling back after TC do). Only the
+# servers that are authoritative references (NSD, Knot) and fleetdns.
+for n in "${sizes[@]}"; do
+    want tcp || continue
+    dir="$work/data-$n"
+    for round in $(seq "$rounds"); do
+        for s in "${servers[@]}"; do
+            case "$s" in fleetdns | nsd | knot) ;; *) continue ;; esac
+            for mode in pipelined per-conn; do
+                port=$((port + 1))
+                start "$s" "$n" "$dir" "$port"
+                wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null ||
+                    { echo "$s did not start" >&2; exit 1; }
+                extra=(-m tcp)
+                [ "$mode" = per-conn ] && extra+=(-O num-queries-per-conn=1)
+                read -r qps done lost avg max kq <<<"$(measure "$port" "$dir/queries" "${extra[@]}")"
+                echo "tcp-$mode $n $s $round $qps $kq $avg $max $lost" >>"$results"
+                echo "tcp $mode n=$n round=$round $s: $qps q/s, $kq k q/CPU-s, avg $avg ms, lost $lost" >&2
+                stop "$pid"
+            done
         done
     done
 done
@@ -613,6 +646,25 @@ report() {
             kq="$(sel 6 | median)"
             ratio="$(ratio "$kq" "$best")"
             echo "| $s | $(sel 5 | minmax) (med $(sel 5 | median)) | $kq k | $ratio | $(sel 7 | median) | $(sel 8 | median) | $(sel 9 | sort -g | tail -1) | $(sel 10 | median) | $(sel 11 | median) |"
+        done
+    done
+    if grep -q '^tcp-' "$results"; then
+        echo
+        echo "## TCP, pinned as the main runs: pipelined (dnsperf -m tcp, 8 connections, -q 100) and one query per connection (num-queries-per-conn=1)"
+        echo
+        echo "| names | mode | server | QPS | q/CPU-s | vs best ref | avg ms | lost |"
+        echo "|---|---|---|---|---|---|---|---|"
+    fi
+    for n in "${sizes[@]}"; do
+        for mode in pipelined per-conn; do
+            grep -q "^tcp-$mode $n " "$results" || continue
+            best="$(best_ref "tcp-$mode" 6 "$n")"
+            for s in "${servers[@]}"; do
+                sel() { col "tcp-$mode" "$s" "$1" "$n"; }
+                kq="$(sel 6 | median)"
+                [ "$kq" = - ] && continue
+                echo "| $n | $mode | $s | $(sel 5 | median) | $kq k | $(ratio "$kq" "$best") | $(sel 7 | median) | $(sel 9 | sort -g | tail -1) |"
+            done
         done
     done
     if grep -q '^sat ' "$results"; then
