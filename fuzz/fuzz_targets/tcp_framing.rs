@@ -1,7 +1,9 @@
 //! Any stream of bytes on a DNS-over-TCP connection, delivered cut at any
 //! points: the server answers exactly the whole length-prefixed messages
-//! in it, in order, each with the reply the message gets on its own, and
-//! stops at a message cut short. Nothing else is written.
+//! in it, in order, each with the reply the message gets on its own from
+//! the handler (the connection answers what it can by the fast path, and
+//! coalesces replies), and stops at a message cut short. Nothing else is
+//! written.
 //!
 //! The first byte of the input picks how many cut points follow (as bytes
 //! of the input, each a chunk length); the rest is the stream.
@@ -12,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fleetdns::config::{read_config, Overrides};
-use fleetdns::dns::server::{process, serve_connection, Reply};
+use fleetdns::dns::fast::FastPath;
+use fleetdns::dns::server::{process, serve_connection, Connection, Reply};
 use fleetdns::dns::ZoneHandler;
 use fleetdns::inventory::file::parse_describe_instances;
 use fleetdns::snapshot::{new_store, Snapshot};
@@ -23,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct World {
     runtime: tokio::runtime::Runtime,
     handler: ZoneHandler,
+    fast: FastPath,
 }
 
 fn world() -> &'static World {
@@ -37,6 +41,8 @@ fn world() -> &'static World {
         let snapshot = Snapshot::build(&instances, &settings.naming, &settings.zone.zone);
         let store = new_store();
         store.store(Some(Arc::new(snapshot)));
+        let access = Arc::new(arc_swap::ArcSwap::from_pointee(settings.access.clone()));
+        let fast = FastPath::new(store.clone(), &settings.zone, access);
         World {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -45,6 +51,7 @@ fn world() -> &'static World {
                 .unwrap(),
             // No forwarder: fuzzing must not send packets anywhere.
             handler: ZoneHandler::new(store, settings.zone.clone(), None),
+            fast,
         }
     })
 }
@@ -88,7 +95,15 @@ fuzz_target!(|data: &[u8]| {
 
     let written = world.runtime.block_on(async {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let serving = serve_connection(server, src, &world.handler, None, Duration::from_secs(5));
+        // The fast path answers what it can, the handler the rest: the
+        // replies must be the handler's alone, in order.
+        let parts = Connection {
+            handler: &world.handler,
+            fast: Some(&world.fast),
+            primary: None,
+            idle: Duration::from_secs(5),
+        };
+        let serving = serve_connection(server, src, parts);
         let talking = async {
             let mut at = 0;
             for &len in cut_lengths.iter().chain(std::iter::repeat(&u8::MAX)) {

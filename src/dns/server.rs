@@ -174,8 +174,8 @@ pub fn hint(error: &io::Error, address: SocketAddr) -> &'static str {
     }
 }
 
-/// Serves every bound socket until `shutdown` turns true; UDP queries the
-/// `fast` path can answer skip the handler.
+/// Serves every bound socket until `shutdown` turns true; queries the
+/// `fast` path can answer (UDP and TCP) skip the handler.
 pub async fn serve<H: RequestHandler>(
     bound: Vec<Bound>,
     handler: Arc<H>,
@@ -200,6 +200,7 @@ pub async fn serve<H: RequestHandler>(
         tasks.spawn(serve_tcp(
             b.tcp,
             handler.clone(),
+            fast.clone(),
             primary.clone(),
             tcp.clone(),
             shutdown.clone(),
@@ -373,6 +374,7 @@ const UDP_BATCHES: usize = 4;
 async fn serve_tcp<H: RequestHandler>(
     listener: TcpListener,
     handler: Arc<H>,
+    fast: Option<FastPath>,
     primary: Option<Arc<Primary>>,
     limits: TcpSettings,
     shutdown: watch::Receiver<bool>,
@@ -409,16 +411,24 @@ async fn serve_tcp<H: RequestHandler>(
             continue;
         };
         let handler = handler.clone();
+        let fast = fast.clone();
         let primary = primary.clone();
         let shutdown = shutdown.clone();
         let idle = limits.idle_timeout;
-        // Replies go out at once; nothing is gained by waiting to coalesce.
+        // Replies are coalesced by the connection loop itself (one write
+        // per batch of pipelined queries); Nagle would only add delay.
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _slot = slot;
             let _source_slot = source_slot;
+            let parts = Connection {
+                handler: &*handler,
+                fast: fast.as_ref(),
+                primary: primary.as_deref(),
+                idle,
+            };
             tokio::select! {
-                _ = serve_connection(stream, src, &*handler, primary.as_deref(), idle) => {}
+                _ = serve_connection(stream, src, parts) => {}
                 _ = stopped(shutdown) => {}
             }
         });
@@ -464,47 +474,123 @@ impl Drop for SourceSlot {
     }
 }
 
+/// What a TCP connection is served with.
+pub struct Connection<'a, H> {
+    /// The general path.
+    pub handler: &'a H,
+    /// The fast path, for the common queries (its replies are the general
+    /// path's bytes).
+    pub fast: Option<&'a FastPath>,
+    /// Transfers, if this server is a primary.
+    pub primary: Option<&'a Primary>,
+    /// How long the client may leave the connection idle, and how long one
+    /// write may wait for it to read.
+    pub idle: Duration,
+}
+
+/// Bytes asked of the socket per read: many pipelined queries at once.
+const TCP_READ: usize = 16 * 1024;
+/// Replies are written once this many bytes wait (or no whole query is
+/// left to answer), so a client that pipelines without reading holds at
+/// most this much, plus one reply, of the server's memory.
+const TCP_FLUSH: usize = 16 * 1024;
+
 /// Serves length-prefixed queries (RFC 1035 section 4.2.2) on one
 /// connection, in order, until the client closes it, sends a message cut
 /// short, or stays idle for `idle`.
 ///
+/// Reads take what the socket has (up to [`TCP_READ`] bytes), so one
+/// system call brings every query a client pipelined; each whole query is
+/// answered in turn (by the fast path where it can, which skips decoding
+/// and encoding), and the replies go out in one write once no whole query
+/// is left, or [`TCP_FLUSH`] bytes wait. Memory per connection is bounded
+/// by one largest message (64 KiB) in and [`TCP_FLUSH`] plus one reply out.
+///
 /// Generic over the stream so that the `tcp_framing` fuzz target can feed
 /// it any bytes cut at any points through an in-memory pipe.
-pub async fn serve_connection<S, H>(
-    mut stream: S,
-    src: SocketAddr,
-    handler: &H,
-    primary: Option<&Primary>,
-    idle: Duration,
-) where
+pub async fn serve_connection<S, H>(mut stream: S, src: SocketAddr, parts: Connection<'_, H>)
+where
     S: AsyncRead + AsyncWrite + Unpin,
     H: RequestHandler,
 {
+    let Connection {
+        handler,
+        fast,
+        primary,
+        idle,
+    } = parts;
+    let mut input: Vec<u8> = Vec::with_capacity(TCP_READ);
+    let mut out: Vec<u8> = Vec::with_capacity(TCP_FLUSH);
+    let mut reply: Vec<u8> = Vec::with_capacity(512);
     loop {
-        let Ok(Ok(len)) = timeout(idle, stream.read_u16()).await else {
-            return; // idle, closed, or broken
-        };
-        let mut message = vec![0u8; usize::from(len)];
-        if !matches!(
-            timeout(idle, stream.read_exact(&mut message)).await,
-            Ok(Ok(_))
-        ) {
+        // Answer every whole message read so far.
+        let mut at = 0;
+        while let Some(len) = input
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .filter(|len| input.len() >= at + 2 + len)
+        {
+            let message = &input[at + 2..at + 2 + len];
+            at += 2 + len;
+            if let Some((qtype, rcode)) = fast.and_then(|f| f.answer(message, src.ip(), &mut reply))
+            {
+                metrics().count_query(Protocol::Tcp, Some(qtype), rcode);
+                push_framed(&mut out, &reply);
+            } else {
+                match process(handler, primary, message.to_vec(), src, Protocol::Tcp).await {
+                    None => {}
+                    Some(Reply::One(bytes)) => push_framed(&mut out, &bytes),
+                    Some(Reply::Stream(mut transfer)) => {
+                        // The replies before it go first, in order.
+                        if !write_all_within(&mut stream, &mut out, idle).await
+                            || !send_transfer(&mut stream, &mut transfer, src, idle).await
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            if out.len() >= TCP_FLUSH && !write_all_within(&mut stream, &mut out, idle).await {
+                return;
+            }
+        }
+        input.drain(..at);
+        if !write_all_within(&mut stream, &mut out, idle).await {
             return;
         }
-        match process(handler, primary, message, src, Protocol::Tcp).await {
-            None => continue,
-            Some(Reply::One(reply)) => {
-                if !write_framed(&mut stream, &reply, idle).await {
-                    return;
-                }
-            }
-            Some(Reply::Stream(mut transfer)) => {
-                if !send_transfer(&mut stream, &mut transfer, src, idle).await {
-                    return;
-                }
-            }
+        // A large message's buffer is not kept for the connection's life.
+        if input.is_empty() && input.capacity() > 4 * TCP_READ {
+            input = Vec::with_capacity(TCP_READ);
+        }
+        input.reserve(TCP_READ);
+        match timeout(idle, stream.read_buf(&mut input)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return, // idle, closed (perhaps mid-message), or broken
         }
     }
+}
+
+/// Appends `message` to `out` with its two-byte length; one over 65,535
+/// bytes (never built: replies are limited to that) is left out.
+fn push_framed(out: &mut Vec<u8>, message: &[u8]) {
+    if let Ok(len) = u16::try_from(message.len()) {
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(message);
+    }
+}
+
+/// Writes all of `out` within `wait` and empties it; whether it went.
+async fn write_all_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    wait: Duration,
+) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let sent = matches!(timeout(wait, stream.write_all(out)).await, Ok(Ok(())));
+    out.clear();
+    sent
 }
 
 /// The longest a whole transfer may take before the connection is closed
@@ -559,13 +645,9 @@ async fn send_transfer<S: AsyncWrite + Unpin>(
 
 /// Writes one length-prefixed message within `wait`; whether it went.
 async fn write_framed<S: AsyncWrite + Unpin>(stream: &mut S, reply: &[u8], wait: Duration) -> bool {
-    let Ok(len) = u16::try_from(reply.len()) else {
-        return false;
-    };
     let mut framed = Vec::with_capacity(reply.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(reply);
-    matches!(timeout(wait, stream.write_all(&framed)).await, Ok(Ok(())))
+    push_framed(&mut framed, reply);
+    !framed.is_empty() && write_all_within(stream, &mut framed, wait).await
 }
 
 /// A reply: one message, or a transfer's stream of them.

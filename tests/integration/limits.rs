@@ -214,3 +214,153 @@ fn the_do_bit_of_the_query_is_copied_into_the_reply() {
         }
     }
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Whether fleetdns closed `stream` (read gives EOF or a reset) within
+/// `secs`, reading and dropping whatever it still sends.
+fn closed_within(stream: &mut TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut sink = vec![0u8; 1 << 16];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Issue 18's hostile TCP clients: half a length prefix, a length of 0, a
+/// length of 65,535, 200,000 pipelined queries never read, and idle
+/// connections. Each is closed cleanly (or, for a length of 0, answered
+/// nothing and left usable), other clients are answered meanwhile, and
+/// memory stays bounded: each connection holds at most one message in and
+/// 16 KiB of replies out, and the kernel's buffers, not fleetdns, hold what
+/// a client does not read.
+#[test]
+fn hostile_tcp_clients_cost_bounded_memory_and_others_are_still_answered() {
+    let dir = tempdir();
+    let d = start_with_config(
+        dir.path(),
+        "[tcp]\nidle_timeout_secs = 2\nmax_connections = 128\nmax_connections_per_source = 40\n",
+    );
+    let pid = d.child.id();
+    let mut probe = connect_from("127.0.0.9", d.tcp);
+    assert!(answered(&mut probe));
+    let before = rss_kib(pid);
+
+    // half a length prefix, then silence: closed after the idle timeout
+    let mut half = connect_from("127.0.0.2", d.tcp);
+    half.write_all(&[0]).unwrap();
+    // a length of 0: no reply, and the connection still answers
+    let mut zero = connect_from("127.0.0.2", d.tcp);
+    zero.write_all(&[0, 0]).unwrap();
+    assert!(answered(&mut zero), "a query after an empty message");
+    // a length of 65,535 (a message of zeros: FORMERR), then a query
+    let mut large = connect_from("127.0.0.2", d.tcp);
+    let mut message = vec![0xff, 0xff];
+    message.extend(std::iter::repeat_n(0u8, 65_535));
+    large.write_all(&message).unwrap();
+    large
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let formerr = strict_parse(&read_framed(&mut large).expect("a reply to 65,535 bytes"));
+    assert_eq!(
+        formerr.metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+    assert!(answered(&mut large), "a query after the largest message");
+    // 40 connections, each stalled in the middle of a 65,535-byte message:
+    // 40 buffers of one message each
+    let stalled: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = connect_from("127.0.0.3", d.tcp);
+            let mut part = vec![0xff, 0xff];
+            part.extend(std::iter::repeat_n(0u8, 60_000));
+            s.write_all(&part).unwrap();
+            s
+        })
+        .collect();
+    // 200,000 pipelined queries from a thread that never reads: fleetdns
+    // answers until its writes block, then closes the connection after the
+    // idle timeout, which stops the writer
+    let flood = connect_from("127.0.0.4", d.tcp);
+    let writer = {
+        let mut flood = flood.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let q = query("web-1.fleet.internal.", RecordType::A, None)
+                .to_vec()
+                .unwrap();
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            let chunk: Vec<u8> = framed.repeat(1000);
+            let mut sent = 0;
+            for _ in 0..200 {
+                if flood.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += 1000;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // meanwhile, others are answered at once, over TCP and UDP
+    let started = Instant::now();
+    let mut other = connect_from("127.0.0.5", d.tcp);
+    assert!(answered(&mut other));
+    assert_eq!(short(d.udp, &["web-1.fleet.internal"]), ["10.20.1.11"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let during = rss_kib(pid);
+
+    // the flood's connection is closed, and the writer stopped short
+    let sent = writer.join().unwrap();
+    assert!(
+        sent < 200_000,
+        "all {sent} queries went in without a reader"
+    );
+    // the half prefix and the stalled messages: closed after the timeout
+    assert!(closed_within(&mut half, 5), "half a length prefix");
+    for mut s in stalled {
+        assert!(closed_within(&mut s, 5), "a message stalled midway");
+    }
+    // an idle connection is closed too, and one that asked stays usable
+    // until its own idle time
+    let mut idle = connect_from("127.0.0.6", d.tcp);
+    assert!(closed_within(&mut idle, 5), "an idle connection");
+    let mut after = connect_from("127.0.0.7", d.tcp);
+    assert!(answered(&mut after));
+    drop(flood);
+
+    // bounded: 40 stalled messages of 64 KiB (2.6 MB) and the flood's
+    // buffers, with room for the allocator's slack, not the 9 MB the flood
+    // sent or the replies it never read
+    let grew = during.saturating_sub(before);
+    println!("hostile TCP clients: RSS grew by {grew} KiB; the flood got {sent} queries in before it was closed");
+    assert!(grew < 12 * 1024, "RSS grew by {grew} KiB while attacked");
+}
