@@ -542,9 +542,9 @@ where
                     Some(Reply::One(bytes)) => push_framed(&mut out, &bytes),
                     Some(Reply::Stream(mut transfer)) => {
                         // The replies before it go first, in order.
-                        if !write_all_within(&mut stream, &mut out, idle).await
-                            || !send_transfer(&mut stream, &mut transfer, src, idle).await
-                        {
+                        let sent = write_all_within(&mut stream, &mut out, idle).await
+                            && send_transfer(&mut stream, &mut transfer, src, idle).await;
+                        if !sent {
                             return;
                         }
                     }
