@@ -504,7 +504,13 @@ impl Refresher {
             .schedule
             .as_ref()
             .map_or(1.0, |schedule| schedule.max_removed_fraction);
-        for unit in self.source.fetch(&self.spool).await {
+        let fetched = self.source.fetch(&self.spool).await;
+        debug!(
+            ms = started.elapsed().as_millis() as u64,
+            units = fetched.len(),
+            "fetched"
+        );
+        for unit in fetched {
             match unit.result {
                 Ok(instances) => {
                     succeeded += 1;
@@ -607,6 +613,10 @@ impl Refresher {
                 throttled: failed.iter().any(|f| f.throttled),
             });
         }
+        debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "fetched units compared"
+        );
         let outcome = self.rebuild_and_swap(inventory_changed).await;
         if succeeded > 0 {
             self.persist(outcome == Outcome::Changed).await;
@@ -658,6 +668,7 @@ impl Refresher {
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
         let new_serial = std::mem::take(&mut self.new_serial);
+        let started = Instant::now();
         let built = crate::background::run(move || {
             if unchanged {
                 return Ok::<_, crate::inventory::packed::PackError>(None);
@@ -665,6 +676,7 @@ impl Refresher {
             let Some(snapshot) = build(&naming, &zone, current.as_deref())? else {
                 return Ok(None);
             };
+            debug!(ms = started.elapsed().as_millis() as u64, "zone built");
             Ok(match current.as_deref() {
                 Some(current) if !new_serial && !snapshot.differs_from(current) => None,
                 Some(current) => {
@@ -1029,18 +1041,20 @@ fn removal(old: &Packed, new: &Packed, fraction: f64) -> Option<(usize, usize)> 
     if fraction >= 1.0 {
         return None;
     }
-    let mut running = HashSet::new();
-    new.for_each(|i| {
-        if i.is_running() {
-            running.insert(i.id.clone());
+    // Ids and states only: decoding every field of two units of 100,000
+    // instances took 50 ms of a reload.
+    let mut running = HashSet::with_capacity(new.len());
+    new.for_each_id(|id, up| {
+        if up {
+            running.insert(id.to_string());
         }
     })
     .ok()?;
     let (mut removed, mut of) = (0usize, 0usize);
-    old.for_each(|i| {
-        if i.is_running() {
+    old.for_each_id(|id, up| {
+        if up {
             of += 1;
-            removed += usize::from(!running.contains(&i.id));
+            removed += usize::from(!running.contains(id));
         }
     })
     .ok()?;
