@@ -1,6 +1,7 @@
 //! Any bytes as the state file (`inventory.bin`, or the version 1
 //! `inventory.json` when the first byte is odd), read as the daemon reads
-//! it at start (load, then build the zone from the packed units): no panic,
+//! it at start (load, then build the zone from the packed units, and the
+//! removal guard's pass over ids and states, which agrees): no panic,
 //! no allocation that the file's size does not justify; what loads decodes
 //! or fails cleanly; and what decodes is saved and read back unchanged.
 //! With the selector's second bit, the bytes are the group ordinals file
@@ -72,9 +73,21 @@ fuzz_target!(|data: &[u8]| {
     let _ = Snapshot::build_packed(state.units.iter().map(|u| &u.instances), naming, zone);
     let mut units = Vec::new();
     for unit in &state.units {
+        // The removal guard's cheap pass reads ids and states only: it
+        // never panics, and where everything decodes it agrees.
+        let mut ids = Vec::new();
+        let cheap = unit
+            .instances
+            .for_each_id(|id, running| ids.push((id.to_string(), running)));
         match unit.instances.instances() {
             Ok(instances) => {
                 assert_eq!(instances.len(), unit.instances.len());
+                assert!(cheap.is_ok(), "ids fail where instances decode");
+                let full: Vec<(String, bool)> = instances
+                    .iter()
+                    .map(|i| (i.id.clone(), i.is_running()))
+                    .collect();
+                assert_eq!(ids, full);
                 units.push((unit, instances));
             }
             Err(_) => return,
