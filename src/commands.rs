@@ -291,59 +291,60 @@ pub fn write_list(snapshot: &Snapshot, json: bool, out: &mut impl Write) -> anyh
         names.len(),
         report.not_running
     )?;
-    if !report.rewrites.is_empty() {
-        writeln!(out, "\nrewritten ({}):", report.rewrites.len())?;
-        for r in &report.rewrites {
-            writeln!(
-                out,
-                "  {} {} {:?} -> {}",
-                r.instance_id, r.rule, r.value, r.name
-            )?;
-        }
-    }
-    if !report.skips.is_empty() {
-        writeln!(out, "\nskipped ({}):", report.skips.len())?;
-        for s in &report.skips {
-            writeln!(
-                out,
-                "  {} {} {:?}: {}",
-                s.instance_id, s.rule, s.value, s.reason
-            )?;
-        }
-    }
-    let shared = conflicts(&names);
-    if !shared.is_empty() {
-        writeln!(out, "\nshared by several instances ({}):", shared.len())?;
-        for c in &shared {
-            writeln!(
-                out,
-                "  {} ({}): {}",
+    section(out, "rewritten", &report.rewrites, |r| {
+        format!("{} {} {:?} -> {}", r.instance_id, r.rule, r.value, r.name)
+    })?;
+    section(out, "skipped", &report.skips, |s| {
+        format!("{} {} {:?}: {}", s.instance_id, s.rule, s.value, s.reason)
+    })?;
+    section(
+        out,
+        "shared by several instances",
+        &conflicts(&names),
+        |c| {
+            format!(
+                "{} ({}): {}",
                 c.name,
                 c.kinds.join(","),
                 c.instances.join(",")
-            )?;
-        }
-    }
-    let taken = overridden(&names);
-    if !taken.is_empty() {
-        writeln!(
-            out,
-            "\nstatic records override fleet names ({}):",
-            taken.len()
-        )?;
-        for t in &taken {
-            writeln!(
-                out,
-                "  {} ({}): {} [{}]",
+            )
+        },
+    )?;
+    section(
+        out,
+        "static records override fleet names",
+        &overridden(&names),
+        |t| {
+            format!(
+                "{} ({}): {} [{}]",
                 t.name,
                 t.kinds.join(","),
                 t.instances.join(","),
                 t.static_records.unwrap_or_default()
-            )?;
-        }
-    }
+            )
+        },
+    )?;
     if !report.bad_ids.is_empty() {
         writeln!(out, "\nignored, not an instance id: {:?}", report.bad_ids)?;
+    }
+    Ok(())
+}
+
+/// One section of `list`'s report after the table: a blank line, the
+/// title with the count, then each item on an indented line; nothing when
+/// there are no items.
+fn section<T>(
+    out: &mut impl Write,
+    title: &str,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> std::io::Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n{title} ({}):", items.len())?;
+    for item in items {
+        writeln!(out, "  {}", line(item))?;
     }
     Ok(())
 }
