@@ -75,6 +75,11 @@ fn list_table_escapes_hostile_values() {
     // the newline inside the tag value is printed escaped, on one line
     assert!(text.contains(r#""evil\nname # injected 127.0.0.1 localhost" -> evil-name-injected-127.0.0.1-localhost"#), "{text}");
     assert!(text.contains("skipped (2):"), "{text}");
+    assert!(text.contains("\nrewritten (5):\n  i-"), "{text}");
+    assert!(
+        text.contains("\nshared by several instances (1):\n  api.fleet.internal. (primary): i-05d6c43325a676d7b,i-0f2de9682e9441cd7\n"),
+        "{text}"
+    );
 }
 
 #[test]
