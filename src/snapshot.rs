@@ -1435,12 +1435,6 @@ impl Snapshot {
         &self.statics
     }
 
-    /// Whether any name has static records (the UDP fast path leaves
-    /// those to the general one).
-    pub fn has_statics(&self) -> bool {
-        !self.static_of.is_empty()
-    }
-
     /// The record whose relative wire labels are `labels`.
     fn find(&self, labels: &[u8]) -> Option<usize> {
         self.index

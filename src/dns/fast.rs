@@ -260,7 +260,7 @@ pub fn answer(
     let (entry, nxdomain) = match snapshot.wire_lookup(key) {
         // Static records carry their own TTLs and may be CNAMEs to follow:
         // the general path's.
-        Lookup::Name(entry) if snapshot.has_statics() && entry.statics().is_some() => return None,
+        Lookup::Name(entry) if entry.statics().is_some() => return None,
         Lookup::Name(entry) => (Some(entry), false),
         // The apex may have static A or AAAA records.
         Lookup::Apex if snapshot.statics().apex().is_some() => return None,
