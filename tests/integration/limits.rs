@@ -105,17 +105,20 @@ fn connect_from(from: &str, server: std::net::SocketAddr) -> TcpStream {
     socket.into()
 }
 
+/// An A query for `name` as TCP carries it: its two-byte length first.
+fn framed_query(name: &str) -> Vec<u8> {
+    let q = query(name, RecordType::A, None).to_vec().unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
 /// Whether `stream` gets an answer to a query (false: closed by fleetdns).
 fn answered(stream: &mut TcpStream) -> bool {
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    let q = query("web-1.fleet.internal.", RecordType::A, None)
-        .to_vec()
-        .unwrap();
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    let _ = stream.write_all(&framed);
+    let _ = stream.write_all(&framed_query("web-1.fleet.internal."));
     read_framed(stream).is_some()
 }
 
@@ -152,12 +155,11 @@ fn idle_tcp_connections_are_closed_and_pipelined_queries_answered() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     // two queries in one write: both answered in order
-    let mut framed = Vec::new();
-    for name in ["web-1.fleet.internal.", "web-2.fleet.internal."] {
-        let q = query(name, RecordType::A, None).to_vec().unwrap();
-        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&q);
-    }
+    let framed = [
+        framed_query("web-1.fleet.internal."),
+        framed_query("web-2.fleet.internal."),
+    ]
+    .concat();
     stream.write_all(&framed).unwrap();
     let a = strict_parse(&read_framed(&mut stream).unwrap());
     let b = strict_parse(&read_framed(&mut stream).unwrap());
@@ -308,12 +310,7 @@ fn hostile_tcp_clients_cost_bounded_memory_and_others_are_still_answered() {
     let writer = {
         let mut flood = flood.try_clone().unwrap();
         std::thread::spawn(move || {
-            let q = query("web-1.fleet.internal.", RecordType::A, None)
-                .to_vec()
-                .unwrap();
-            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(&q);
-            let chunk: Vec<u8> = framed.repeat(1000);
+            let chunk: Vec<u8> = framed_query("web-1.fleet.internal.").repeat(1000);
             let mut sent = 0;
             for _ in 0..200 {
                 if flood.write_all(&chunk).is_err() {
