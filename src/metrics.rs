@@ -325,6 +325,8 @@ pub struct Metrics {
     upstream_errors: Family<Labels, Counter>,
     /// Refreshes by result.
     refreshes: Family<Labels, Counter>,
+    /// New zones served, by how they were made.
+    zones: Family<Labels, Counter>,
     /// How long a refresh took, fetch to swap.
     refresh_duration: Histogram,
     /// API calls by unit.
@@ -444,6 +446,16 @@ impl Metrics {
             "upstream_errors",
             "Upstream resolver failures (timeouts, errors), by upstream",
             upstream_errors.clone(),
+        );
+
+        let zones = Family::<Labels, Counter>::default();
+        for how in ["build", "patch", "update"] {
+            let _ = zones.get_or_create(&labels("how", how));
+        }
+        registry.register(
+            "zones",
+            "New zones served, by how each was made: build (from every unit's instances), patch (the served zone with what a refresh found changed), update (the served zone with what EC2 events named)",
+            zones.clone(),
         );
 
         let refreshes = Family::<Labels, Counter>::default();
@@ -640,6 +652,7 @@ impl Metrics {
             forwarded,
             upstream_errors,
             refreshes,
+            zones,
             refresh_duration,
             api_calls,
             api_throttles,
@@ -767,6 +780,12 @@ impl Metrics {
             .get_or_create(&labels("result", result.label()))
             .inc();
         self.refresh_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one new zone served, made `how` (`build`, `patch` or
+    /// `update`).
+    pub fn count_zone(&self, how: &str) {
+        self.zones.get_or_create(&labels("how", how)).inc();
     }
 
     /// Counts one write of the persisted state.

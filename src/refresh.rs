@@ -38,7 +38,7 @@ use hickory_proto::rr::Name;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::inventory::packed::{Packed, Spool};
+use crate::inventory::packed::{Packed, Spool, UnitDiff};
 use crate::inventory::Source;
 use crate::metrics::{metrics, RefreshResult, StatusHandle};
 use crate::naming::Naming;
@@ -171,6 +171,8 @@ pub struct Refresher {
     /// Whether the next refresh must rebuild the zone although no unit's
     /// data changed (the naming policy or the zone did).
     rebuild: bool,
+    /// How the last zone swapped in was made.
+    last_made: Option<Made>,
     /// Units whose last fetch would have removed too much, held (see
     /// [`Schedule::max_removed_fraction`]).
     held: BTreeSet<String>,
@@ -185,15 +187,40 @@ pub struct Refresher {
 }
 
 /// How [`Refresher::build_and_swap`] makes a zone: from the naming policy,
-/// the apex and the served zone.
+/// the apex and the served zone; with how it made it.
 type Build = Box<
     dyn FnOnce(
             &Naming,
             &Name,
             Option<&Snapshot>,
-        ) -> Result<Option<Snapshot>, crate::inventory::packed::PackError>
+        ) -> Result<Option<(Snapshot, Made)>, crate::inventory::packed::PackError>
         + Send,
 >;
+
+/// How a zone was made (the `how` of `fleetdns_zones_total`, and of the
+/// "zone updated" log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// From every unit's instances.
+    Build,
+    /// The served zone with what a refresh found changed
+    /// ([`Snapshot::patched`]).
+    Patch,
+    /// The served zone with what EC2 events named
+    /// ([`Snapshot::update_packed`]).
+    Update,
+}
+
+impl Made {
+    /// As the metric and the log say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Made::Build => "build",
+            Made::Patch => "patch",
+            Made::Update => "update",
+        }
+    }
+}
 
 /// Instances that EC2 events named (issue 16), for the refresher to
 /// describe again and apply between full refreshes.
@@ -246,6 +273,7 @@ impl Refresher {
             skips_logged: HashSet::new(),
             reconfigure: None,
             rebuild: false,
+            last_made: None,
             new_serial: false,
             held: BTreeSet::new(),
             accept_removals: Arc::default(),
@@ -317,7 +345,8 @@ impl Refresher {
     }
 
     /// Applies new settings, if any came. Units the new source no longer
-    /// has are dropped with their data; the next refresh rebuilds the zone
+    /// has are dropped with their data; where that, the naming, the static
+    /// records or the zone changed, the next refresh rebuilds the zone
     /// whatever the units fetch.
     fn take_new_settings(&mut self) {
         let Some(changes) = self.reconfigure.as_mut() else {
@@ -330,7 +359,14 @@ impl Refresher {
             return;
         };
         let units = new.source.units();
+        let had = self.last_good.len();
         self.last_good.retain(|unit, _| units.contains(unit));
+        // A zone made the same way from the same units may be patched by
+        // the next refresh; anything else is built from every unit.
+        let same_zone = self.last_good.len() == had
+            && !self.naming.rules_differ(&new.naming)
+            && self.naming.statics() == new.naming.statics()
+            && self.zone == new.zone;
         self.status.update(|s| {
             s.units = units
                 .iter()
@@ -345,7 +381,7 @@ impl Refresher {
             schedule.max_backoff = new.schedule.max_backoff;
             schedule.max_stale = new.schedule.max_stale;
         }
-        self.rebuild = true;
+        self.rebuild |= !same_zone || new.new_serial;
         self.new_serial |= new.new_serial;
     }
 
@@ -504,6 +540,9 @@ impl Refresher {
             .schedule
             .as_ref()
             .map_or(1.0, |schedule| schedule.max_removed_fraction);
+        // Each changed unit's diff, while every changed unit has one.
+        let mut diffs: Vec<(String, UnitDiff)> = Vec::new();
+        let mut patchable = true;
         let fetched = self.source.fetch(&self.spool).await;
         debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -517,19 +556,24 @@ impl Refresher {
                     // Comparing the packed bytes of 100,000 instances reads
                     // megabytes: not on a runtime worker, where queries
                     // would wait. A read error counts as a change.
+                    // What changed, record by record, is what patches the
+                    // zone (and what the removal guard counts); `None`
+                    // where it cannot be known (no old data, a read error):
+                    // the zone is then built from every unit.
                     let old = self.last_good.get(&unit.unit).map(|u| u.instances.clone());
                     let new = instances.clone();
-                    let (same, removal) = crate::background::run(move || {
+                    let (same, diff) = crate::background::run(move || {
                         let Some(old) = old else {
                             return (false, None);
                         };
                         if old.same_as(&new).unwrap_or(false) {
                             return (true, None);
                         }
-                        (false, removal(&old, &new, fraction))
+                        (false, old.diff(&new).ok())
                     })
                     .await
                     .unwrap_or((false, None));
+                    let removal = diff.as_ref().and_then(|d| removal(d, fraction));
                     let unit_name = unit.unit.clone();
                     match removal {
                         Some((removed, of)) if !accept && !self.held.contains(&unit_name) => {
@@ -567,6 +611,12 @@ impl Refresher {
                         s.units.insert(unit.unit.clone(), Some(now));
                     });
                     inventory_changed |= !same;
+                    match diff {
+                        Some(diff) if !same => diffs.push((unit.unit.clone(), diff)),
+                        Some(_) => {}
+                        None if same => {}
+                        None => patchable = false,
+                    }
                     match self.last_good.get_mut(&unit.unit) {
                         // The same bytes: keep the ones already in the
                         // state file and let the new spool go.
@@ -617,7 +667,8 @@ impl Refresher {
             ms = started.elapsed().as_millis() as u64,
             "fetched units compared"
         );
-        let outcome = self.rebuild_and_swap(inventory_changed).await;
+        let diffs = patchable.then_some(diffs);
+        let outcome = self.rebuild_and_swap(inventory_changed, diffs).await;
         if succeeded > 0 {
             self.persist(outcome == Outcome::Changed).await;
         }
@@ -636,25 +687,42 @@ impl Refresher {
 
     /// Builds the zone from every unit's last good data (unless nothing
     /// changed: `inventory_changed` false, a zone served, no rebuild due),
-    /// and swaps it in if it differs from the served one.
-    async fn rebuild_and_swap(&mut self, inventory_changed: bool) -> Outcome {
+    /// and swaps it in if it differs from the served one. Where `diffs`
+    /// holds what changed in each changed unit since the served zone was
+    /// made, the served zone is patched with them instead, where that is
+    /// exact (see [`patch_zone`]).
+    async fn rebuild_and_swap(
+        &mut self,
+        inventory_changed: bool,
+        diffs: Option<Vec<(String, UnitDiff)>>,
+    ) -> Outcome {
         // Building and comparing a large zone takes CPU for a while (about
         // a tenth of a second at 100,000 instances): on a blocking thread,
         // so the runtime's workers keep answering queries meanwhile.
-        let units: Vec<Packed> = self
+        let units: Vec<(String, Packed)> = self
             .last_good
-            .values()
-            .map(|u| u.instances.clone())
+            .iter()
+            .map(|(unit, data)| (unit.clone(), data.instances.clone()))
             .collect();
         let unchanged = !inventory_changed && self.store.load().is_some() && !self.rebuild;
+        let diffs = diffs.filter(|_| !self.rebuild);
         self.rebuild = false;
         self.build_and_swap(
             unchanged,
             Box::new(move |naming, zone, current| {
+                if let (Some(current), Some(diffs)) = (current, diffs) {
+                    let started = Instant::now();
+                    if let Some(patched) = patch_zone(current, naming, zone, &diffs, &units)? {
+                        debug!(ms = started.elapsed().as_millis() as u64, "zone patched");
+                        return Ok(Some((patched, Made::Patch)));
+                    }
+                }
                 let ordinals = current
                     .filter(|_| !naming.group_rules().is_empty())
                     .map(Snapshot::ordinals);
-                Snapshot::build_packed_after(&units, naming, zone, ordinals).map(Some)
+                let units = units.iter().map(|(_, packed)| packed);
+                Snapshot::build_packed_after(units, naming, zone, ordinals)
+                    .map(|zone| Some((zone, Made::Build)))
             }),
         )
         .await
@@ -673,7 +741,7 @@ impl Refresher {
             if unchanged {
                 return Ok::<_, crate::inventory::packed::PackError>(None);
             }
-            let Some(snapshot) = build(&naming, &zone, current.as_deref())? else {
+            let Some((snapshot, made)) = build(&naming, &zone, current.as_deref())? else {
                 return Ok(None);
             };
             debug!(ms = started.elapsed().as_millis() as u64, "zone built");
@@ -681,9 +749,9 @@ impl Refresher {
                 Some(current) if !new_serial && !snapshot.differs_from(current) => None,
                 Some(current) => {
                     let changes = snapshot.name_changes(current);
-                    Some((snapshot.with_serial_after(current), Some(changes)))
+                    Some((snapshot.with_serial_after(current), Some(changes), made))
                 }
-                None => Some((snapshot, None)),
+                None => Some((snapshot, None, made)),
             })
         })
         .await;
@@ -691,13 +759,17 @@ impl Refresher {
             Ok(Ok(snapshot)) => snapshot,
             Ok(Err(error)) => {
                 // A spool or state file that cannot be read back: the disk,
-                // not the inventory. Keep serving what we have.
+                // not the inventory. Keep serving what we have; the served
+                // zone no longer follows the units' data, so the next one is
+                // built from all of it, never patched.
                 tracing::error!(%error, "building the zone failed; serving the previous one");
+                self.rebuild = true;
                 None
             }
             Err(error) => {
                 // A bug, not bad data: keep serving what we have.
                 tracing::error!(%error, "building the zone failed; serving the previous one");
+                self.rebuild = true;
                 None
             }
         };
@@ -706,7 +778,9 @@ impl Refresher {
         } else {
             Outcome::Unchanged
         };
-        if let Some((snapshot, changes)) = snapshot {
+        if let Some((snapshot, changes, made)) = snapshot {
+            metrics().count_zone(made.label());
+            self.last_made = Some(made);
             self.log_new_skips(&snapshot);
             if snapshot.instance_count() == 0 && self.schedule.is_some() {
                 warn!(source = %self.source.describe(), "the fleet is empty: no running instance was listed (check the regions, the filters and the account); names of the zone get NXDOMAIN");
@@ -723,6 +797,7 @@ impl Refresher {
                 removed,
                 changed,
                 serial = snapshot.serial(),
+                how = made.label(),
                 rewritten = snapshot.report().rewrites.len(),
                 skipped = snapshot.report().skips.len(),
                 "zone updated"
@@ -769,6 +844,7 @@ impl Refresher {
                     Box::new(move |naming, zone, current| match current {
                         Some(current) => {
                             Snapshot::update_packed(current, naming, zone, &ids, &described)
+                                .map(|zone| zone.map(|zone| (zone, Made::Update)))
                         }
                         None => Ok(None),
                     }),
@@ -792,7 +868,7 @@ impl Refresher {
         }
         let outcome = match updated {
             Some(outcome) => outcome,
-            None => self.rebuild_and_swap(true).await,
+            None => self.rebuild_and_swap(true, None).await,
         };
         self.persist(outcome == Outcome::Changed).await;
         Some(outcome)
@@ -1033,33 +1109,65 @@ async fn next_batch(events: &mut Option<mpsc::Receiver<EventBatch>>) -> Option<E
     }
 }
 
-/// How many of `old`'s running instances `new` takes out of the zone
-/// (absent, or no longer running), and of how many, if that is more than
-/// `fraction` of them and at least [`MIN_HELD_REMOVALS`]; else `None`. A
-/// read error is `None`: the guard never stops data it cannot judge.
-fn removal(old: &Packed, new: &Packed, fraction: f64) -> Option<(usize, usize)> {
-    if fraction >= 1.0 {
-        return None;
-    }
-    // Ids and states only: decoding every field of two units of 100,000
-    // instances took 50 ms of a reload.
-    let mut running = HashSet::with_capacity(new.len());
-    new.for_each_id(|id, up| {
-        if up {
-            running.insert(id.to_string());
-        }
-    })
-    .ok()?;
-    let (mut removed, mut of) = (0usize, 0usize);
-    old.for_each_id(|id, up| {
-        if up {
-            of += 1;
-            removed += usize::from(!running.contains(id));
-        }
-    })
-    .ok()?;
-    let too_many = removed >= MIN_HELD_REMOVALS && removed as f64 > fraction * of as f64;
+/// How many of a unit's running instances its next fetch takes out of
+/// the zone (absent, or no longer running), and of how many, if that is
+/// more than `fraction` of them and at least [`MIN_HELD_REMOVALS`]; else
+/// `None`.
+fn removal(diff: &UnitDiff, fraction: f64) -> Option<(usize, usize)> {
+    let (removed, of) = (diff.removed_running, diff.old_running);
+    let too_many =
+        fraction < 1.0 && removed >= MIN_HELD_REMOVALS && removed as f64 > fraction * of as f64;
     too_many.then_some((removed, of))
+}
+
+/// The served zone `current` patched with what changed in each changed
+/// unit ([`Snapshot::patched`]), or `None` where only a build from every
+/// unit is exact: an instance listed twice (in one unit with one copy
+/// changed, or in two units: a build keeps the first copy), group rules,
+/// or a change to more than a quarter of the zone (a build costs no more
+/// then, and keeps the patch's case the common one).
+fn patch_zone(
+    current: &Snapshot,
+    naming: &Naming,
+    zone: &Name,
+    diffs: &[(String, UnitDiff)],
+    units: &[(String, Packed)],
+) -> Result<Option<Snapshot>, crate::inventory::packed::PackError> {
+    let changed: usize = diffs
+        .iter()
+        .map(|(_, d)| d.gone.len() + d.added.len())
+        .sum();
+    if changed > current.instance_count() / 4 + 16 || !naming.group_rules().is_empty() {
+        return Ok(None);
+    }
+    for (unit, diff) in diffs {
+        if diff.entangled {
+            return Ok(None);
+        }
+        for (other, packed) in units {
+            if other == unit {
+                continue;
+            }
+            let mut shared = false;
+            packed.for_each_id(|id, _| {
+                shared |= diff.ids.contains(id)
+                    || (id.bytes().any(|b| b.is_ascii_uppercase())
+                        && diff.ids.contains(&id.to_ascii_lowercase()));
+            })?;
+            if shared {
+                return Ok(None);
+            }
+        }
+    }
+    let mut patched: Option<Snapshot> = None;
+    for (_, diff) in diffs {
+        let base = patched.as_ref().unwrap_or(current);
+        match Snapshot::patched(base, naming, zone, &diff.gone, &diff.added)? {
+            Some(next) => patched = Some(next),
+            None => return Ok(None),
+        }
+    }
+    Ok(patched)
 }
 
 /// Base of the backoff after errors (not throttling): the first retry
@@ -1306,6 +1414,100 @@ mod tests {
         r.accept_removals().store(true, Ordering::Relaxed);
         r.refresh_once().await.unwrap();
         assert_eq!(count(&r), 5, "SIGUSR1 applies at once");
+    }
+
+    /// The served zone is the one a build from every unit's data gives.
+    fn assert_zone_is_a_build(r: &Refresher) {
+        let served = r.store.load_full().unwrap();
+        let units: Vec<&Packed> = r.last_good.values().map(|u| &u.instances).collect();
+        let built = Snapshot::build_packed(units, &r.naming, &r.zone).unwrap();
+        assert!(
+            !served.differs_from(&built),
+            "the served zone is not a build's"
+        );
+        assert_eq!(served.report(), built.report());
+    }
+
+    #[tokio::test]
+    async fn a_refresh_patches_the_zone_with_what_changed_and_builds_where_only_that_is_exact() {
+        let source = Scripted::new(&["east", "west"]);
+        let east = hosts(40);
+        let west: Vec<Instance> = (50..60)
+            .map(|i| {
+                test_instance(
+                    &format!("i-{i:02}"),
+                    Some("pool"),
+                    &[&format!("10.0.1.{i}")],
+                )
+            })
+            .collect();
+        source.then(&[("east", Ok(east.clone())), ("west", Ok(west.clone()))]);
+        // east: a rename, a stop, an address change, one gone, one new,
+        // and its order shuffled; west: one leaves the shared name `pool`,
+        // one joins it under a new id
+        let mut changed = east.clone();
+        changed[3] = test_instance("i-04", Some("renamed"), &["10.0.0.1"]);
+        changed[4].state = "stopped".into();
+        changed[5].private_ipv4 = vec!["10.9.9.9".parse().unwrap()];
+        changed.remove(6);
+        changed.push(test_instance("i-99", Some("host-99"), &["10.0.0.99"]));
+        changed.swap(0, 20);
+        let mut west2 = west.clone();
+        west2[0] = test_instance("i-50", Some("solo"), &["10.0.1.50"]);
+        west2.push(test_instance("i-61", Some("pool"), &["10.0.1.61"]));
+        source.then(&[("east", Ok(changed.clone())), ("west", Ok(west2.clone()))]);
+        // Each step below also renames one more of east's instances, so
+        // that every zone differs from the last.
+        let mut east = changed;
+        let mut rename = |k: usize| {
+            let id = east[30 + k].id.clone();
+            east[30 + k] = test_instance(&id, Some(&format!("step-{k}")), &[]);
+            east.clone()
+        };
+        // west lists one of east's instances, changed: a build keeps
+        // east's copy (the first unit's), so a patch would not be exact
+        let mut west3 = west2.clone();
+        west3.push(test_instance("i-10", Some("copy"), &["10.0.0.10"]));
+        source.then(&[("east", Ok(rename(1))), ("west", Ok(west3))]);
+        source.then(&[("east", Ok(rename(2))), ("west", Ok(west2.clone()))]);
+        // east lists i-11 twice and one copy changes
+        let mut twice = rename(3);
+        twice.push(test_instance("i-11", Some("host-11"), &["10.0.0.1"]));
+        source.then(&[("east", Ok(twice.clone())), ("west", Ok(west2.clone()))]);
+        let mut twice = rename(4);
+        twice.push(test_instance("i-11", Some("second"), &["10.0.0.1"]));
+        source.then(&[("east", Ok(twice)), ("west", Ok(west2.clone()))]);
+        // back to one copy (the first zone after it is built: the diff
+        // still sees the copy), then a patch again
+        source.then(&[("east", Ok(rename(5))), ("west", Ok(west2.clone()))]);
+        source.then(&[("east", Ok(rename(6))), ("west", Ok(west2))]);
+        let mut r = refresher(source, None);
+
+        r.refresh_once().await.unwrap();
+        assert_eq!(r.last_made, Some(Made::Build), "nothing to patch yet");
+        assert_zone_is_a_build(&r);
+        let steps = [
+            ("a few changes", Made::Patch),
+            ("an instance in two units", Made::Build),
+            ("the copy gone again", Made::Build),
+            ("an instance listed twice", Made::Build),
+            ("one of its copies changed", Made::Build),
+            ("listed once again", Made::Build),
+            ("a rename", Made::Patch),
+        ];
+        for (step, made) in steps {
+            let refreshed = r.refresh_once().await.unwrap();
+            assert_eq!(refreshed.outcome, Outcome::Changed, "{step}");
+            assert_eq!(r.last_made, Some(made), "{step}");
+            assert_zone_is_a_build(&r);
+        }
+        let names = names(&r);
+        assert!(names.contains(&"renamed.fleet.internal.".to_string()));
+        assert!(names.contains(&"step-6.fleet.internal.".to_string()));
+        assert!(
+            !names.contains(&"host-5.fleet.internal.".to_string()),
+            "stopped"
+        );
     }
 
     /// Packs `instances` as a targeted describe would deliver them.

@@ -1107,50 +1107,7 @@ impl<'n> SnapshotBuilder<'n> {
         reverse6.sort_unstable();
         reverse6.dedup();
 
-        let hasher = RandomState::new();
-        let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
-        let hash_of = |names: &[u8], records: &[NameRecord], j: u32| {
-            hasher.hash_one(Self::labels(names, records[j as usize].name))
-        };
-        for i in 0..named {
-            checkpoint();
-            let hash = hash_of(&names, &records, i as u32);
-            index.insert_unique(hash, i as u32, |&j| hash_of(&names, &records, j));
-        }
-        // Every ancestor of a name, up to the apex, exists: those without
-        // data of their own are empty non-terminals, with names of their own
-        // in `names` (they are few: only names of several labels have them).
-        for i in 0..named {
-            checkpoint();
-            let at = records[i].name as usize;
-            let len = usize::from(names[at]);
-            let mut start = at + 1;
-            let end = start + len;
-            loop {
-                start += 1 + usize::from(names[start]);
-                if start >= end {
-                    break;
-                }
-                let labels = &names[start..end];
-                let hash = hasher.hash_one(labels);
-                let present = index
-                    .find(hash, |&j| {
-                        Self::labels(&names, records[j as usize].name) == labels
-                    })
-                    .is_some();
-                if present {
-                    // Present, and so are its own ancestors.
-                    break;
-                }
-                let name = names.len() as u32;
-                let copy = labels.to_vec();
-                names.push(copy.len() as u8);
-                names.extend_from_slice(&copy);
-                let j = records.len() as u32;
-                records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
-                index.insert_unique(hash, j, |&k| hash_of(&names, &records, k));
-            }
-        }
+        let (index, hasher) = index_names(&mut names, &mut records, named, &ipv4, &ipv6, &owners);
 
         Snapshot {
             zone_text: zone.to_ascii().into(),
@@ -1292,6 +1249,360 @@ impl Snapshot {
             }
         })?;
         Ok(Some(builder.finish()))
+    }
+
+    /// `current` with the instances of `gone` (its records as the zone
+    /// was built from them) taken out and those of `added` put in: the
+    /// zone a full build of the changed inventory gives, made in one pass
+    /// over the current zone's names, without naming or sorting its other
+    /// instances (issue 18: a change of a few instances among 100,000
+    /// costs milliseconds, not a build). `gone` must hold every record the
+    /// zone was built from whose id is in `gone` or `added`, and no other
+    /// record of the inventory may have one of those ids (see
+    /// [`crate::inventory::packed::UnitDiff`]).
+    ///
+    /// `None` where only a build is exact: `current` of another zone or
+    /// other static records, group rules (ordinals are assigned over a
+    /// whole group), more than 65,535 distinct zones, types or rules.
+    pub fn patched(
+        current: &Snapshot,
+        naming: &Naming,
+        zone: &Name,
+        gone: &Packed,
+        added: &Packed,
+    ) -> Result<Option<Snapshot>, PackError> {
+        if !naming.group_rules().is_empty() || **naming.statics() != *current.statics {
+            return Ok(None);
+        }
+        // What the gone records gave the report, and the added records'
+        // own zone: both made the usual way, and small.
+        let mut before = SnapshotBuilder::new(naming, zone, gone.len());
+        if before.zone_wire != current.zone_wire {
+            return Ok(None);
+        }
+        before.add_packed(gone)?;
+        let mut after = SnapshotBuilder::new(naming, zone, added.len());
+        after.add_packed(added)?;
+        let part = after.finish();
+
+        // The ids both touch, lowercase; the current instances with them
+        // leave (each found by a binary search: instances are in id order).
+        let mut ids: HashSet<String> = HashSet::new();
+        for packed in [gone, added] {
+            packed.for_each_id(|id, _| {
+                ids.insert(id.to_ascii_lowercase());
+            })?;
+        }
+        let mut dropped = vec![false; current.instances.len()];
+        let mut key = Vec::new();
+        for id in &ids {
+            key.clear();
+            key.push(id.len().min(255) as u8);
+            key.extend_from_slice(id.as_bytes());
+            if let Ok(k) = current
+                .instances
+                .binary_search_by(|i| Self::labels_at(&current.names, i.id).cmp(&key))
+            {
+                dropped[k] = true;
+            }
+        }
+
+        // One table of zones and types, and one of rules: the current
+        // zone's, then what only the part has.
+        let (strings, string_of) = merge_table(&current.strings, &part.strings);
+        let (rules, rule_of) = merge_table(&current.rules, &part.rules);
+        if strings.len() >= usize::from(NONE) || rules.len() >= usize::from(NONE) {
+            return Ok(None);
+        }
+        let Some(part_codes) = (part.owner_rules.iter())
+            .map(|&code| match extra_code(code) {
+                None => Some(NONE),
+                Some((kind, rule)) => extra_owner_code(kind, rule_of(rule)),
+            })
+            .collect::<Option<Vec<u16>>>()
+        else {
+            return Ok(None);
+        };
+
+        // Instances, merged in id order: `s_of` and `p_of` give each one's
+        // new index ([`NO_NAME`] for one that left), `origin` where each
+        // new one comes from.
+        let mut instances: Vec<InstanceRecord> =
+            Vec::with_capacity(current.instances.len() + part.instances.len());
+        let (mut s_of, mut p_of) = (
+            vec![NO_NAME; current.instances.len()],
+            vec![NO_NAME; part.instances.len()],
+        );
+        let mut origin: Vec<Origin> = Vec::with_capacity(instances.capacity());
+        let (mut a, mut b) = (0usize, 0usize);
+        loop {
+            while dropped.get(a) == Some(&true) {
+                a += 1;
+            }
+            let (x, y) = (current.instances.get(a), part.instances.get(b));
+            let order = match (x, y) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(x), Some(y)) => {
+                    Self::labels_at(&current.names, x.id).cmp(Self::labels_at(&part.names, y.id))
+                }
+            };
+            match (order, x, y) {
+                (Ordering::Less, Some(x), _) => {
+                    s_of[a] = instances.len() as u32;
+                    instances.push(*x);
+                    origin.push(Origin::Current(a));
+                    a += 1;
+                }
+                (Ordering::Greater, _, Some(y)) => {
+                    p_of[b] = instances.len() as u32;
+                    instances.push(InstanceRecord {
+                        id: NO_NAME,
+                        rule: rule_of(y.rule),
+                        availability_zone: string_of(y.availability_zone),
+                        instance_type: string_of(y.instance_type),
+                    });
+                    origin.push(Origin::Part(b));
+                    b += 1;
+                }
+                // An id on both sides: not the inventory this was told.
+                _ => return Ok(None),
+            }
+        }
+        drop(dropped);
+
+        // Names, merged in text order. A current name none of whose owners
+        // left, and that the part does not have, is copied as it is (the
+        // common case); the others are made again from their owners.
+        let mut names: Vec<u8> = Vec::with_capacity(current.names.len() + part.names.len());
+        let mut records: Vec<NameRecord> = Vec::with_capacity(current.records.len() + part.named);
+        let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(current.ipv4.len() + part.ipv4.len());
+        let mut ipv6: Vec<Ipv6Addr> = Vec::with_capacity(current.ipv6.len() + part.ipv6.len());
+        let mut owners: Vec<u32> = Vec::with_capacity(current.owners.len() + part.owners.len());
+        let mut owner_rules: Vec<u16> = Vec::with_capacity(owners.capacity());
+        let mut static_of: Vec<(u32, u32)> = Vec::with_capacity(current.static_of.len());
+        // Each instance's id record, and its primary name's where that is
+        // another (not static): what its addresses' PTR names.
+        let (mut own, mut primary) = (
+            vec![NO_NAME; instances.len()],
+            vec![NO_NAME; instances.len()],
+        );
+        let current_code = |at: usize| current.owner_rules.get(at).copied().unwrap_or(NONE);
+        // (new instance, owner code, whether the name is its id name)
+        let mut claims: Vec<(u32, u16, bool)> = Vec::new();
+        let (mut i, mut j) = (0usize, 0usize);
+        let (mut next_s_static, mut next_p_static) = (0usize, 0usize);
+        loop {
+            checkpoint();
+            let order = match (i < current.named, j < part.named) {
+                (false, false) => break,
+                (true, false) => Ordering::Less,
+                (false, true) => Ordering::Greater,
+                (true, true) => text_order(current.relative(i), part.relative(j)),
+            };
+            let from_s = (order != Ordering::Greater).then_some(i);
+            let from_p = (order != Ordering::Less).then_some(j);
+            let mut node = None;
+            if let Some(i) = from_s {
+                while current
+                    .static_of
+                    .get(next_s_static)
+                    .is_some_and(|s| (s.0 as usize) < i)
+                {
+                    next_s_static += 1;
+                }
+                node = (current.static_of.get(next_s_static))
+                    .filter(|s| s.0 as usize == i)
+                    .map(|s| s.1);
+            }
+            if let Some(j) = from_p {
+                while part
+                    .static_of
+                    .get(next_p_static)
+                    .is_some_and(|s| (s.0 as usize) < j)
+                {
+                    next_p_static += 1;
+                }
+                node = node.or((part.static_of.get(next_p_static))
+                    .filter(|s| s.0 as usize == j)
+                    .map(|s| s.1));
+            }
+            claims.clear();
+            if let Some(i) = from_s {
+                let name = current.records[i].name;
+                for at in current.span(i, |r| r.owners) {
+                    let o = current.owners[at] as usize;
+                    if s_of[o] != NO_NAME {
+                        claims.push((s_of[o], current_code(at), current.instances[o].id == name));
+                    }
+                }
+            }
+            let untouched = from_p.is_none()
+                && claims.len() == from_s.map_or(0, |i| current.span(i, |r| r.owners).len());
+            if let Some(j) = from_p {
+                let name = part.records[j].name;
+                for at in part.span(j, |r| r.owners) {
+                    let o = part.owners[at] as usize;
+                    let code = part_codes.get(at).copied().unwrap_or(NONE);
+                    claims.push((p_of[o], code, part.instances[o].id == name));
+                }
+                claims.sort_unstable();
+            }
+            i += usize::from(from_s.is_some());
+            j += usize::from(from_p.is_some());
+            if claims.is_empty() && node.is_none() {
+                // Every owner left: so does the name.
+                continue;
+            }
+            let record = records.len() as u32;
+            let labels = match from_s {
+                Some(i) => current.relative(i),
+                None => part.relative(j - 1),
+            };
+            let at = names.len() as u32;
+            names.push(labels.len() as u8);
+            names.extend_from_slice(labels);
+            records.push(NameRecord::next(at, &ipv4, &ipv6, &owners));
+            let (v4, v6) = (ipv4.len(), ipv6.len());
+            match (node, from_s) {
+                (Some(node), _) => {
+                    let node = &current.statics.nodes()[node as usize];
+                    ipv4.extend_from_slice(&node.ipv4);
+                    ipv6.extend_from_slice(&node.ipv6);
+                }
+                (None, Some(i)) if untouched => {
+                    ipv4.extend_from_slice(&current.ipv4[current.span(i, |r| r.ipv4)]);
+                    ipv6.extend_from_slice(&current.ipv6[current.span(i, |r| r.ipv6)]);
+                }
+                // Made again: the union of its owners' own addresses.
+                _ => {
+                    for &(k, _, _) in &claims {
+                        let from = match origin[k as usize] {
+                            Origin::Current(o) => (current, o),
+                            Origin::Part(o) => (&part, o),
+                        };
+                        let (from, o) = from;
+                        let id = Self::labels_at(&from.names, from.instances[o].id);
+                        let Some(record) = from.find(id) else {
+                            return Ok(None);
+                        };
+                        ipv4.extend_from_slice(&from.ipv4[from.span(record, |r| r.ipv4)]);
+                        ipv6.extend_from_slice(&from.ipv6[from.span(record, |r| r.ipv6)]);
+                    }
+                    sort_dedup_tail(&mut ipv4, v4);
+                    sort_dedup_tail(&mut ipv6, v6);
+                }
+            }
+            for &(k, code, is_id) in &claims {
+                owners.push(k);
+                owner_rules.push(code);
+                if is_id {
+                    own[k as usize] = record;
+                } else if code == NONE && node.is_none() {
+                    primary[k as usize] = record;
+                }
+            }
+            if let Some(node) = node {
+                static_of.push((record, node));
+            }
+        }
+        drop((s_of, p_of, origin, claims));
+        let named = records.len();
+        records.push(NameRecord::next(0, &ipv4, &ipv6, &owners));
+        if owner_rules.iter().all(|&c| c == NONE) {
+            owner_rules = Vec::new();
+        }
+        // Each instance's id name, now in `names`; its addresses are its
+        // id record's, and their PTR names its primary name.
+        let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(current.reverse4.len());
+        let mut reverse6: Vec<(Ipv6Addr, u32)> = Vec::with_capacity(current.reverse6.len());
+        for (k, instance) in instances.iter_mut().enumerate() {
+            let record = own[k];
+            let Some(r) = records.get(record as usize) else {
+                // An instance without its id name: not the inventory this
+                // was told.
+                return Ok(None);
+            };
+            instance.id = r.name;
+            let ptr = if primary[k] == NO_NAME {
+                record
+            } else {
+                primary[k]
+            };
+            let next = &records[record as usize + 1];
+            reverse4.extend(
+                ipv4[r.ipv4 as usize..next.ipv4 as usize]
+                    .iter()
+                    .map(|a| (u32::from(*a), ptr)),
+            );
+            reverse6.extend(
+                ipv6[r.ipv6 as usize..next.ipv6 as usize]
+                    .iter()
+                    .map(|a| (*a, ptr)),
+            );
+        }
+        drop((own, primary));
+        reverse4.sort_unstable();
+        reverse4.dedup();
+        reverse6.sort_unstable();
+        reverse6.dedup();
+        let (index, hasher) = index_names(&mut names, &mut records, named, &ipv4, &ipv6, &owners);
+
+        // The report: the current one without what the gone records gave
+        // it, with what the added ones give.
+        let kept = |id: &str| {
+            !(ids.contains(id)
+                || (id.bytes().any(|b| b.is_ascii_uppercase())
+                    && ids.contains(&id.to_ascii_lowercase())))
+        };
+        let (was, now) = (&current.report, &part.report);
+        let mut bad_ids = was.bad_ids.clone();
+        for id in &before.report.bad_ids {
+            if let Some(at) = bad_ids.iter().position(|b| b == id) {
+                bad_ids.remove(at);
+            }
+        }
+        bad_ids.extend(now.bad_ids.iter().cloned());
+        let report = NamingReport {
+            rewrites: (was.rewrites.iter())
+                .filter(|r| kept(&r.instance_id))
+                .chain(&now.rewrites)
+                .cloned()
+                .collect(),
+            skips: (was.skips.iter())
+                .filter(|s| kept(&s.instance_id))
+                .chain(&now.skips)
+                .cloned()
+                .collect(),
+            not_running: was.not_running.saturating_sub(before.report.not_running)
+                + now.not_running,
+            bad_ids,
+        };
+        Ok(Some(Snapshot {
+            zone: current.zone.clone(),
+            zone_wire: current.zone_wire.clone(),
+            zone_text: current.zone_text.clone(),
+            serial: unix_serial(SystemTime::now()),
+            built_at: SystemTime::now(),
+            names,
+            records,
+            named,
+            index,
+            hasher,
+            ipv4,
+            ipv6,
+            owners,
+            owner_rules,
+            instances,
+            strings,
+            rules,
+            reverse4,
+            reverse6,
+            report,
+            statics: current.statics.clone(),
+            static_of,
+        }))
     }
 
     /// Gives this snapshot a serial above `previous`'s (RFC 1982 order):
@@ -1651,6 +1962,95 @@ impl Snapshot {
     pub fn report(&self) -> &NamingReport {
         &self.report
     }
+}
+
+/// The hash index of `records`' first `named` names, and the empty
+/// non-terminals it adds to `records` (and their names to `names`): every
+/// ancestor of a name, up to the apex, exists; those without data of their
+/// own are empty non-terminals, after the sentinel (they are few: only
+/// names of several labels have them).
+fn index_names(
+    names: &mut Vec<u8>,
+    records: &mut Vec<NameRecord>,
+    named: usize,
+    ipv4: &[Ipv4Addr],
+    ipv6: &[Ipv6Addr],
+    owners: &[u32],
+) -> (HashTable<u32>, RandomState) {
+    let hasher = RandomState::new();
+    let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
+    let hash_of = |names: &[u8], records: &[NameRecord], j: u32| {
+        hasher.hash_one(SnapshotBuilder::labels(names, records[j as usize].name))
+    };
+    for i in 0..named {
+        checkpoint();
+        let hash = hash_of(names, records, i as u32);
+        index.insert_unique(hash, i as u32, |&j| hash_of(names, records, j));
+    }
+    for i in 0..named {
+        checkpoint();
+        let at = records[i].name as usize;
+        let len = usize::from(names[at]);
+        let mut start = at + 1;
+        let end = start + len;
+        loop {
+            start += 1 + usize::from(names[start]);
+            if start >= end {
+                break;
+            }
+            let labels = &names[start..end];
+            let hash = hasher.hash_one(labels);
+            let present = index
+                .find(hash, |&j| {
+                    SnapshotBuilder::labels(names, records[j as usize].name) == labels
+                })
+                .is_some();
+            if present {
+                // Present, and so are its own ancestors.
+                break;
+            }
+            let name = names.len() as u32;
+            let copy = labels.to_vec();
+            names.push(copy.len() as u8);
+            names.extend_from_slice(&copy);
+            let j = records.len() as u32;
+            records.push(NameRecord::next(name, ipv4, ipv6, owners));
+            index.insert_unique(hash, j, |&k| hash_of(names, records, k));
+        }
+    }
+    (index, hasher)
+}
+
+/// Where an instance of a patched zone comes from (see
+/// [`Snapshot::patched`]): an index into the current zone's instances or
+/// the part's.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The current zone's.
+    Current(usize),
+    /// The added records' part.
+    Part(usize),
+}
+
+/// `base` with the values of `extra` it lacks appended (few: the zones,
+/// types and rules of a few instances), and what each index of `extra`
+/// became (a table of 65,535 values or more is the caller's to refuse).
+fn merge_table<T: Clone + PartialEq>(base: &[T], extra: &[T]) -> (Vec<T>, impl Fn(u16) -> u16) {
+    let mut table = base.to_vec();
+    let mut map = Vec::with_capacity(extra.len());
+    for value in extra {
+        let at = match table.iter().position(|v| v == value) {
+            Some(at) => at,
+            None => {
+                table.push(value.clone());
+                table.len() - 1
+            }
+        };
+        map.push(u16::try_from(at).unwrap_or(NONE));
+    }
+    (table, move |i: u16| {
+        map.get(usize::from(i)).copied().unwrap_or(NONE)
+    })
 }
 
 /// Sorts `items[start..]` and drops its duplicates.
@@ -2166,6 +2566,7 @@ mod tests {
             base in proptest::collection::vec(spec(), 0..30),
             asked in proptest::collection::btree_set(0u8..40, 0..8),
             described in proptest::collection::vec(spec(), 0..8),
+            groups in proptest::prelude::any::<bool>(),
         ) {
             let mut seen = HashSet::new();
             let base: Vec<Instance> = base
@@ -2190,10 +2591,11 @@ mod tests {
                     "tag:dns-aliases".parse().unwrap(),
                     "{sg}-{tag:Name}".parse().unwrap(),
                 ])
-                .with_groups(vec![
-                    "security-group".parse().unwrap(),
-                    "{sg}.pool".parse().unwrap(),
-                ])
+                .with_groups(if groups {
+                    vec!["security-group".parse().unwrap(), "{sg}.pool".parse().unwrap()]
+                } else {
+                    Vec::new()
+                })
                 // static names that the fleet's names and ordinals hit
                 .with_statics(Arc::new(statics(
                     "web A 192.0.2.1\napi CNAME web\n1.db TXT x\ndb.primary AAAA ::1\n_x._tcp SRV 0 0 1 web\nweb.pool MX 1 web\n",
@@ -2218,6 +2620,33 @@ mod tests {
             proptest::prop_assert!(!full.differs_from(&incremental));
             proptest::prop_assert!(!incremental.differs_from(&full));
             proptest::prop_assert_eq!(sorted_report(&full), sorted_report(&incremental));
+
+            // A patch from the records that changed (issue 18), as an
+            // event gives them and as a refresh's diff finds them: the
+            // same zone, where there are no groups (their ordinals need a
+            // build).
+            let asked_records: Vec<Instance> =
+                base.iter().filter(|i| ids.contains(&i.id)).cloned().collect();
+            let diff = Packed::from_instances(&base)
+                .diff(&Packed::from_instances(&updated))
+                .unwrap();
+            proptest::prop_assert!(!diff.entangled);
+            for (gone, added) in [
+                (Packed::from_instances(&asked_records), Packed::from_instances(&described)),
+                (diff.gone, diff.added),
+            ] {
+                let patched = Snapshot::patched(&current, &naming, &zone(), &gone, &added).unwrap();
+                let Some(patched) = patched else {
+                    proptest::prop_assert!(groups);
+                    continue;
+                };
+                proptest::prop_assert!(!groups);
+                proptest::prop_assert!(!full.differs_from(&patched));
+                proptest::prop_assert!(!patched.differs_from(&full));
+                proptest::prop_assert_eq!(sorted_report(&full), sorted_report(&patched));
+                proptest::prop_assert_eq!(full.report().not_running, patched.report().not_running);
+                proptest::prop_assert_eq!(&full.report().bad_ids, &patched.report().bad_ids);
+            }
         }
     }
 
