@@ -1,7 +1,8 @@
 //! Any bytes as the state file (`inventory.bin`, or the version 1
 //! `inventory.json` when the first byte is odd), read as the daemon reads
 //! it at start (load, then build the zone from the packed units, and the
-//! removal guard's pass over ids and states, which agrees): no panic,
+//! removal guard's pass over ids and states, which agrees, and the diff of
+//! units that patches a zone, which gives what a build gives): no panic,
 //! no allocation that the file's size does not justify; what loads decodes
 //! or fails cleanly; and what decodes is saved and read back unchanged.
 //! With the selector's second bit, the bytes are the group ordinals file
@@ -14,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use fleetdns::config::{read_config, Overrides};
-use fleetdns::naming::Naming;
+use fleetdns::naming::{Naming, NamingReport};
 use fleetdns::snapshot::Snapshot;
 use fleetdns::state::{load, load_ordinals, ordinals_path, save, save_ordinals};
 use hickory_proto::rr::Name;
@@ -43,6 +44,21 @@ fn policy() -> &'static (Naming, Name) {
             .unwrap();
         (settings.naming, settings.zone.zone)
     })
+}
+
+/// A naming report in an order of its own: a patch lists what it kept
+/// before what it added, a build in inventory order.
+fn sorted(report: &NamingReport) -> (Vec<String>, Vec<String>, usize, Vec<String>) {
+    let sort = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    (
+        sort(report.rewrites.iter().map(|r| format!("{r:?}")).collect()),
+        sort(report.skips.iter().map(|r| format!("{r:?}")).collect()),
+        report.not_running,
+        sort(report.bad_ids.clone()),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -91,6 +107,27 @@ fuzz_target!(|data: &[u8]| {
                 units.push((unit, instances));
             }
             Err(_) => return,
+        }
+    }
+    // A refresh's diff of one unit's data against another's (any pair,
+    // as if the second were the next fetch) patches the zone of the first
+    // into the zone a build of the second gives, unless it says only a
+    // build is exact.
+    for (old, _) in units.iter().take(3) {
+        for (new, _) in units.iter().take(3) {
+            let (old, new) = (&old.instances, &new.instances);
+            let diff = old.diff(new).expect("both decode");
+            let built = |p| Snapshot::build_packed([p], naming, zone).expect("decodes");
+            let current = built(old);
+            let patched = Snapshot::patched(&current, naming, zone, &diff.gone, &diff.added)
+                .expect("decodes");
+            if diff.entangled {
+                continue;
+            }
+            let patched = patched.expect("the default policy has no groups");
+            let want = built(new);
+            assert!(!patched.differs_from(&want), "a patch is not the build");
+            assert_eq!(sorted(patched.report()), sorted(want.report()));
         }
     }
     // Whatever decoded survives a save and a load as it was.
