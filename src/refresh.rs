@@ -38,7 +38,7 @@ use hickory_proto::rr::Name;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::inventory::packed::{Packed, Spool, UnitDiff};
+use crate::inventory::packed::{has_id, Packed, Spool, UnitDiff};
 use crate::inventory::Source;
 use crate::metrics::{metrics, RefreshResult, StatusHandle};
 use crate::naming::Naming;
@@ -206,8 +206,8 @@ pub enum Made {
     /// The served zone with what a refresh found changed
     /// ([`Snapshot::patched`]).
     Patch,
-    /// The served zone with what EC2 events named
-    /// ([`Snapshot::update_packed`]).
+    /// The served zone with what EC2 events named ([`Snapshot::patched`]
+    /// where that is exact, else [`Snapshot::update_packed`]).
     Update,
 }
 
@@ -837,16 +837,30 @@ impl Refresher {
         let updated = if self.rebuild || self.store.load().is_none() {
             None
         } else {
-            let (ids, described) = (ids.clone(), described.clone());
+            let (ids, described, unit_data) = (ids.clone(), described.clone(), old.clone());
+            let others: Vec<Packed> = (self.last_good.iter())
+                .filter(|(name, _)| *name != unit)
+                .map(|(_, data)| data.instances.clone())
+                .collect();
             Some(
                 self.build_and_swap(
                     false,
-                    Box::new(move |naming, zone, current| match current {
-                        Some(current) => {
-                            Snapshot::update_packed(current, naming, zone, &ids, &described)
-                                .map(|zone| zone.map(|zone| (zone, Made::Update)))
-                        }
-                        None => Ok(None),
+                    Box::new(move |naming, zone, current| {
+                        let Some(current) = current else {
+                            return Ok(None);
+                        };
+                        // A patch where it is exact (issue 18): a few
+                        // milliseconds where the update takes tens.
+                        let patched = patch_for_events(
+                            current, naming, zone, &unit_data, &ids, &described, &others,
+                        )?;
+                        let updated = match patched {
+                            Some(zone) => Some(zone),
+                            None => {
+                                Snapshot::update_packed(current, naming, zone, &ids, &described)?
+                            }
+                        };
+                        Ok(updated.map(|zone| (zone, Made::Update)))
                     }),
                 )
                 .await,
@@ -1120,6 +1134,49 @@ fn removal(diff: &UnitDiff, fraction: f64) -> Option<(usize, usize)> {
     too_many.then_some((removed, of))
 }
 
+/// Whether any instance of `packed` has one of `ids` (lowercase).
+fn shares_an_id(
+    packed: &Packed,
+    ids: &HashSet<String>,
+) -> Result<bool, crate::inventory::packed::PackError> {
+    let mut shared = false;
+    packed.for_each_id(|id, _| shared |= has_id(ids, id))?;
+    Ok(shared)
+}
+
+/// The served zone `current` patched with what an event batch's describe
+/// found ([`Snapshot::patched`]): `ids` asked in the unit whose data is
+/// `old`, `described` what came back. `None` where only
+/// [`Snapshot::update_packed`] is exact: an id asked in another case than
+/// the unit lists it, an id of another unit (`others`), group rules.
+fn patch_for_events(
+    current: &Snapshot,
+    naming: &Naming,
+    zone: &Name,
+    old: &Packed,
+    ids: &HashSet<String>,
+    described: &Packed,
+    others: &[Packed],
+) -> Result<Option<Snapshot>, crate::inventory::packed::PackError> {
+    let lower: HashSet<String> = ids.iter().map(|id| id.to_ascii_lowercase()).collect();
+    let mut exact = true;
+    let gone = old.select(|id| {
+        let hit = has_id(&lower, id);
+        exact &= !hit || ids.contains(id);
+        hit
+    })?;
+    if !exact {
+        return Ok(None);
+    }
+    for other in others {
+        if shares_an_id(other, &lower)? {
+            return Ok(None);
+        }
+    }
+    let added = described.select(|id| ids.contains(id))?;
+    Snapshot::patched(current, naming, zone, &gone, &added)
+}
+
 /// The served zone `current` patched with what changed in each changed
 /// unit ([`Snapshot::patched`]), or `None` where only a build from every
 /// unit is exact: an instance listed twice (in one unit with one copy
@@ -1148,13 +1205,7 @@ fn patch_zone(
             if other == unit {
                 continue;
             }
-            let mut shared = false;
-            packed.for_each_id(|id, _| {
-                shared |= diff.ids.contains(id)
-                    || (id.bytes().any(|b| b.is_ascii_uppercase())
-                        && diff.ids.contains(&id.to_ascii_lowercase()));
-            })?;
-            if shared {
+            if shares_an_id(packed, &diff.ids)? {
                 return Ok(None);
             }
         }
@@ -1551,6 +1602,7 @@ mod tests {
             ]
         );
         assert!(r.store.load().as_ref().unwrap().serial() > serial);
+        assert_zone_is_a_build(&r);
 
         // i-01 asked and not described: gone; the same again: nothing to do
         let ids = ["i-01".to_string()];
@@ -1563,6 +1615,7 @@ mod tests {
             Some(Outcome::Unchanged)
         );
         assert!(!names(&r).contains(&"alpha.fleet.internal.".to_string()));
+        assert_zone_is_a_build(&r);
 
         // a unit never fetched: nothing applied
         assert_eq!(r.apply_update("west", &ids, packed(&[])).await, None);

@@ -385,11 +385,34 @@ impl Packed {
         })
     }
 
+    /// The records whose id `keep` accepts, packed in memory (the few an
+    /// event batch names).
+    pub fn select(&self, mut keep: impl FnMut(&str) -> bool) -> Result<Packed, PackError> {
+        let mut packer = Packer::in_memory();
+        self.for_each_record(|body| {
+            if keep(Fields(body).str()?) {
+                packer.push_record(body);
+            }
+            Ok(())
+        })?;
+        Ok(packer.finish()?)
+    }
+
     /// Every instance, decoded into its own value (tests, small units).
     pub fn instances(&self) -> Result<Vec<Instance>, PackError> {
         let mut all = Vec::with_capacity(self.len());
         self.for_each(|i| all.push(i.clone()))?;
         Ok(all)
+    }
+}
+
+/// Whether `id`, lowercase, is in `ids` (lowercase ids, as the zone keys
+/// instances); allocates only for an id with capitals.
+pub fn has_id(ids: &HashSet<String>, id: &str) -> bool {
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        ids.contains(&id.to_ascii_lowercase())
+    } else {
+        ids.contains(id)
     }
 }
 

@@ -343,7 +343,12 @@ fn swapping_a_10k_name_zone_under_load_never_fails_or_answers_wrong() {
     let path = dir.path().join("fleet.json");
     let versions = [big_inventory(10_000, false), big_inventory(10_000, true)];
     std::fs::write(&path, &versions[0]).unwrap();
-    let d = Daemon::start(&["--source", &file_source(&path)]);
+    let d = Daemon::start(&[
+        "--source",
+        &file_source(&path),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
     let server = d.udp;
 
     // Names whose answer is the same in both versions, and one whose
@@ -417,12 +422,24 @@ fn swapping_a_10k_name_zone_under_load_never_fails_or_answers_wrong() {
             assert!(Instant::now() < deadline, "swap {round} never happened");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let flip = if round % 2 == 1 { "flip-b" } else { "flip-a" };
+        let (flip, moved) = if round % 2 == 1 {
+            ("flip-b", "10.120.0.51")
+        } else {
+            ("flip-a", "10.20.0.51")
+        };
         assert_eq!(
             short(server, &[&format!("{flip}.fleet.internal")]),
             ["10.20.0.1"]
         );
+        assert_eq!(short(server, &["host-50.fleet.internal"]), [moved]);
     }
+    // 101 of 10,000 instances change each time: every swap after the
+    // first zone is the served zone patched, not a build (issue 18)
+    assert_eq!(d.metric("fleetdns_zones_total", &["how=\"build\""]), 1.0);
+    assert_eq!(
+        d.metric("fleetdns_zones_total", &["how=\"patch\""]),
+        swaps as f64
+    );
     stop.store(true, Ordering::Relaxed);
     let (asked, problems) = client.join().unwrap();
     eprintln!("{asked} queries during {swaps} swaps of a 10,000-name zone");
