@@ -510,12 +510,11 @@ impl Refresher {
             path = %state::state_path(&dir).display(),
             "serving the persisted inventory until the first fetch"
         );
-        self.swap(snapshot);
+        self.swap(Arc::new(snapshot));
         true
     }
 
-    fn swap(&self, snapshot: Snapshot) {
-        let snapshot = Arc::new(snapshot);
+    fn swap(&self, snapshot: Arc<Snapshot>) {
         let old = self.store.swap(Some(snapshot.clone()));
         let old_sent = self.changes.send_replace(Some(snapshot));
         crate::background::drop_later((old, old_sent));
@@ -735,6 +734,7 @@ impl Refresher {
     async fn build_and_swap(&mut self, unchanged: bool, build: Build) -> Outcome {
         let (naming, zone) = (self.naming.clone(), self.zone.clone());
         let current = self.store.load_full();
+        let previous = current.clone();
         let new_serial = std::mem::take(&mut self.new_serial);
         let started = Instant::now();
         let built = crate::background::run(move || {
@@ -747,11 +747,8 @@ impl Refresher {
             debug!(ms = started.elapsed().as_millis() as u64, "zone built");
             Ok(match current.as_deref() {
                 Some(current) if !new_serial && !snapshot.differs_from(current) => None,
-                Some(current) => {
-                    let changes = snapshot.name_changes(current);
-                    Some((snapshot.with_serial_after(current), Some(changes), made))
-                }
-                None => Some((snapshot, None, made)),
+                Some(current) => Some((snapshot.with_serial_after(current), made)),
+                None => Some((snapshot, made)),
             })
         })
         .await;
@@ -778,15 +775,28 @@ impl Refresher {
         } else {
             Outcome::Unchanged
         };
-        if let Some((snapshot, changes, made)) = snapshot {
+        if let Some((snapshot, made)) = snapshot {
+            let snapshot = Arc::new(snapshot);
+            self.swap(snapshot.clone());
             metrics().count_zone(made.label());
             self.last_made = Some(made);
+            // What changed, as the hosts export counts its lines, for the
+            // log line: a walk over both zones (milliseconds at 100,000
+            // names), after the swap so that answers do not wait for it.
+            // The first zone of a run has nothing to compare with.
+            let changes = match previous {
+                Some(previous) => {
+                    let new = snapshot.clone();
+                    crate::background::run(move || new.name_changes(&previous))
+                        .await
+                        .ok()
+                }
+                None => None,
+            };
             self.log_new_skips(&snapshot);
             if snapshot.instance_count() == 0 && self.schedule.is_some() {
                 warn!(source = %self.source.describe(), "the fleet is empty: no running instance was listed (check the regions, the filters and the account); names of the zone get NXDOMAIN");
             }
-            // What changed, as the hosts export counts its lines: the
-            // first zone of a run has nothing to compare with.
             let (added, removed, changed) = changes.map_or((None, None, None), |c| {
                 (Some(c.added), Some(c.removed), Some(c.changed))
             });
@@ -802,7 +812,6 @@ impl Refresher {
                 skipped = snapshot.report().skips.len(),
                 "zone updated"
             );
-            self.swap(snapshot);
         }
         outcome
     }
@@ -1084,18 +1093,10 @@ fn merge(
     described: &Packed,
     mut packer: crate::inventory::packed::Packer,
 ) -> Result<Packed, String> {
-    old.for_each(|i| {
-        if !ids.contains(&i.id) {
-            packer.push(i);
-        }
-    })
-    .map_err(|e| e.to_string())?;
+    old.copy_into(&mut packer, |id| !ids.contains(id))
+        .map_err(|e| e.to_string())?;
     described
-        .for_each(|i| {
-            if ids.contains(&i.id) {
-                packer.push(i);
-            }
-        })
+        .copy_into(&mut packer, |id| ids.contains(id))
         .map_err(|e| e.to_string())?;
     packer.finish().map_err(|e| e.to_string())
 }

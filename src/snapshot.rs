@@ -1389,6 +1389,11 @@ impl Snapshot {
             vec![NO_NAME; instances.len()],
         );
         let current_code = |at: usize| current.owner_rules.get(at).copied().unwrap_or(NONE);
+        // Each current name's new record ([`NO_NAME`] where it left), and
+        // the records of names only the part has: the index is the
+        // current one, remapped, with those added.
+        let mut new_of = vec![NO_NAME; current.named];
+        let mut part_only: Vec<u32> = Vec::new();
         // (new instance, owner code, whether the name is its id name)
         let mut claims: Vec<(u32, u16, bool)> = Vec::new();
         let (mut i, mut j) = (0usize, 0usize);
@@ -1457,8 +1462,14 @@ impl Snapshot {
             }
             let record = records.len() as u32;
             let labels = match from_s {
-                Some(i) => current.relative(i),
-                None => part.relative(j - 1),
+                Some(i) => {
+                    new_of[i] = record;
+                    current.relative(i)
+                }
+                None => {
+                    part_only.push(record);
+                    part.relative(j - 1)
+                }
             };
             let at = names.len() as u32;
             names.push(labels.len() as u8);
@@ -1547,7 +1558,25 @@ impl Snapshot {
         reverse4.dedup();
         reverse6.sort_unstable();
         reverse6.dedup();
-        let (index, hasher) = index_names(&mut names, &mut records, named, &ipv4, &ipv6, &owners);
+        let hasher = current.hasher.clone();
+        let mut index = current.index.clone();
+        index.retain(|j| {
+            *j = new_of.get(*j as usize).copied().unwrap_or(NO_NAME);
+            *j != NO_NAME
+        });
+        drop(new_of);
+        for record in part_only {
+            let hash = hash_of(&hasher, &names, &records, record);
+            index.insert_unique(hash, record, |&k| hash_of(&hasher, &names, &records, k));
+        }
+        add_ancestors(
+            &mut names,
+            &mut records,
+            named,
+            (&ipv4, &ipv6, &owners),
+            &mut index,
+            &hasher,
+        );
 
         // The report: the current one without what the gone records gave
         // it, with what the added ones give.
@@ -2013,14 +2042,39 @@ fn index_names(
 ) -> (HashTable<u32>, RandomState) {
     let hasher = RandomState::new();
     let mut index: HashTable<u32> = HashTable::with_capacity(named + named / 8);
-    let hash_of = |names: &[u8], records: &[NameRecord], j: u32| {
-        hasher.hash_one(SnapshotBuilder::labels(names, records[j as usize].name))
-    };
     for i in 0..named {
         checkpoint();
-        let hash = hash_of(names, records, i as u32);
-        index.insert_unique(hash, i as u32, |&j| hash_of(names, records, j));
+        let hash = hash_of(&hasher, names, records, i as u32);
+        index.insert_unique(hash, i as u32, |&j| hash_of(&hasher, names, records, j));
     }
+    add_ancestors(
+        names,
+        records,
+        named,
+        (ipv4, ipv6, owners),
+        &mut index,
+        &hasher,
+    );
+    (index, hasher)
+}
+
+/// The hash of record `j`'s name.
+fn hash_of(hasher: &RandomState, names: &[u8], records: &[NameRecord], j: u32) -> u64 {
+    hasher.hash_one(SnapshotBuilder::labels(names, records[j as usize].name))
+}
+
+/// Adds to `index`, `records` and `names` every ancestor of the first
+/// `named` records' names that is not there yet (see [`index_names`]);
+/// `arrays` are the address and owner arrays whose ends the new records
+/// point at.
+fn add_ancestors(
+    names: &mut Vec<u8>,
+    records: &mut Vec<NameRecord>,
+    named: usize,
+    (ipv4, ipv6, owners): (&[Ipv4Addr], &[Ipv6Addr], &[u32]),
+    index: &mut HashTable<u32>,
+    hasher: &RandomState,
+) {
     for i in 0..named {
         checkpoint();
         let at = records[i].name as usize;
@@ -2049,10 +2103,9 @@ fn index_names(
             names.extend_from_slice(&copy);
             let j = records.len() as u32;
             records.push(NameRecord::next(name, ipv4, ipv6, owners));
-            index.insert_unique(hash, j, |&k| hash_of(names, records, k));
+            index.insert_unique(hash, j, |&k| hash_of(hasher, names, records, k));
         }
     }
-    (index, hasher)
 }
 
 /// Where an instance of a patched zone comes from (see
@@ -2688,6 +2741,22 @@ mod tests {
                         .collect()
                 };
                 proptest::prop_assert_eq!(changes(&patched), changes(&full));
+                // and every name, empty non-terminals too, and names the
+                // current zone had, look up as in the build
+                let kind = |zone: &Snapshot, labels: &[u8]| match zone.find(labels) {
+                    Some(i) if i < zone.named => Some(zone.entry(i).text()),
+                    Some(_) => Some("empty non-terminal".into()),
+                    None => None,
+                };
+                for zone in [&full, &current] {
+                    for record in 0..zone.records.len() {
+                        if record == zone.named {
+                            continue;
+                        }
+                        let labels = zone.relative(record);
+                        proptest::prop_assert_eq!(kind(&patched, labels), kind(&full, labels));
+                    }
+                }
             }
         }
     }

@@ -387,15 +387,26 @@ impl Packed {
 
     /// The records whose id `keep` accepts, packed in memory (the few an
     /// event batch names).
-    pub fn select(&self, mut keep: impl FnMut(&str) -> bool) -> Result<Packed, PackError> {
+    pub fn select(&self, keep: impl FnMut(&str) -> bool) -> Result<Packed, PackError> {
         let mut packer = Packer::in_memory();
+        self.copy_into(&mut packer, keep)?;
+        Ok(packer.finish()?)
+    }
+
+    /// Adds to `packer` the records whose id `keep` accepts, as they are:
+    /// nothing but the ids is decoded (merging an event batch into a unit
+    /// of 100,000 instances decoded and encoded every one of them).
+    pub fn copy_into(
+        &self,
+        packer: &mut Packer,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<(), PackError> {
         self.for_each_record(|body| {
             if keep(Fields(body).str()?) {
                 packer.push_record(body);
             }
             Ok(())
-        })?;
-        Ok(packer.finish()?)
+        })
     }
 
     /// Every instance, decoded into its own value (tests, small units).
