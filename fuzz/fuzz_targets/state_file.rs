@@ -117,6 +117,9 @@ fuzz_target!(|data: &[u8]| {
         for (new, _) in units.iter().take(3) {
             let (old, new) = (&old.instances, &new.instances);
             let diff = old.diff(new).expect("both decode");
+            // what an event batch picks out of a unit: the records as they are
+            let picked = old.select(|_| true).expect("decodes");
+            assert!(picked.same_as(old).expect("in memory"), "a copy differs");
             let built = |p| Snapshot::build_packed([p], naming, zone).expect("decodes");
             let current = built(old);
             let patched = Snapshot::patched(&current, naming, zone, &diff.gone, &diff.added)
