@@ -38,7 +38,7 @@ use hickory_proto::rr::Name;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::inventory::packed::{has_id, Packed, Spool, UnitDiff};
+use crate::inventory::packed::{has_id, Packed, Packer, Spool, UnitDiff};
 use crate::inventory::Source;
 use crate::metrics::{metrics, RefreshResult, StatusHandle};
 use crate::naming::Naming;
@@ -1091,7 +1091,7 @@ fn merge(
     old: &Packed,
     ids: &HashSet<String>,
     described: &Packed,
-    mut packer: crate::inventory::packed::Packer,
+    mut packer: Packer,
 ) -> Result<Packed, String> {
     old.copy_into(&mut packer, |id| !ids.contains(id))
         .map_err(|e| e.to_string())?;
@@ -1211,15 +1211,21 @@ fn patch_zone(
             }
         }
     }
-    let mut patched: Option<Snapshot> = None;
-    for (_, diff) in diffs {
-        let base = patched.as_ref().unwrap_or(current);
-        match Snapshot::patched(base, naming, zone, &diff.gone, &diff.added)? {
-            Some(next) => patched = Some(next),
-            None => return Ok(None),
+    // One patch for every changed unit, not one copy of the zone each: no
+    // id is in two units (above), so their changes are one inventory's.
+    let (gone, added) = match diffs {
+        [] => return Ok(None),
+        [(_, diff)] => (diff.gone.clone(), diff.added.clone()),
+        _ => {
+            let (mut gone, mut added) = (Packer::in_memory(), Packer::in_memory());
+            for (_, diff) in diffs {
+                diff.gone.copy_into(&mut gone, |_| true)?;
+                diff.added.copy_into(&mut added, |_| true)?;
+            }
+            (gone.finish()?, added.finish()?)
         }
-    }
-    Ok(patched)
+    };
+    Snapshot::patched(current, naming, zone, &gone, &added)
 }
 
 /// Base of the backoff after errors (not throttling): the first retry

@@ -1397,7 +1397,6 @@ impl Snapshot {
         // (new instance, owner code, whether the name is its id name)
         let mut claims: Vec<(u32, u16, bool)> = Vec::new();
         let (mut i, mut j) = (0usize, 0usize);
-        let (mut next_s_static, mut next_p_static) = (0usize, 0usize);
         loop {
             checkpoint();
             let order = match (i < current.named, j < part.named) {
@@ -1408,31 +1407,8 @@ impl Snapshot {
             };
             let from_s = (order != Ordering::Greater).then_some(i);
             let from_p = (order != Ordering::Less).then_some(j);
-            let mut node = None;
-            if let Some(i) = from_s {
-                while current
-                    .static_of
-                    .get(next_s_static)
-                    .is_some_and(|s| (s.0 as usize) < i)
-                {
-                    next_s_static += 1;
-                }
-                node = (current.static_of.get(next_s_static))
-                    .filter(|s| s.0 as usize == i)
-                    .map(|s| s.1);
-            }
-            if let Some(j) = from_p {
-                while part
-                    .static_of
-                    .get(next_p_static)
-                    .is_some_and(|s| (s.0 as usize) < j)
-                {
-                    next_p_static += 1;
-                }
-                node = node.or((part.static_of.get(next_p_static))
-                    .filter(|s| s.0 as usize == j)
-                    .map(|s| s.1));
-            }
+            let node = (from_s.and_then(|i| current.static_index(i)))
+                .or_else(|| from_p.and_then(|j| part.static_index(j)));
             claims.clear();
             if let Some(i) = from_s {
                 let name = current.records[i].name;
@@ -1489,11 +1465,10 @@ impl Snapshot {
                 // Made again: the union of its owners' own addresses.
                 _ => {
                     for &(k, _, _) in &claims {
-                        let from = match origin[k as usize] {
+                        let (from, o) = match origin[k as usize] {
                             Origin::Current(o) => (current, o),
                             Origin::Part(o) => (&part, o),
                         };
-                        let (from, o) = from;
                         let id = Self::labels_at(&from.names, from.instances[o].id);
                         let Some(record) = from.find(id) else {
                             return Ok(None);
@@ -1760,6 +1735,14 @@ impl Snapshot {
 
     /// The static records of record `record`, if it has any.
     fn static_node(&self, record: usize) -> Option<&StaticNode> {
+        self.statics
+            .nodes()
+            .get(self.static_index(record)? as usize)
+    }
+
+    /// The index in `statics.nodes()` of record `record`'s static records,
+    /// if it has any.
+    fn static_index(&self, record: usize) -> Option<u32> {
         if self.static_of.is_empty() {
             return None;
         }
@@ -1767,7 +1750,7 @@ impl Snapshot {
             .static_of
             .binary_search_by_key(&(record as u32), |&(r, _)| r)
             .ok()?;
-        self.statics.nodes().get(self.static_of[at].1 as usize)
+        Some(self.static_of[at].1)
     }
 
     /// The static records (`static_records`) in this zone, apex included.

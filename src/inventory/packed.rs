@@ -363,13 +363,11 @@ impl Packed {
         // one copy changed) cannot be patched exactly.
         let mut at = 0usize;
         let mut entangled = false;
-        let mut lower: Vec<u8> = Vec::new();
         if !ids.is_empty() {
             new.for_each_record(|b| {
                 if !changed[at] {
-                    lower.clear();
-                    lower.extend(id_and_state(b)?.0.iter().map(u8::to_ascii_lowercase));
-                    entangled |= std::str::from_utf8(&lower).is_ok_and(|id| ids.contains(id));
+                    let id = std::str::from_utf8(id_and_state(b)?.0);
+                    entangled |= id.is_ok_and(|id| has_id(&ids, id));
                 }
                 at += 1;
                 Ok(())
@@ -447,13 +445,6 @@ pub struct UnitDiff {
     pub removed_running: usize,
     /// How many old instances were running.
     pub old_running: usize,
-}
-
-impl UnitDiff {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.gone.is_empty() && self.added.is_empty()
-    }
 }
 
 /// A record's id and state as bytes (its first two fields), unchecked as
@@ -600,23 +591,24 @@ impl Packer {
 
     /// Adds `instance`.
     pub fn push(&mut self, instance: &Instance) {
-        let out = match &mut self.sink {
-            Sink::Memory(bytes) => bytes,
-            Sink::File { buffer, .. } => buffer,
-        };
-        encode(instance, out);
-        self.count += 1;
-        self.spill();
+        self.push_with(|out| encode(instance, out));
     }
 
     /// Adds a record's body as it is (one read back from packed bytes).
     fn push_record(&mut self, body: &[u8]) {
+        self.push_with(|out| {
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(body);
+        });
+    }
+
+    /// Adds the record `write` appends to the bytes not yet written.
+    fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let out = match &mut self.sink {
             Sink::Memory(bytes) => bytes,
             Sink::File { buffer, .. } => buffer,
         };
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(body);
+        write(out);
         self.count += 1;
         self.spill();
     }
