@@ -144,6 +144,13 @@ fn main() {
         live / snapshot.name_count().max(1),
         mb(peak)
     );
+    for (part, bytes) in snapshot.heap_parts() {
+        println!(
+            "  {part}: {} ({} per name)",
+            mb(bytes),
+            bytes / snapshot.name_count().max(1)
+        );
+    }
 
     // The same fleet named by two templates, an alias tag and a group rule
     // (issue 17).

@@ -139,6 +139,39 @@ pub fn no_huge_pages() {
     }
 }
 
+/// Index of `mi_option_purge_delay` in `mi_option_t` of the mimalloc 3
+/// that libmimalloc-sys 0.1.49 (pinned through mimalloc =0.1.52) builds;
+/// a test checks it by its default.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+// mimalloc's option calls, in the static library the `mimalloc` crate
+// links (the same one that is `main`'s global allocator); libmimalloc-sys
+// declares them only behind a feature that brings in another crate.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    #[cfg(test)]
+    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+}
+
+/// Has the allocator give freed pages back to the kernel at once, instead
+/// of after a second (mimalloc's default purge delay). `main` calls it
+/// first thing.
+///
+/// The work that frees much (building a zone, dropping the old one,
+/// reading the inventory) runs on blocking-pool threads, which then sit
+/// idle: mimalloc purges a heap's freed pages only when that heap
+/// allocates again after the delay, so they stayed resident. A 100,000-name
+/// daemon held 46-50 MB after six reloads and 38 MB with this; its peak
+/// at startup fell from 26 to 24.5 MB (`/proc/PID/status`, VmHWM), and a
+/// reload takes the same time (figures in benches/results/).
+#[allow(unsafe_code)]
+pub fn return_freed_memory_at_once() {
+    // SAFETY: sets one integer option; mimalloc reads options atomically
+    // and allows setting them at any time.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
 /// The one system call of fleetdns that no safe wrapper in its dependency
 /// tree offers (rustix leaves `sched_setscheduler` out).
 #[allow(unsafe_code)]
@@ -152,6 +185,26 @@ fn set_idle() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_mimalloc_defaults_to_a_second() {
+        // SAFETY: reads one integer option. A wrong index would set some
+        // other option in `return_freed_memory_at_once`: mimalloc 3's
+        // purge delay is the option whose default is 1,000 ms (unless the
+        // environment sets it).
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(
+                unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) },
+                1000
+            );
+        }
+        super::return_freed_memory_at_once();
+        assert_eq!(
+            unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) },
+            0
+        );
+    }
+
     #[tokio::test]
     #[allow(unsafe_code)]
     async fn background_work_runs_under_sched_idle() {

@@ -22,6 +22,10 @@
 // `recvmmsg` in `dns::batch`); everything else is denied it.
 #![deny(unsafe_code)]
 
+// The allocator's static library, for `background::return_freed_memory_at_once`
+// (`main` makes mimalloc the global allocator).
+use mimalloc as _;
+
 pub mod access;
 pub mod background;
 pub mod cli;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     // mimalloc is built not to ask for huge pages; this also keeps a
     // system whose THP mode is `always` from giving them.
     fleetdns::background::no_huge_pages();
+    fleetdns::background::return_freed_memory_at_once();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

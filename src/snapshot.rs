@@ -2008,6 +2008,36 @@ impl Snapshot {
     pub fn report(&self) -> &NamingReport {
         &self.report
     }
+
+    /// The heap bytes each large part holds (its capacity, so slack
+    /// counts), largest first: what `cargo bench --bench memory` prints to
+    /// say where a zone's bytes go.
+    pub fn heap_parts(&self) -> Vec<(&'static str, usize)> {
+        fn bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        // hashbrown: one control byte per bucket plus the group padding;
+        // buckets are a power of two at least 8/7 of the capacity.
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
+        let mut parts = vec![
+            ("names (text)", bytes(&self.names)),
+            ("name records", bytes(&self.records)),
+            (
+                "hash index",
+                buckets * (std::mem::size_of::<u32>() + 1) + 16,
+            ),
+            ("IPv4 addresses", bytes(&self.ipv4)),
+            ("IPv6 addresses", bytes(&self.ipv6)),
+            ("owners", bytes(&self.owners)),
+            ("owner rules", bytes(&self.owner_rules)),
+            ("instances", bytes(&self.instances)),
+            ("reverse IPv4", bytes(&self.reverse4)),
+            ("reverse IPv6", bytes(&self.reverse6)),
+            ("static names", bytes(&self.static_of)),
+        ];
+        parts.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
+        parts
+    }
 }
 
 /// The hash index of `records`' first `named` names, and the empty
