@@ -168,6 +168,32 @@ fn main() {
     );
     drop((rich_snapshot, rich));
 
+    // A reload that renames one instance, as the refresher does it: the
+    // new fetch compared with the old unit record by record, then the
+    // served zone patched (a new zone made beside the current one).
+    let renamed = text.replacen(r#""Value":"web-1""#, r#""Value":"renamed-1""#, 1);
+    let renamed_path = dir.join("renamed.json");
+    std::fs::write(&renamed_path, &renamed).expect("writes the document");
+    let new = FileSource::new(&renamed_path).read(&spool).expect("reads");
+    let (diff, live, peak) = measure(|| packed.diff(&new).expect("compares"));
+    println!(
+        "a reload renaming one instance: compare {} live, peak {}",
+        mb(live),
+        mb(peak)
+    );
+    let (patched, live, peak) = measure(|| {
+        Snapshot::patched(&snapshot, &naming, &zone, &diff.gone, &diff.added)
+            .expect("patches")
+            .expect("a patch")
+    });
+    println!(
+        "  patch: the new zone {} live, peak while patching {} (the current zone: {})",
+        mb(live),
+        mb(peak),
+        mb(snapshot.heap_parts().iter().map(|p| p.1).sum())
+    );
+    drop((patched, diff, new));
+
     let units = [("file:bench", SystemTime::now(), &packed)];
     let (reread, _, peak) = measure(|| fleetdns::state::save(&dir, 1, &units).expect("saves"));
     let size = std::fs::metadata(fleetdns::state::state_path(&dir)).map_or(0, |m| m.len());
