@@ -46,7 +46,9 @@ pub fn drop_later<T: Send + 'static>(value: T) {
 fn idle<T>(work: impl FnOnce() -> T) -> impl FnOnce() -> T {
     move || {
         idle_this_thread();
-        work()
+        let value = work();
+        collect_freed();
+        value
     }
 }
 
@@ -150,6 +152,7 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 #[allow(unsafe_code)]
 unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    fn mi_collect(force: bool);
     #[cfg(test)]
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
@@ -170,6 +173,24 @@ pub fn return_freed_memory_at_once() {
     // SAFETY: sets one integer option; mimalloc reads options atomically
     // and allows setting them at any time.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// Has the allocator give back what this thread's heap holds free, once
+/// a piece of background work is done ([`run`] and [`drop_later`] call it).
+///
+/// Blocks freed by another thread (an old zone dropped by `drop_later`,
+/// which the refresher's thread built) wait on their heap's list until
+/// that heap allocates again, and a blocking-pool thread may then sit idle
+/// for seconds: after the second reload of a 100,000-name zone, 1.9 MB
+/// more stayed resident each time. With this call after each piece of
+/// work, the daemon holds 21.5 MB between reloads instead of 23.8-26 MB,
+/// and a reload peaks at 35.3 MB instead of 37.8 MB, in the same time
+/// (benches/results/; reload times unchanged).
+#[allow(unsafe_code)]
+fn collect_freed() {
+    // SAFETY: a plain call into the allocator, allowed from any thread at
+    // any time.
+    unsafe { mi_collect(true) }
 }
 
 /// The one system call of fleetdns that no safe wrapper in its dependency

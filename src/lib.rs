@@ -22,7 +22,7 @@
 // `recvmmsg` in `dns::batch`); everything else is denied it.
 #![deny(unsafe_code)]
 
-// The allocator's static library, for `background::return_freed_memory_at_once`
+// The allocator's static library, for the calls into it in `background`
 // (`main` makes mimalloc the global allocator).
 use mimalloc as _;
 

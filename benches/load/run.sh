@@ -24,8 +24,9 @@
 # - Extra runs: time for a changed name to be visible after a reload
 #   (SIGHUP for every server); fleetdns swapping a 100,000-name snapshot
 #   every second under a fixed 20,000 q/s load, against the same load
-#   without swaps (with p99 latency, from dnsperf -v per-query lines);
-#   startup from persisted state; forwarding to one local upstream (NSD),
+#   without swaps (with p99 latency, from dnsperf -v per-query lines,
+#   and the resident memory before and its peak during the 12 s, so the
+#   peak while a new zone is made beside the served one); startup from persisted state; forwarding to one local upstream (NSD),
 #   cached, fleetdns against dnsmasq.
 # - Central-server checks (fleetdns only, the first size): q/CPU-s as it
 #   is, with an [access] list matched at its last entry, with [rrl] at a
@@ -454,6 +455,12 @@ if want fleetdns && [[ " ${servers[*]} " == *" fleetdns "* ]]; then
             port=$((port + 1))
             start fleetdns "$n" "$swapdir" "$port"
             wait_answer "$port" "$(now_ms)" "web-$n.fleet.internal" "$(ip_of "$n")" 120 >/dev/null
+            # Memory (issue 18): resident after startup settles, then the
+            # peak of the 12 s below (VmHWM reset first: with swaps, each
+            # a new zone made beside the one served).
+            sleep 1
+            rss_before="$(awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")"
+            echo 5 >"/proc/$pid/clear_refs"
             swapper=""
             if [ "$mode" = swapping ]; then
                 # One long-lived process on dnsperf's CPU at idle priority
@@ -483,8 +490,9 @@ while True:
             fi
             read -r qps done lost avg max p99 <<<"$(perf "$port" "$dir/queries" -l 12 -Q 20000 -v)"
             [ -n "$swapper" ] && { kill "$swapper" 2>/dev/null || true; wait "$swapper" 2>/dev/null || true; }
-            echo "swap $n $mode $round $qps $lost $avg $max $p99" >>"$results"
-            echo "swap n=$n $mode: $qps q/s, lost $lost, avg $avg ms, p99 $p99 ms, max $max ms" >&2
+            rss_peak="$(peak_rss_mb "$pid")"
+            echo "swap $n $mode $round $qps $lost $avg $max $p99 $rss_before $rss_peak" >>"$results"
+            echo "swap n=$n $mode: $qps q/s, lost $lost, avg $avg ms, p99 $p99 ms, max $max ms, rss $rss_before MB, peak $rss_peak MB" >&2
             stop "$pid"
             gen "$n" "$swapdir"
         done
@@ -701,11 +709,11 @@ report() {
         echo
         echo "## fleetdns under a fixed 20,000 q/s for 12 s, $n names, with and without a snapshot swap every second"
         echo
-        echo "| mode | QPS | lost | avg ms | p99 ms | max ms |"
-        echo "|---|---|---|---|---|---|"
+        echo "| mode | QPS | lost | avg ms | p99 ms | max ms | RSS before MB | peak RSS MB | peak / before |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         for mode in steady swapping; do
             sel() { col swap "$mode" "$1"; }
-            echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 9 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) |"
+            echo "| $mode | $(sel 5 | median) | $(sel 6 | sort -g | tail -1) | $(sel 7 | median) | $(sel 9 | median) | $(sel 8 | median) (max $(sel 8 | sort -g | tail -1)) | $(sel 10 | median) | $(sel 11 | median) (max $(sel 11 | sort -g | tail -1)) | $(ratio "$(sel 11 | median)" "$(sel 10 | median)") |"
         done
     fi
     if grep -q '^forward ' "$results"; then
