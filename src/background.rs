@@ -165,9 +165,10 @@ unsafe extern "C" {
 /// reading the inventory) runs on blocking-pool threads, which then sit
 /// idle: mimalloc purges a heap's freed pages only when that heap
 /// allocates again after the delay, so they stayed resident. A 100,000-name
-/// daemon held 46-50 MB after six reloads and 38 MB with this; its peak
-/// at startup fell from 26 to 24.5 MB (`/proc/PID/status`, VmHWM), and a
-/// reload takes the same time (figures in benches/results/).
+/// daemon held 46-50 MB after six reloads and 26 MB with this (38 MB at
+/// its peak during them); its peak at startup fell from 26 to 24.5 MB
+/// (`/proc/PID/status`, VmHWM), and a reload takes the same time (figures
+/// in benches/results/2026-12-05-memory.md).
 #[allow(unsafe_code)]
 pub fn return_freed_memory_at_once() {
     // SAFETY: sets one integer option; mimalloc reads options atomically
