@@ -970,13 +970,38 @@ impl<'n> SnapshotBuilder<'n> {
                 .then(a.2.cmp(&b.2))
         });
 
-        let mut records: Vec<NameRecord> = Vec::with_capacity(order.len() + chosen.len() + 1);
-        let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(pending_v4.len() * 2);
+        // Each instance in id order: its id name and where its addresses
+        // start, the addresses moved into that order so that an entry
+        // ends where the next one starts (the last entry is a sentinel).
+        // `pending` and `order` go before the zone's arrays are made: 1.6
+        // MB less at the build's peak at 100,000 instances.
+        let count = order.len();
+        let mut by_id: Vec<(u32, u32, u32)> = Vec::with_capacity(count + 1);
+        let mut v4s: Vec<Ipv4Addr> = Vec::with_capacity(pending_v4.len());
+        let mut v6s: Vec<Ipv6Addr> = Vec::with_capacity(pending_v6.len());
+        for &k in &order {
+            let (v4, v6) = span(k as usize);
+            by_id.push((pending[k as usize].id, v4s.len() as u32, v6s.len() as u32));
+            v4s.extend_from_slice(&pending_v4[v4]);
+            v6s.extend_from_slice(&pending_v6[v6]);
+        }
+        by_id.push((NO_NAME, v4s.len() as u32, v6s.len() as u32));
+        drop((pending, pending_v4, pending_v6, order));
+        let addresses = |i: usize| {
+            let (a, b) = (by_id[i], by_id[i + 1]);
+            (
+                &v4s[a.1 as usize..b.1 as usize],
+                &v6s[a.2 as usize..b.2 as usize],
+            )
+        };
+
+        let mut records: Vec<NameRecord> = Vec::with_capacity(count + chosen.len() + 1);
+        let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(v4s.len() * 2);
         let mut ipv6: Vec<Ipv6Addr> = Vec::new();
-        let mut owners: Vec<u32> = Vec::with_capacity(order.len() + chosen.len());
+        let mut owners: Vec<u32> = Vec::with_capacity(count + chosen.len());
         let mut owner_rules: Vec<u16> = Vec::new();
         // Each instance's primary name: its chosen one, else its id's.
-        let mut primary: Vec<u32> = vec![NO_NAME; order.len()];
+        let mut primary: Vec<u32> = vec![NO_NAME; count];
         let (mut next_id, mut next_chosen) = (0usize, 0usize);
         // Static names are a third sorted run (`static_records`).
         let statics = naming.statics().clone();
@@ -984,7 +1009,7 @@ impl<'n> SnapshotBuilder<'n> {
         let mut next_static = 0usize;
         loop {
             checkpoint();
-            let id_name = order.get(next_id).map(|&k| pending[k as usize].id);
+            let id_name = by_id[..count].get(next_id).map(|e| e.0);
             let chosen_name = chosen.get(next_chosen).map(|c| c.0);
             // A static name goes in where no fleet name comes before it. One
             // equal to chosen names takes the name over: it answers with the
@@ -1045,9 +1070,9 @@ impl<'n> SnapshotBuilder<'n> {
             records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
             let (v4_start, v6_start) = (ipv4.len(), ipv6.len());
             if let Some(i) = group {
-                let (v4, v6) = span(order[i] as usize);
-                ipv4.extend_from_slice(&pending_v4[v4]);
-                ipv6.extend_from_slice(&pending_v6[v6]);
+                let (v4, v6) = addresses(i);
+                ipv4.extend_from_slice(v4);
+                ipv6.extend_from_slice(v6);
                 owners.push(i as u32);
                 if has_aliases {
                     owner_rules.push(NONE);
@@ -1066,9 +1091,9 @@ impl<'n> SnapshotBuilder<'n> {
                 if Self::labels(&names, other) != labels {
                     break;
                 }
-                let (v4, v6) = span(order[i as usize] as usize);
-                ipv4.extend_from_slice(&pending_v4[v4]);
-                ipv6.extend_from_slice(&pending_v6[v6]);
+                let (v4, v6) = addresses(i as usize);
+                ipv4.extend_from_slice(v4);
+                ipv6.extend_from_slice(v6);
                 owners.push(i);
                 if has_aliases {
                     owner_rules.push(alias);
@@ -1089,16 +1114,15 @@ impl<'n> SnapshotBuilder<'n> {
         let named = records.len();
         records.push(NameRecord::next(0, &ipv4, &ipv6, &owners));
 
-        let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(pending_v4.len());
+        let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(v4s.len());
         let mut reverse6: Vec<(Ipv6Addr, u32)> = Vec::new();
-        for (i, &k) in order.iter().enumerate() {
+        for (i, &record) in primary.iter().enumerate() {
             checkpoint();
-            let (v4, v6) = span(k as usize);
-            let record = primary[i];
-            reverse4.extend(pending_v4[v4].iter().map(|a| (u32::from(*a), record)));
-            reverse6.extend(pending_v6[v6].iter().map(|a| (*a, record)));
+            let (v4, v6) = addresses(i);
+            reverse4.extend(v4.iter().map(|a| (u32::from(*a), record)));
+            reverse6.extend(v6.iter().map(|a| (*a, record)));
         }
-        drop((pending, pending_v4, pending_v6, order, primary));
+        drop((by_id, v4s, v6s, primary));
         reverse4.sort_unstable_by(|a, b| {
             checkpoint();
             a.cmp(b)
