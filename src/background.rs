@@ -210,7 +210,7 @@ mod tests {
     #[test]
     #[allow(unsafe_code)]
     fn the_purge_delay_option_is_the_one_mimalloc_defaults_to_a_second() {
-        // SAFETY: reads one integer option. A wrong index would set some
+        // SAFETY: reads and sets one integer option. A wrong index would set some
         // other option in `return_freed_memory_at_once`: mimalloc 3's
         // purge delay is the option whose default is 1,000 ms (unless the
         // environment sets it).

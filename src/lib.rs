@@ -18,8 +18,9 @@
 //! `logging` sets up log lines (journald priorities, JSON); `serve` wires
 //! the daemon together, with `systemd` for readiness. `main.rs` is thin.
 
-// Two audited calls need `unsafe` (`background::set_idle`, and
-// `recvmmsg` in `dns::batch`); everything else is denied it.
+// Audited calls need `unsafe`: `background::set_idle`, the allocator's
+// option and collection calls in `background`, and `recvmmsg`/`sendmmsg`
+// in `dns::batch`; everything else is denied it.
 #![deny(unsafe_code)]
 
 // The allocator's static library, for the calls into it in `background`
