@@ -52,15 +52,15 @@ const NO_NAME: u32 = u32::MAX;
 /// One name of the zone: where its parts start in the flat arrays. They
 /// end where the next record's start (the record after the last name with
 /// data is a sentinel holding the arrays' lengths); empty non-terminals,
-/// after the sentinel, have no data.
+/// after the sentinel, have no data. Where its IPv6 addresses start is
+/// kept apart, in `Snapshot::ipv6_at`, and only in zones that have any:
+/// twelve bytes a name, not sixteen, where a fleet has no IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NameRecord {
     /// Its relative name in `Snapshot::names` (see [`Snapshot`]).
     name: u32,
     /// Its first IPv4 address in `Snapshot::ipv4`.
     ipv4: u32,
-    /// Its first IPv6 address in `Snapshot::ipv6`.
-    ipv6: u32,
     /// Its first owner in `Snapshot::owners`.
     owners: u32,
 }
@@ -68,13 +68,103 @@ struct NameRecord {
 impl NameRecord {
     /// A record for the name at `name` whose items start at the current
     /// ends of the address and owner arrays.
-    fn next(name: u32, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr], owners: &[u32]) -> NameRecord {
+    fn next(name: u32, ipv4: &[Ipv4Addr], owners: &[u32]) -> NameRecord {
         NameRecord {
             name,
             ipv4: ipv4.len() as u32,
-            ipv6: ipv6.len() as u32,
             owners: owners.len() as u32,
         }
+    }
+}
+
+/// Appends a record for the name at `name` (see [`NameRecord::next`]),
+/// and where its IPv6 addresses start to `ipv6_at`: that stays empty
+/// until some name has an IPv6 address, then holds a start for every
+/// record before the sentinel and the sentinel's (all of them 0 before
+/// the first name with one).
+fn push_record(
+    records: &mut Vec<NameRecord>,
+    ipv6_at: &mut Vec<u32>,
+    name: u32,
+    (ipv4, ipv6, owners): (&[Ipv4Addr], &[Ipv6Addr], &[u32]),
+) {
+    if !ipv6.is_empty() && ipv6_at.is_empty() {
+        ipv6_at.resize(records.len(), 0);
+    }
+    if !ipv6_at.is_empty() {
+        ipv6_at.push(ipv6.len() as u32);
+    }
+    records.push(NameRecord::next(name, ipv4, owners));
+}
+
+/// The range of record `record`'s IPv6 addresses, from `ipv6_at` (see
+/// [`push_record`]); nothing for an empty non-terminal (at or after
+/// `named`, the sentinel).
+fn ipv6_span(ipv6_at: &[u32], named: usize, record: usize) -> Range<usize> {
+    match (ipv6_at.get(record), ipv6_at.get(record + 1)) {
+        (Some(&start), Some(&end)) if record < named => start as usize..end as usize,
+        _ => 0..0,
+    }
+}
+
+/// Marks an offset into [`NameText::own`]; offsets without it are into
+/// [`NameText::shared`].
+const OWN: u32 = 1 << 31;
+
+/// The text of a zone's names (see [`Snapshot`]), in two buffers: one a
+/// build made, shared by every zone patched from it since, and the names
+/// this zone added after it. A patch that renames one instance then
+/// copies one name, not 3 MB of them (issue 18: a reload held two zones'
+/// text). Names that left stay in the shared buffer until a patch finds
+/// a quarter of it dead and writes one buffer again. Offsets are below
+/// 2^31 in each (a zone's text is far smaller: 255 bytes a name at most).
+#[derive(Debug, Clone, Default)]
+struct NameText {
+    /// Names as a build wrote them: a length byte, then the labels.
+    shared: Arc<Vec<u8>>,
+    /// Names added since, the same way; offsets into it carry [`OWN`].
+    own: Vec<u8>,
+}
+
+impl NameText {
+    /// The text a build wrote, shared from now on.
+    fn new(shared: Vec<u8>) -> Self {
+        NameText {
+            shared: Arc::new(shared),
+            own: Vec::new(),
+        }
+    }
+
+    /// The relative wire labels of the name at `at`.
+    fn labels(&self, at: u32) -> &[u8] {
+        if at & OWN == 0 {
+            SnapshotBuilder::labels(&self.shared, at)
+        } else {
+            SnapshotBuilder::labels(&self.own, at & !OWN)
+        }
+    }
+
+    /// Adds a name given as relative wire labels to `own`; its offset.
+    fn push(&mut self, labels: &[u8]) -> u32 {
+        let at = self.own.len() as u32 | OWN;
+        self.own.push(labels.len() as u8);
+        self.own.extend_from_slice(labels);
+        at
+    }
+
+    /// Bytes of the shared buffer that none of `records`' names uses (the
+    /// sentinel at `named` has no name).
+    fn dead(&self, records: &[NameRecord], named: usize) -> usize {
+        let live: usize = (records.iter().enumerate())
+            .filter(|&(r, record)| r != named && record.name & OWN == 0)
+            .map(|(_, record)| {
+                1 + self
+                    .shared
+                    .get(record.name as usize)
+                    .map_or(0, |&n| usize::from(n))
+            })
+            .sum();
+        self.shared.len().saturating_sub(live)
     }
 }
 
@@ -232,7 +322,7 @@ impl<'a> Entry<'a> {
     /// IPv6 addresses of all owners, sorted, without duplicates.
     pub fn ipv6(&self) -> &'a [Ipv6Addr] {
         let s = self.snapshot;
-        &s.ipv6[s.span(self.record, |r| r.ipv6)]
+        &s.ipv6[s.span6(self.record)]
     }
 
     /// Its static records (`static_records`), if it has any: then they
@@ -402,7 +492,7 @@ pub struct Snapshot {
     /// When this snapshot was built.
     built_at: SystemTime,
     /// Every name and instance id (see above).
-    names: Vec<u8>,
+    names: NameText,
     /// Names with data (the first `named`, sorted by their text relative to
     /// the zone), a sentinel, then the empty non-terminals: names that exist
     /// only as ancestors of other names.
@@ -419,6 +509,9 @@ pub struct Snapshot {
     ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses of all names.
     ipv6: Vec<Ipv6Addr>,
+    /// Where each record's IPv6 addresses start in `ipv6`, up to the
+    /// sentinel's; empty when no name has one (see [`push_record`]).
+    ipv6_at: Vec<u32>,
     /// Owners of all names, as indexes into `instances`.
     owners: Vec<u32>,
     /// For each of `owners`, the alias or group rule that gave it the name
@@ -701,7 +794,7 @@ impl<'n> SnapshotBuilder<'n> {
                     .extend_from_slice(&current.ipv4[current.span(record, |r| r.ipv4)]);
                 builder
                     .ipv6
-                    .extend_from_slice(&current.ipv6[current.span(record, |r| r.ipv6)]);
+                    .extend_from_slice(&current.ipv6[current.span6(record)]);
             }
             builder.pending.push(Pending {
                 id,
@@ -732,11 +825,11 @@ impl<'n> SnapshotBuilder<'n> {
 
     /// Copies the name at `at` in `names` (its length byte and labels) to
     /// the end of the builder's; where it starts there.
-    fn copy_name(&mut self, names: &[u8], at: u32) -> u32 {
+    fn copy_name(&mut self, names: &NameText, at: u32) -> u32 {
         let start = self.names.len() as u32;
-        let at = at as usize;
-        let len = usize::from(names[at]);
-        self.names.extend_from_slice(&names[at..at + 1 + len]);
+        let labels = names.labels(at);
+        self.names.push(labels.len() as u8);
+        self.names.extend_from_slice(labels);
         start
     }
 
@@ -996,6 +1089,7 @@ impl<'n> SnapshotBuilder<'n> {
         };
 
         let mut records: Vec<NameRecord> = Vec::with_capacity(count + chosen.len() + 1);
+        let mut ipv6_at: Vec<u32> = Vec::new();
         let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(v4s.len() * 2);
         let mut ipv6: Vec<Ipv6Addr> = Vec::new();
         let mut owners: Vec<u32> = Vec::with_capacity(count + chosen.len());
@@ -1035,7 +1129,7 @@ impl<'n> SnapshotBuilder<'n> {
                             at
                         }
                     };
-                    records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
+                    push_record(&mut records, &mut ipv6_at, name, (&ipv4, &ipv6, &owners));
                     ipv4.extend_from_slice(&node.ipv4);
                     ipv6.extend_from_slice(&node.ipv6);
                     while let Some(&(other, i, alias)) = chosen.get(next_chosen) {
@@ -1067,7 +1161,7 @@ impl<'n> SnapshotBuilder<'n> {
                 (None, Some(c)) => (c, None),
             };
             let record = records.len() as u32;
-            records.push(NameRecord::next(name, &ipv4, &ipv6, &owners));
+            push_record(&mut records, &mut ipv6_at, name, (&ipv4, &ipv6, &owners));
             let (v4_start, v6_start) = (ipv4.len(), ipv6.len());
             if let Some(i) = group {
                 let (v4, v6) = addresses(i);
@@ -1112,7 +1206,7 @@ impl<'n> SnapshotBuilder<'n> {
         }
         drop(chosen);
         let named = records.len();
-        records.push(NameRecord::next(0, &ipv4, &ipv6, &owners));
+        push_record(&mut records, &mut ipv6_at, 0, (&ipv4, &ipv6, &owners));
 
         let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(v4s.len());
         let mut reverse6: Vec<(Ipv6Addr, u32)> = Vec::new();
@@ -1131,7 +1225,8 @@ impl<'n> SnapshotBuilder<'n> {
         reverse6.sort_unstable();
         reverse6.dedup();
 
-        let (index, hasher) = index_names(&mut names, &mut records, named, &ipv4, &ipv6, &owners);
+        let mut names = NameText::new(names);
+        let (index, hasher) = index_names(&mut names, &mut records, named, &ipv4, &owners);
 
         Snapshot {
             zone_text: zone.to_ascii().into(),
@@ -1146,6 +1241,7 @@ impl<'n> SnapshotBuilder<'n> {
             hasher,
             ipv4,
             ipv6,
+            ipv6_at,
             owners,
             owner_rules,
             instances,
@@ -1402,8 +1498,25 @@ impl Snapshot {
         // Names, merged in text order. A current name none of whose owners
         // left, and that the part does not have, is copied as it is (the
         // common case); the others are made again from their owners.
-        let mut names: Vec<u8> = Vec::with_capacity(current.names.len() + part.names.len());
+        // Their text stays where it is in the shared buffer, and the rest
+        // goes to this zone's own; unless a quarter of the shared buffer
+        // would then be dead or beside it, when all of it is written again
+        // into a new shared buffer (see [`NameText`]).
+        let shared = &current.names.shared;
+        let share = current.names.own.len()
+            + part.names.own.len()
+            + part.names.shared.len()
+            + current.names.dead(&current.records, current.named)
+            <= shared.len() / 4;
+        let (tag, mut text) = if share {
+            let room = current.names.own.len() + part.names.shared.len();
+            (OWN, Vec::with_capacity(room))
+        } else {
+            let room = shared.len() + current.names.own.len() + part.names.shared.len();
+            (0, Vec::with_capacity(room))
+        };
         let mut records: Vec<NameRecord> = Vec::with_capacity(current.records.len() + part.named);
+        let mut ipv6_at: Vec<u32> = Vec::new();
         let mut ipv4: Vec<Ipv4Addr> = Vec::with_capacity(current.ipv4.len() + part.ipv4.len());
         let mut ipv6: Vec<Ipv6Addr> = Vec::with_capacity(current.ipv6.len() + part.ipv6.len());
         let mut owners: Vec<u32> = Vec::with_capacity(current.owners.len() + part.owners.len());
@@ -1467,20 +1580,25 @@ impl Snapshot {
                 continue;
             }
             let record = records.len() as u32;
-            let labels = match from_s {
+            let (labels, at) = match from_s {
                 Some(i) => {
                     new_of[i] = record;
-                    current.relative(i)
+                    (current.relative(i), current.records[i].name)
                 }
                 None => {
                     part_only.push(record);
-                    part.relative(j - 1)
+                    (part.relative(j - 1), OWN)
                 }
             };
-            let at = names.len() as u32;
-            names.push(labels.len() as u8);
-            names.extend_from_slice(labels);
-            records.push(NameRecord::next(at, &ipv4, &ipv6, &owners));
+            let at = if share && at & OWN == 0 {
+                at
+            } else {
+                let start = text.len() as u32 | tag;
+                text.push(labels.len() as u8);
+                text.extend_from_slice(labels);
+                start
+            };
+            push_record(&mut records, &mut ipv6_at, at, (&ipv4, &ipv6, &owners));
             let (v4, v6) = (ipv4.len(), ipv6.len());
             match (node, from_s) {
                 (Some(node), _) => {
@@ -1490,7 +1608,7 @@ impl Snapshot {
                 }
                 (None, Some(i)) if untouched => {
                     ipv4.extend_from_slice(&current.ipv4[current.span(i, |r| r.ipv4)]);
-                    ipv6.extend_from_slice(&current.ipv6[current.span(i, |r| r.ipv6)]);
+                    ipv6.extend_from_slice(&current.ipv6[current.span6(i)]);
                 }
                 // Made again: the union of its owners' own addresses.
                 _ => {
@@ -1504,7 +1622,7 @@ impl Snapshot {
                             return Ok(None);
                         };
                         ipv4.extend_from_slice(&from.ipv4[from.span(record, |r| r.ipv4)]);
-                        ipv6.extend_from_slice(&from.ipv6[from.span(record, |r| r.ipv6)]);
+                        ipv6.extend_from_slice(&from.ipv6[from.span6(record)]);
                     }
                     sort_dedup_tail(&mut ipv4, v4);
                     sort_dedup_tail(&mut ipv6, v6);
@@ -1530,8 +1648,19 @@ impl Snapshot {
             }
         }
         drop((s_of, p_of, origin, claims));
+        if text.len() >= OWN as usize {
+            return Ok(None);
+        }
+        let mut names = if share {
+            NameText {
+                shared: shared.clone(),
+                own: text,
+            }
+        } else {
+            NameText::new(text)
+        };
         let named = records.len();
-        records.push(NameRecord::next(0, &ipv4, &ipv6, &owners));
+        push_record(&mut records, &mut ipv6_at, 0, (&ipv4, &ipv6, &owners));
         // Each instance's id name, now in `names`; its addresses are its
         // id record's, and their PTR names its primary name.
         let mut reverse4: Vec<(u32, u32)> = Vec::with_capacity(current.reverse4.len());
@@ -1556,7 +1685,7 @@ impl Snapshot {
                     .map(|a| (u32::from(*a), ptr)),
             );
             reverse6.extend(
-                ipv6[r.ipv6 as usize..next.ipv6 as usize]
+                ipv6[ipv6_span(&ipv6_at, named, record as usize)]
                     .iter()
                     .map(|a| (*a, ptr)),
             );
@@ -1581,7 +1710,7 @@ impl Snapshot {
             &mut names,
             &mut records,
             named,
-            (&ipv4, &ipv6, &owners),
+            (&ipv4, &owners),
             &mut index,
             &hasher,
         );
@@ -1629,6 +1758,7 @@ impl Snapshot {
             hasher,
             ipv4,
             ipv6,
+            ipv6_at,
             owners,
             owner_rules,
             instances,
@@ -1675,7 +1805,6 @@ impl Snapshot {
                 .all(|(r, (a, b))| {
                     checkpoint();
                     a.ipv4 == b.ipv4
-                        && a.ipv6 == b.ipv6
                         && a.owners == b.owners
                         && (r == self.named || self.relative(r) == other.relative(r))
                 });
@@ -1693,6 +1822,7 @@ impl Snapshot {
             && same_instances
             && self.ipv4 == other.ipv4
             && self.ipv6 == other.ipv6
+            && self.ipv6_at == other.ipv6_at
             && self.owners == other.owners
             && self.owner_rules.len() == other.owner_rules.len()
             && self
@@ -1711,8 +1841,8 @@ impl Snapshot {
     }
 
     /// The relative wire labels of the name at `at` in `names`.
-    fn labels_at(names: &[u8], at: u32) -> &[u8] {
-        SnapshotBuilder::labels(names, at)
+    fn labels_at(names: &NameText, at: u32) -> &[u8] {
+        names.labels(at)
     }
 
     /// The relative wire labels of record `record`'s name.
@@ -1728,6 +1858,11 @@ impl Snapshot {
             return 0..0;
         }
         field(&self.records[record]) as usize..field(&self.records[record + 1]) as usize
+    }
+
+    /// The range of record `record`'s IPv6 addresses in `ipv6`.
+    fn span6(&self, record: usize) -> Range<usize> {
+        ipv6_span(&self.ipv6_at, self.named, record)
     }
 
     /// The owner code of the owner at `at` in `owners`, if the name is
@@ -2053,7 +2188,8 @@ impl Snapshot {
         // buckets are a power of two at least 8/7 of the capacity.
         let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
         let mut parts = vec![
-            ("names (text)", bytes(&self.names)),
+            ("names (text)", bytes(&self.names.shared)),
+            ("names (text since the build)", bytes(&self.names.own)),
             ("name records", bytes(&self.records)),
             (
                 "hash index",
@@ -2061,6 +2197,7 @@ impl Snapshot {
             ),
             ("IPv4 addresses", bytes(&self.ipv4)),
             ("IPv6 addresses", bytes(&self.ipv6)),
+            ("IPv6 starts", bytes(&self.ipv6_at)),
             ("owners", bytes(&self.owners)),
             ("owner rules", bytes(&self.owner_rules)),
             ("instances", bytes(&self.instances)),
@@ -2079,11 +2216,10 @@ impl Snapshot {
 /// own are empty non-terminals, after the sentinel (they are few: only
 /// names of several labels have them).
 fn index_names(
-    names: &mut Vec<u8>,
+    names: &mut NameText,
     records: &mut Vec<NameRecord>,
     named: usize,
     ipv4: &[Ipv4Addr],
-    ipv6: &[Ipv6Addr],
     owners: &[u32],
 ) -> (HashTable<u32>, RandomState) {
     let hasher = RandomState::new();
@@ -2093,62 +2229,51 @@ fn index_names(
         let hash = hash_of(&hasher, names, records, i as u32);
         index.insert_unique(hash, i as u32, |&j| hash_of(&hasher, names, records, j));
     }
-    add_ancestors(
-        names,
-        records,
-        named,
-        (ipv4, ipv6, owners),
-        &mut index,
-        &hasher,
-    );
+    add_ancestors(names, records, named, (ipv4, owners), &mut index, &hasher);
     (index, hasher)
 }
 
 /// The hash of record `j`'s name.
-fn hash_of(hasher: &RandomState, names: &[u8], records: &[NameRecord], j: u32) -> u64 {
-    hasher.hash_one(SnapshotBuilder::labels(names, records[j as usize].name))
+fn hash_of(hasher: &RandomState, names: &NameText, records: &[NameRecord], j: u32) -> u64 {
+    hasher.hash_one(names.labels(records[j as usize].name))
 }
 
 /// Adds to `index`, `records` and `names` every ancestor of the first
 /// `named` records' names that is not there yet (see [`index_names`]);
-/// `arrays` are the address and owner arrays whose ends the new records
-/// point at.
+/// `arrays` are the IPv4 address and owner arrays whose ends the new
+/// records point at (their IPv6 starts are not kept: see [`push_record`]).
 fn add_ancestors(
-    names: &mut Vec<u8>,
+    names: &mut NameText,
     records: &mut Vec<NameRecord>,
     named: usize,
-    (ipv4, ipv6, owners): (&[Ipv4Addr], &[Ipv6Addr], &[u32]),
+    (ipv4, owners): (&[Ipv4Addr], &[u32]),
     index: &mut HashTable<u32>,
     hasher: &RandomState,
 ) {
     for i in 0..named {
         checkpoint();
-        let at = records[i].name as usize;
-        let len = usize::from(names[at]);
-        let mut start = at + 1;
-        let end = start + len;
+        let at = records[i].name;
+        // Each proper suffix of the name's labels, longest first.
+        let mut start = 0;
         loop {
-            start += 1 + usize::from(names[start]);
-            if start >= end {
+            let full = names.labels(at);
+            start += 1 + usize::from(full[start]);
+            if start >= full.len() {
                 break;
             }
-            let labels = &names[start..end];
+            let labels = &full[start..];
             let hash = hasher.hash_one(labels);
             let present = index
-                .find(hash, |&j| {
-                    SnapshotBuilder::labels(names, records[j as usize].name) == labels
-                })
+                .find(hash, |&j| names.labels(records[j as usize].name) == labels)
                 .is_some();
             if present {
                 // Present, and so are its own ancestors.
                 break;
             }
-            let name = names.len() as u32;
             let copy = labels.to_vec();
-            names.push(copy.len() as u8);
-            names.extend_from_slice(&copy);
+            let name = names.push(&copy);
             let j = records.len() as u32;
-            records.push(NameRecord::next(name, ipv4, ipv6, owners));
+            records.push(NameRecord::next(name, ipv4, owners));
             index.insert_unique(hash, j, |&k| hash_of(hasher, names, records, k));
         }
     }
@@ -2946,6 +3071,63 @@ mod tests {
                 "no address moved"
             );
         }
+    }
+
+    #[test]
+    fn patches_of_patches_share_the_text_of_the_build_until_a_quarter_is_dead() {
+        let naming = Naming::new(Naming::default_rules(), "fleet.internal.");
+        let instance = |k: usize, name: &str| {
+            let ip = format!("10.0.{}.{}", k / 250, k % 250 + 1);
+            inst(&format!("i-{k:017x}"), Some(name), &[ip.as_str()])
+        };
+        // names of two labels give empty non-terminals, which patches add
+        let mut fleet: Vec<(usize, Instance)> = (0..200)
+            .map(|k| (k, instance(k, &format!("web-{k}.{}", ["a", "b"][k % 2]))))
+            .collect();
+        let mut current = Snapshot::build(fleet.iter().map(|f| &f.1), &naming, &zone());
+        let mut rewrote = None;
+        for round in 0..40 {
+            // rename one, drop one, launch one: the common events
+            let at = round * 2;
+            let gone = vec![fleet[at].1.clone(), fleet[at + 1].1.clone()];
+            let renamed = fleet[at].0;
+            fleet[at].1 = instance(renamed, &format!("db-{round}.c"));
+            fleet.remove(at + 1);
+            let launched = 1000 + round;
+            fleet.push((launched, instance(launched, &format!("new-{round}"))));
+            let added = vec![fleet[at].1.clone(), fleet[fleet.len() - 1].1.clone()];
+            let patched = Snapshot::patched(
+                &current,
+                &naming,
+                &zone(),
+                &Packed::from_instances(&gone),
+                &Packed::from_instances(&added),
+            )
+            .unwrap()
+            .unwrap();
+            let full = Snapshot::build(fleet.iter().map(|f| &f.1), &naming, &zone());
+            assert!(!patched.differs_from(&full), "round {round}");
+            assert!(!full.differs_from(&patched), "round {round}");
+            // every name and empty non-terminal answers as in the build
+            for record in 0..full.records.len() {
+                if record != full.named {
+                    let labels = full.relative(record);
+                    let found = patched.find(labels).map(|i| i < patched.named);
+                    assert_eq!(found, Some(record < full.named), "round {round}");
+                }
+            }
+            if !Arc::ptr_eq(&patched.names.shared, &current.names.shared) {
+                rewrote.get_or_insert(round);
+            }
+            // the names added since the text was last written (and the
+            // empty non-terminals) are all this zone holds alone
+            assert!(patched.names.own.len() * 3 < patched.names.shared.len());
+            current = patched;
+        }
+        // the first patch shares the build's text; some later one wrote
+        // a new buffer, and shared it from then on
+        let rewrote = rewrote.expect("a quarter of the text died in 40 rounds");
+        assert!(rewrote > 0, "the first patches share");
     }
 
     #[test]
