@@ -213,35 +213,9 @@ impl Packed {
         &self,
         mut f: impl FnMut(&[u8]) -> Result<(), PackError>,
     ) -> Result<(), PackError> {
-        let mut seen = 0u32;
-        let len = self.byte_len();
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(len as usize));
-        let mut read = 0u64;
-        loop {
-            let mut rest = &buf[..];
-            while let Some((body, tail)) = whole_record(rest)? {
-                crate::background::checkpoint();
-                f(body)?;
-                seen += 1;
-                rest = tail;
-            }
-            let unread = rest.len();
-            if read == len {
-                if unread != 0 {
-                    return Err(PackError::Corrupt("the last record is cut off"));
-                }
-                break;
-            }
-            buf.drain(..buf.len() - unread);
-            crate::background::offer();
-            let want = (len - read).min(CHUNK as u64) as usize;
-            let have = buf.len();
-            buf.resize(have + want, 0);
-            self.read_at(read, &mut buf[have..])?;
-            read += want as u64;
-        }
-        if seen != self.count {
-            return Err(PackError::Corrupt("fewer or more records than counted"));
+        let mut records = Records::new(self);
+        while let Some(body) = records.next()? {
+            f(body)?;
         }
         Ok(())
     }
@@ -251,69 +225,39 @@ impl Packed {
     /// other does not hold byte for byte, whatever the order. A refresh in
     /// which a few instances changed patches the zone with these
     /// ([`crate::snapshot::Snapshot::patched`]) instead of building it
-    /// from every instance (issue 18). `self`'s bytes are read into memory
-    /// for the comparison (about 60 bytes an instance) and let go.
+    /// from every instance (issue 18). Both sides are read once, a record
+    /// at a time; of `self` only the records no place matched are held.
     pub fn diff(&self, new: &Packed) -> Result<UnitDiff, PackError> {
-        let mut old_bytes = Vec::with_capacity(self.byte_len() as usize);
-        self.chunks(|chunk| {
-            old_bytes.extend_from_slice(chunk);
-            Ok(())
-        })?;
-        // (start, end) of each old record's body
-        let mut old_records: Vec<(u32, u32)> = Vec::with_capacity(self.len());
-        let mut rest = &old_bytes[..];
-        while let Some((body, tail)) = whole_record(rest)? {
-            let start = (old_bytes.len() - rest.len() + 4) as u32;
-            old_records.push((start, start + body.len() as u32));
-            rest = tail;
-        }
-        if !rest.is_empty() || old_records.len() != self.len() {
-            return Err(PackError::Corrupt("fewer or more records than counted"));
-        }
-        let body = |k: u32| {
-            let (start, end) = old_records[k as usize];
-            &old_bytes[start as usize..end as usize]
-        };
-        let mut old_running = 0usize;
-        for k in 0..old_records.len() as u32 {
-            old_running += usize::from(is_running(body(k))?);
-        }
         // First by place: a fetch lists instances in the order the last
         // one did, so most records equal the old one after the last match,
         // or one a little further where old records left. The few that do
         // not wait in `pending` for the hash table below.
-        let mut matched = vec![false; old_records.len()];
+        let mut old = OldSide::new(self);
         let mut changed: Vec<bool> = Vec::with_capacity(new.len());
         let mut pending: Vec<u8> = Vec::new();
         // the index in `new` of each record in `pending`
         let mut pending_at: Vec<usize> = Vec::new();
-        let mut next = 0usize;
         new.for_each_record(|b| {
-            let place = (next..old_records.len().min(next + PLACE_WINDOW))
-                .find(|&k| !matched[k] && body(k as u32) == b);
-            match place {
-                Some(k) => {
-                    matched[k] = true;
-                    next = k + 1;
-                }
-                None => {
-                    pending_at.push(changed.len());
-                    pending.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                    pending.extend_from_slice(b);
-                }
+            if !old.take(b)? {
+                pending_at.push(changed.len());
+                pending.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                pending.extend_from_slice(b);
             }
             changed.push(false);
             Ok(())
         })?;
+        old.finish()?;
+        let (old_running, old_len) = (old.running, old.passed.len());
         // Then by content, among the old records no place matched.
+        let body = |k: u32| old.passed(k as usize);
+        let mut matched = vec![false; old_len];
         use std::hash::BuildHasher;
         // Keyed per process: the bytes come from tags anyone may set.
         let hasher = std::hash::RandomState::new();
         let mut table: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
         if !pending_at.is_empty() {
-            for k in (0..old_records.len()).filter(|&k| !matched[k]) {
+            for k in 0..old_len as u32 {
                 crate::background::checkpoint();
-                let k = k as u32;
                 table.insert_unique(hasher.hash_one(body(k)), k, |&j| hasher.hash_one(body(j)));
             }
         }
@@ -341,7 +285,7 @@ impl Packed {
         for (k, _) in matched.iter().enumerate().filter(|(_, m)| !**m) {
             gone.push_record(body(k as u32));
         }
-        drop((table, old_records, old_bytes));
+        drop((table, old));
         let (gone, added) = (gone.finish()?, added.finish()?);
         // The ids the two sides touch, lowercase as the zone keys them;
         // and how many running ones leave the zone (the removal guard's
@@ -478,6 +422,157 @@ fn empty_instance() -> Instance {
         availability_zone: None,
         instance_type: None,
         account: None,
+    }
+}
+
+/// Reads packed records one at a time, in 64 KiB chunks: a record that
+/// spans two chunks is completed from the next read.
+struct Records<'p> {
+    packed: &'p Packed,
+    /// Read bytes; those before `at` are handed out.
+    buf: Vec<u8>,
+    at: usize,
+    /// How many bytes of `packed` are read.
+    read: u64,
+    /// How many records are handed out.
+    seen: u32,
+}
+
+impl<'p> Records<'p> {
+    fn new(packed: &'p Packed) -> Self {
+        Records {
+            packed,
+            buf: Vec::with_capacity(CHUNK.min(packed.byte_len() as usize)),
+            at: 0,
+            read: 0,
+            seen: 0,
+        }
+    }
+
+    /// The next record's body; `None` after the last, once the bytes and
+    /// the count are found to agree.
+    fn next(&mut self) -> Result<Option<&[u8]>, PackError> {
+        let len = self.packed.byte_len();
+        let (start, size) = loop {
+            let found = whole_record(&self.buf[self.at..])?
+                .map(|(body, tail)| (self.buf.len() - tail.len() - body.len(), body.len()));
+            if let Some(found) = found {
+                break found;
+            }
+            if self.read == len {
+                if self.at != self.buf.len() {
+                    return Err(PackError::Corrupt("the last record is cut off"));
+                }
+                if self.seen != self.packed.count {
+                    return Err(PackError::Corrupt("fewer or more records than counted"));
+                }
+                return Ok(None);
+            }
+            self.buf.drain(..self.at);
+            self.at = 0;
+            crate::background::offer();
+            let want = (len - self.read).min(CHUNK as u64) as usize;
+            let have = self.buf.len();
+            self.buf.resize(have + want, 0);
+            self.packed.read_at(self.read, &mut self.buf[have..])?;
+            self.read += want as u64;
+        };
+        crate::background::checkpoint();
+        self.at = start + size;
+        self.seen += 1;
+        Ok(Some(&self.buf[start..start + size]))
+    }
+}
+
+/// The old side of [`Packed::diff`], read as the new side asks: the next
+/// [`PLACE_WINDOW`] records after the last match, and the bytes of those
+/// the window left behind unmatched. Only those are held, so a diff in
+/// which a few records changed holds a few records of the old unit, not
+/// all of it (issue 18: reading it whole was the peak of a reload).
+struct OldSide<'p> {
+    records: Records<'p>,
+    /// The window: the bodies of the next unmatched old records.
+    ahead: std::collections::VecDeque<Vec<u8>>,
+    /// Bodies of the windows' matched records, to fill it again.
+    spare: Vec<Vec<u8>>,
+    /// (start, end in `passed_bytes`) of each record left behind.
+    passed: Vec<(u32, u32)>,
+    passed_bytes: Vec<u8>,
+    /// How many old records are running.
+    running: usize,
+}
+
+impl<'p> OldSide<'p> {
+    fn new(old: &'p Packed) -> Self {
+        OldSide {
+            records: Records::new(old),
+            ahead: std::collections::VecDeque::with_capacity(PLACE_WINDOW),
+            spare: Vec::new(),
+            passed: Vec::new(),
+            passed_bytes: Vec::new(),
+            running: 0,
+        }
+    }
+
+    /// Reads into the window until it is full or the old records end;
+    /// whether it holds any.
+    fn fill(&mut self) -> Result<bool, PackError> {
+        while self.ahead.len() < PLACE_WINDOW {
+            let Some(body) = self.records.next()? else {
+                break;
+            };
+            self.running += usize::from(is_running(body)?);
+            let mut copy = self.spare.pop().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(body);
+            self.ahead.push_back(copy);
+        }
+        Ok(!self.ahead.is_empty())
+    }
+
+    /// Matches `body` against the window: if one of its records is
+    /// `body`, the records before it are left behind and the window moves
+    /// past it.
+    fn take(&mut self, body: &[u8]) -> Result<bool, PackError> {
+        self.fill()?;
+        let Some(at) = self.ahead.iter().position(|b| b == body) else {
+            return Ok(false);
+        };
+        for _ in 0..at {
+            self.leave_first();
+        }
+        if let Some(matched) = self.ahead.pop_front() {
+            self.spare.push(matched);
+        }
+        Ok(true)
+    }
+
+    /// Leaves the window's first record behind.
+    fn leave_first(&mut self) {
+        if let Some(body) = self.ahead.pop_front() {
+            let start = self.passed_bytes.len() as u32;
+            self.passed_bytes.extend_from_slice(&body);
+            self.passed.push((start, self.passed_bytes.len() as u32));
+            self.spare.push(body);
+        }
+    }
+
+    /// Leaves the window and every record not read yet behind: what no
+    /// place matched, in order.
+    fn finish(&mut self) -> Result<(), PackError> {
+        while self.fill()? {
+            while !self.ahead.is_empty() {
+                self.leave_first();
+            }
+        }
+        self.spare = Vec::new();
+        Ok(())
+    }
+
+    /// The body of the `k`th record left behind.
+    fn passed(&self, k: usize) -> &[u8] {
+        let (start, end) = self.passed[k];
+        &self.passed_bytes[start as usize..end as usize]
     }
 }
 
