@@ -332,26 +332,47 @@ async fn serve_udp<H: RequestHandler>(socket: UdpSocket, parts: UdpLoop<H>) {
                 let message = query.to_vec();
                 let handler = handler.clone();
                 let primary = primary.clone();
-                let socket = socket.clone();
-                let limiter = limiter.clone();
-                tokio::spawn(async move {
+                let mut answer = Box::pin(async move {
                     let reply =
                         process(&*handler, primary.as_deref(), message, src, Protocol::Udp).await;
                     // Over UDP a transfer is at most one message (an
                     // error or a single SOA).
-                    let bytes = match reply {
+                    match reply {
                         Some(Reply::One(bytes)) => Some(bytes),
                         Some(Reply::Stream(mut stream)) => stream.next_message(),
                         None => None,
-                    };
-                    if let Some(mut bytes) = bytes {
-                        let limiter = limiter.as_deref();
-                        let now = limiter.map_or(0, |l| l.now());
-                        if rrl::admit(limiter, now, src.ip(), &mut bytes) {
-                            send_udp(&socket, &bytes, src, local).await;
-                        }
                     }
                 });
+                // Most answers off the fast path wait for nothing (a
+                // forwarded name in the cache, a type the fast path leaves
+                // to the handler): tried once here, they join this batch's
+                // replies, one system call for all, where a task of their
+                // own cost a spawn and a send each (forwarding from the
+                // cache: 250 -> 300 k queries per CPU-second). What must
+                // wait (an upstream) becomes a task; polling it again there
+                // registers the waker that counts.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::future::Future::poll(answer.as_mut(), &mut cx) {
+                    std::task::Poll::Ready(Some(mut bytes)) => {
+                        if rrl::admit(limiter.as_deref(), now, src.ip(), &mut bytes) {
+                            replies.push(&bytes, src, local);
+                        }
+                    }
+                    std::task::Poll::Ready(None) => {}
+                    std::task::Poll::Pending => {
+                        let socket = socket.clone();
+                        let limiter = limiter.clone();
+                        tokio::spawn(async move {
+                            if let Some(mut bytes) = answer.await {
+                                let limiter = limiter.as_deref();
+                                let now = limiter.map_or(0, |l| l.now());
+                                if rrl::admit(limiter, now, src.ip(), &mut bytes) {
+                                    send_udp(&socket, &bytes, src, local).await;
+                                }
+                            }
+                        });
+                    }
+                }
             }
             replies.flush(&socket).await;
             if count < BATCH {
