@@ -7,8 +7,9 @@
 //! map (DNS, `list`, the hosts export, metrics) reads the same snapshot.
 //!
 //! It is also most of the daemon's memory, so it is laid out flat and
-//! small (13 MB of heap for 100,000 instances named by a tag, 200,000 names
-//! with their instance-id names), and [`SnapshotBuilder`] takes instances
+//! small (12 MB of heap for 100,000 instances named by a tag, 200,000 names
+//! with their instance-id names; a patch shares the names' text with the
+//! zone it patches), and [`SnapshotBuilder`] takes instances
 //! one at a time and keeps only what the zone needs of each: a zone of
 //! 100,000 instances is built without ever holding 100,000 [`Instance`]s.
 
@@ -469,8 +470,9 @@ pub enum Lookup<'a> {
 /// The immutable zone built from one inventory.
 ///
 /// The layout is flat so that a zone of 100,000 instances stays small and
-/// quick to build and drop. Every name lives once in one byte buffer,
-/// `names`, relative to the zone: a length byte, then its lowercase
+/// quick to build and drop. Every name lives once in `names` (one byte
+/// buffer, shared with the zones patched from it, and the names added
+/// since: [`NameText`]), relative to the zone: a length byte, then its lowercase
 /// wire-format labels without the final zero (`\x06\x05web-1`); an instance
 /// id is its instance-id name there. Names are added in the order
 /// instances come; the records that point at them are sorted by the
