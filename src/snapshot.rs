@@ -739,7 +739,7 @@ impl<'n> SnapshotBuilder<'n> {
         for (i, served) in current.instances.iter().enumerate() {
             checkpoint();
             // An id name is one label: its length byte, then the id.
-            let id = Snapshot::labels_at(&current.names, served.id);
+            let id = current.names.labels(served.id);
             let id = std::str::from_utf8(id.get(1..).unwrap_or_default()).unwrap_or_default();
             // this instance's aliases: skipped with it, or copied
             let first_alias = next_alias;
@@ -1423,7 +1423,7 @@ impl Snapshot {
             key.extend_from_slice(id.as_bytes());
             if let Ok(k) = current
                 .instances
-                .binary_search_by(|i| Self::labels_at(&current.names, i.id).cmp(&key))
+                .binary_search_by(|i| current.names.labels(i.id).cmp(&key))
             {
                 dropped[k] = true;
             }
@@ -1469,9 +1469,7 @@ impl Snapshot {
                 (None, None) => break,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
-                (Some(x), Some(y)) => {
-                    Self::labels_at(&current.names, x.id).cmp(Self::labels_at(&part.names, y.id))
-                }
+                (Some(x), Some(y)) => current.names.labels(x.id).cmp(part.names.labels(y.id)),
             };
             match (order, x, y) {
                 (Ordering::Less, Some(x), _) => {
@@ -1619,7 +1617,7 @@ impl Snapshot {
                             (false, o) => (current, o),
                             (true, o) => (&part, o),
                         };
-                        let id = Self::labels_at(&from.names, from.instances[o].id);
+                        let id = from.names.labels(from.instances[o].id);
                         let Some(record) = from.find(id) else {
                             return Ok(None);
                         };
@@ -1813,7 +1811,7 @@ impl Snapshot {
         let same_instances = self.instances.len() == other.instances.len()
             && self.instances.iter().zip(&other.instances).all(|(a, b)| {
                 checkpoint();
-                Self::labels_at(&self.names, a.id) == Self::labels_at(&other.names, b.id)
+                self.names.labels(a.id) == other.names.labels(b.id)
                     && rule(self, a.rule) == rule(other, b.rule)
                     && string(self, a.availability_zone) == string(other, b.availability_zone)
                     && string(self, a.instance_type) == string(other, b.instance_type)
@@ -1842,14 +1840,9 @@ impl Snapshot {
             && self.statics == other.statics)
     }
 
-    /// The relative wire labels of the name at `at` in `names`.
-    fn labels_at(names: &NameText, at: u32) -> &[u8] {
-        names.labels(at)
-    }
-
     /// The relative wire labels of record `record`'s name.
     fn relative(&self, record: usize) -> &[u8] {
-        Self::labels_at(&self.names, self.records[record].name)
+        self.names.labels(self.records[record].name)
     }
 
     /// The range of record `record`'s items in the array whose start
@@ -1879,7 +1872,7 @@ impl Snapshot {
         let instance = &self.instances[self.owners[at] as usize];
         let string = |i: u16| self.strings.get(usize::from(i)).map(|s| &**s);
         // The id name holds the id: one label after the length bytes.
-        let id = Self::labels_at(&self.names, instance.id);
+        let id = self.names.labels(instance.id);
         let extra = self.alias_rule(at).and_then(extra_code);
         let (kind, rule) = match extra {
             _ if instance.id == name => (NameKind::InstanceId, &self.rules[0]),
@@ -2094,7 +2087,7 @@ impl Snapshot {
                         _ => false,
                     };
                     kind_and_rule
-                        && Self::labels_at(&ns.names, ni.id) == Self::labels_at(&os.names, oi.id)
+                        && ns.names.labels(ni.id) == os.names.labels(oi.id)
                         && ni.availability_zone == oi.availability_zone
                         && ni.instance_type == oi.instance_type
                 })
