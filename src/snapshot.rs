@@ -647,6 +647,58 @@ struct AliasName {
     rule: u16,
 }
 
+/// A build's chosen names in the order the zone takes them: by text, then
+/// by instance, then by owner code. The primary names (code [`NONE`]), one
+/// an instance at most, are kept apart from the extra ones (aliases, group
+/// and ordinal names, each with its code): 8 bytes a name instead of 12,
+/// 0.4 MB less at a build's peak at 100,000 instances (issue 18).
+#[derive(Debug, Default)]
+struct Chosen {
+    /// (name in the builder's `names`, instance): code [`NONE`].
+    primary: Vec<(u32, u32)>,
+    /// (name, instance, owner code).
+    extra: Vec<(u32, u32, u16)>,
+    /// How many of each the build has taken.
+    taken: (usize, usize),
+}
+
+impl Chosen {
+    /// How many names in all.
+    fn len(&self) -> usize {
+        self.primary.len() + self.extra.len()
+    }
+
+    /// The order of two names, their text in `names`.
+    fn order(names: &[u8], a: &(u32, u32, u16), b: &(u32, u32, u16)) -> Ordering {
+        text_order(
+            SnapshotBuilder::labels(names, a.0),
+            SnapshotBuilder::labels(names, b.0),
+        )
+        .then(a.1.cmp(&b.1))
+        .then(a.2.cmp(&b.2))
+    }
+
+    /// The next name to take, and whether it is an extra one.
+    fn next(&self, names: &[u8]) -> Option<((u32, u32, u16), bool)> {
+        let primary = (self.primary.get(self.taken.0)).map(|&(name, i)| (name, i, NONE));
+        let extra = self.extra.get(self.taken.1).copied();
+        match (primary, extra) {
+            (Some(p), Some(e)) if Self::order(names, &e, &p) == Ordering::Less => Some((e, true)),
+            (Some(p), _) => Some((p, false)),
+            (None, e) => e.map(|e| (e, true)),
+        }
+    }
+
+    /// Takes the name [`Chosen::next`] gave.
+    fn take(&mut self, extra: bool) {
+        if extra {
+            self.taken.1 += 1;
+        } else {
+            self.taken.0 += 1;
+        }
+    }
+}
+
 impl<'n> SnapshotBuilder<'n> {
     /// A builder for the zone `zone` with the naming policy `naming`,
     /// expecting about `instances` instances (to size its buffers).
@@ -978,18 +1030,19 @@ impl<'n> SnapshotBuilder<'n> {
         // shaped like ids): the two runs are merged.
         // Aliases join them, each with its rule (primary names: NONE); an
         // alias of a duplicate left out by the dedup above goes with it.
-        let mut chosen: Vec<(u32, u32, u16)> = order
-            .iter()
-            .enumerate()
-            .filter(|(_, &k)| pending[k as usize].name != NO_NAME)
-            .map(|(i, &k)| (pending[k as usize].name, i as u32, NONE))
-            .collect();
+        let mut chosen = Chosen {
+            primary: (order.iter().enumerate())
+                .filter(|(_, &k)| pending[k as usize].name != NO_NAME)
+                .map(|(i, &k)| (pending[k as usize].name, i as u32))
+                .collect(),
+            ..Chosen::default()
+        };
         if !aliases.is_empty() {
             let mut rank = vec![u32::MAX; pending.len()];
             for (i, &k) in order.iter().enumerate() {
                 rank[k as usize] = i as u32;
             }
-            chosen.extend(
+            chosen.extra.extend(
                 aliases
                     .iter()
                     .filter(|a| rank[a.instance as usize] != u32::MAX)
@@ -1000,8 +1053,7 @@ impl<'n> SnapshotBuilder<'n> {
         // Ordinals: each group's members, in id order, keep the ordinal
         // they had and newcomers take the lowest free ones; `<n>.<group>`
         // names the member.
-        let mut groups: Vec<(u32, u32, u16)> = chosen
-            .iter()
+        let mut groups: Vec<(u32, u32, u16)> = (chosen.extra.iter())
             .filter(|c| matches!(extra_code(c.2), Some((NameKind::Group, _))))
             .copied()
             .collect();
@@ -1052,17 +1104,19 @@ impl<'n> SnapshotBuilder<'n> {
                 }
             }
             for (name, i, code) in added {
-                chosen.push((names.len() as u32, i, code));
+                chosen.extra.push((names.len() as u32, i, code));
                 names.extend_from_slice(&name);
             }
         }
         drop((groups, previous_ordinals));
-        let has_aliases = chosen.iter().any(|c| c.2 != NONE);
-        chosen.sort_unstable_by(|a, b| {
+        let has_aliases = chosen.extra.iter().any(|c| c.2 != NONE);
+        chosen.primary.sort_unstable_by(|a, b| {
             checkpoint();
-            text_order(Self::labels(&names, a.0), Self::labels(&names, b.0))
-                .then(a.1.cmp(&b.1))
-                .then(a.2.cmp(&b.2))
+            text_order(Self::labels(&names, a.0), Self::labels(&names, b.0)).then(a.1.cmp(&b.1))
+        });
+        chosen.extra.sort_unstable_by(|a, b| {
+            checkpoint();
+            Chosen::order(&names, a, b)
         });
 
         // Each instance in id order (its id name is `instances[i].id`):
@@ -1111,7 +1165,7 @@ impl<'n> SnapshotBuilder<'n> {
         let mut owner_rules: Vec<u16> = Vec::new();
         // Each instance's primary name: its chosen one, else its id's.
         let mut primary: Vec<u32> = vec![NO_NAME; count];
-        let (mut next_id, mut next_chosen) = (0usize, 0usize);
+        let mut next_id = 0usize;
         // Static names are a third sorted run (`static_records`).
         let statics = naming.statics().clone();
         let mut static_of: Vec<(u32, u32)> = Vec::new();
@@ -1119,7 +1173,7 @@ impl<'n> SnapshotBuilder<'n> {
         loop {
             checkpoint();
             let id_name = instances.get(next_id).map(|r| r.id);
-            let chosen_name = chosen.get(next_chosen).map(|c| c.0);
+            let chosen_name = chosen.next(&names).map(|(c, _)| c.0);
             // A static name goes in where no fleet name comes before it. One
             // equal to chosen names takes the name over: it answers with the
             // static records, and the instances that claim it stay its
@@ -1147,7 +1201,7 @@ impl<'n> SnapshotBuilder<'n> {
                     push_record(&mut records, &mut ipv6_at, name, (&ipv4, &ipv6, &owners));
                     ipv4.extend_from_slice(&node.ipv4);
                     ipv6.extend_from_slice(&node.ipv6);
-                    while let Some(&(other, i, alias)) = chosen.get(next_chosen) {
+                    while let Some(((other, i, alias), extra)) = chosen.next(&names) {
                         if taken.is_none() || Self::labels(&names, other) != &*node.labels {
                             break;
                         }
@@ -1155,7 +1209,7 @@ impl<'n> SnapshotBuilder<'n> {
                         if has_aliases {
                             owner_rules.push(alias);
                         }
-                        next_chosen += 1;
+                        chosen.take(extra);
                     }
                     static_of.push((record, next_static as u32));
                     next_static += 1;
@@ -1196,7 +1250,7 @@ impl<'n> SnapshotBuilder<'n> {
             }
             let labels = Self::labels(&names, name);
             let mut members = 0;
-            while let Some(&(other, i, alias)) = chosen.get(next_chosen) {
+            while let Some(((other, i, alias), extra)) = chosen.next(&names) {
                 if Self::labels(&names, other) != labels {
                     break;
                 }
@@ -1212,7 +1266,7 @@ impl<'n> SnapshotBuilder<'n> {
                     primary[i as usize] = record;
                 }
                 members += 1;
-                next_chosen += 1;
+                chosen.take(extra);
             }
             if members > 1 {
                 sort_dedup_tail(&mut ipv4, v4_start);
