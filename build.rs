@@ -22,8 +22,8 @@ fn main() {
         // Put the functions a daemon runs together at the start of .text,
         // in the order scripts/code-order profiled: the kernel maps code
         // 64 KB around each page touched, and the code that runs, spread
-        // over 12 MB, held 5.1 MB resident; together it holds 2.5 MB, and
-        // peak RSS at 100,000 names falls from 22.4 to 19.1 MB (issue 18,
+        // over 12 MB, held 5.1 MB resident; together it holds 2.4 MB, and
+        // peak RSS at 100,000 names fell by 3.2 MB (issue 18,
         // benches/results/2026-12-05-code-order.md). Names the list has
         // and the binary lacks (a dev build, a stale list) are skipped
         // silently: they cost memory, not correctness, and
@@ -49,8 +49,10 @@ fn var(name: &str) -> String {
 
 /// Whether rustc links the binary with its own lld, which takes a symbol
 /// ordering file: its default for x86_64-unknown-linux-gnu since Rust
-/// 1.90. Not when the build names its own linker or linker flags (GNU ld
-/// refuses the option), or with an older rustc.
+/// 1.90, where the toolchain has it. Not when the build names its own
+/// linker or linker flags (GNU ld refuses the option), or with an older
+/// rustc; `FLEETDNS_NO_CODE_ORDER=1` leaves the order out wherever this
+/// guesses wrong.
 fn lld_links() -> bool {
     if var("TARGET") != "x86_64-unknown-linux-gnu" || std::env::var_os("RUSTC_LINKER").is_some() {
         return false;
@@ -73,7 +75,21 @@ fn lld_links() -> bool {
     let mut version = release
         .split(['.', '-'])
         .map(|part| part.parse::<u32>().unwrap_or(0));
-    (version.next().unwrap_or(0), version.next().unwrap_or(0)) >= (1, 90)
+    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (1, 90) {
+        return false;
+    }
+    // A rustc that ships its lld (rustup's do); one built without it (some
+    // distributions' packages) links with the system's cc and GNU ld.
+    let Ok(out) = Command::new(var("RUSTC"))
+        .args(["--print", "sysroot"])
+        .output()
+    else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout);
+    std::path::Path::new(sysroot.trim())
+        .join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld")
+        .exists()
 }
 
 /// Whether the binary is linked for glibc 2.36 or later on this machine
