@@ -411,11 +411,17 @@ fn text_bytes(wire: &[u8]) -> impl Iterator<Item = u8> + '_ {
 /// [`Snapshot::entries`]. Names of one label, nearly all, compare their
 /// bytes directly.
 pub(crate) fn text_order(a: &[u8], b: &[u8]) -> Ordering {
-    let single = |w: &[u8]| w.first().is_some_and(|&n| usize::from(n) + 1 == w.len());
-    if single(a) && single(b) {
+    if single_label(a) && single_label(b) {
         return a[1..].cmp(&b[1..]);
     }
     text_bytes(a).cmp(text_bytes(b))
+}
+
+/// Whether wire-format labels are one label.
+fn single_label(labels: &[u8]) -> bool {
+    labels
+        .first()
+        .is_some_and(|&n| usize::from(n) + 1 == labels.len())
 }
 
 /// How many names a zone change added, removed and re-pointed.
@@ -2356,10 +2362,7 @@ fn hash_of(hasher: &RandomState, names: &NameText, records: &[NameRecord], j: u3
 /// less at 100,000 instances, in the zone and at a build's and a patch's
 /// peak; issue 18), and a query for an id name takes a binary search.
 fn indexed(labels: &[u8]) -> bool {
-    let single = labels
-        .first()
-        .is_some_and(|&n| usize::from(n) + 1 == labels.len());
-    !(single
+    !(single_label(labels)
         && labels.get(1..3) == Some(b"i-")
         && std::str::from_utf8(&labels[1..]).is_ok_and(crate::naming::is_instance_id))
 }
