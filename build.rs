@@ -72,10 +72,7 @@ fn lld_links() -> bool {
     let Some(release) = text.lines().find_map(|line| line.strip_prefix("release: ")) else {
         return false;
     };
-    let mut version = release
-        .split(['.', '-'])
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (1, 90) {
+    if major_minor(release) < (1, 90) {
         return false;
     }
     // A rustc that ships its lld (rustup's do); one built without it (some
@@ -107,12 +104,14 @@ fn relr_supported() -> bool {
         return false;
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut version = text
-        .trim()
-        .strip_prefix("glibc ")
-        .unwrap_or_default()
-        .split('.')
+    major_minor(text.trim().strip_prefix("glibc ").unwrap_or_default()) >= (2, 36)
+}
+
+/// The first two numbers of a version such as "1.95.0" or "2.36" (0 for
+/// what is missing or not a number).
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version
+        .split(['.', '-'])
         .map(|part| part.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
-    (major, minor) >= (2, 36)
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

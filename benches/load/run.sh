@@ -641,7 +641,7 @@ report() {
     echo "- fleetdns: $("$bin" --version); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); NSD $(nsd -v 2>&1 | head -1 | awk '{print $NF}'); Knot $(knotd -V | awk '{print $NF}'); Unbound $(unbound -V | awk '/Version/ {print $2}'); dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2}')"
     echo "- command: benches/load/run.sh -n $(IFS=,; echo "${sizes[*]}") -r $rounds -l $duration -s $(IFS=,; echo "${servers[*]}") -p $parts"
     # Whether the binary's code is laid out by link/code-order.txt: a stale
-    # list costs fleetdns about 2 MB of peak RSS.
+    # list costs fleetdns about 3 MB of peak RSS.
     echo "- $(scripts/code-order --check "$bin" 2>&1 | tr '\n' ' ')"
     echo "- main tables: each server pinned to CPU 0 with one worker, dnsperf on CPU 1 (-c 8 -q 100); medians of $rounds interleaved rounds (QPS as min/median/max)"
     for n in "${sizes[@]}"; do
